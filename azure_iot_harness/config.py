@@ -1,0 +1,171 @@
+"""One typed configuration, built from a TOML file, then `AZURE_IOT_HARNESS_*` variables, then flags.
+
+Also the well-known development identities: like Azurite's `devstoreaccount1`, their keys are
+published (README) so that a connection string can be pasted without asking the emulator.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import ConfigError
+
+ENV_PREFIX = "AZURE_IOT_HARNESS_"
+
+# Permissions of IoT Hub shared access policies.
+REGISTRY_READ = "RegistryRead"
+REGISTRY_WRITE = "RegistryWrite"
+SERVICE_CONNECT = "ServiceConnect"
+DEVICE_CONNECT = "DeviceConnect"
+
+
+@dataclass(frozen=True)
+class Policy:
+    name: str
+    key: str
+    permissions: frozenset[str]
+
+
+# The hub's default policies, with published development keys.
+WELL_KNOWN_POLICIES: tuple[Policy, ...] = (
+    Policy(
+        "iothubowner",
+        "mbkFS9h3dgFjx6qC+xgn4pRdYE3qmB2YGwvF+rRULCA=",
+        frozenset({REGISTRY_READ, REGISTRY_WRITE, SERVICE_CONNECT, DEVICE_CONNECT}),
+    ),
+    Policy("service", "nJj85JQXZ/HMcN2B6cY5s1YkUE2xHJKo4uTFpW2SaIE=", frozenset({SERVICE_CONNECT})),
+    Policy("device", "kFd1Jt/iHfFsrfxOWHH3HYJQbnnz81KVuQ4pVBdnORA=", frozenset({DEVICE_CONNECT})),
+    Policy("registryRead", "bzPx7zStcWt7Tf4vNXBRIMHT/j2FefY2GRM2yis5SUA=", frozenset({REGISTRY_READ})),
+    Policy(
+        "registryReadWrite",
+        "PpGDZ5Ij5PbzgFazDiKucJO7geURgTL52MUys3pjkoM=",
+        frozenset({REGISTRY_READ, REGISTRY_WRITE}),
+    ),
+)
+
+# Well-known identities created in every new store.
+WELL_KNOWN_SAS_DEVICE = "device1"
+WELL_KNOWN_SAS_DEVICE_KEYS = (
+    "a9Vi5MJXRxvil8e+AwwaVYAmg0BHctGN94xsblra44I=",
+    "sN0lfwu9x6r2MBj9D9hYKliQNJc+2ADWBFcpqIM/HSM=",
+)
+WELL_KNOWN_MODULE = "module1"  # a module of device1
+WELL_KNOWN_MODULE_KEYS = (
+    "HYjeH3Mg9tpeR6mxoVGUwdOP0TPMep5BbynZcaFbnHg=",
+    "Tj3Aqn/pdcwB/A/Mtf8liQE8o1Nd87CnLXd3xA29HnE=",
+)
+WELL_KNOWN_CA_DEVICE = "x509-device1"  # certificateAuthority: any cert from the device CA with CN = id
+
+
+def default_data_dir() -> Path:
+    return Path.home() / ".azure-iot-harness"
+
+
+@dataclass
+class Config:
+    """Every setting of the emulator. The README's configuration table lists the same fields."""
+
+    data_dir: Path = field(default_factory=default_data_dir)
+    # Keep all state in memory and generate a fresh PKI (tests); nothing is written to data_dir.
+    in_memory: bool = False
+    # The hub's host name: what devices put in HostName, usernames and SAS `sr`.
+    host: str = "localhost"
+    # More names for the server certificate (the bind address and loopback names are always in).
+    host_names: list[str] = field(default_factory=list)
+    bind: str = "127.0.0.1"
+    mqtt_port: int = 8883
+    https_port: int = 443
+    # Seconds a client may stay silent without a keep-alive: IoT Hub's load-balancer cap.
+    max_idle_seconds: float = 1767.0
+    # Seconds a TCP client gets to finish TLS and send CONNECT.
+    connect_timeout: float = 10.0
+    # "full" fsyncs every group commit (survives power loss); "normal" survives a killed process.
+    durability: str = "full"
+    log_level: str = "info"
+
+    @property
+    def hub_name(self) -> str:
+        return self.host.split(".", 1)[0]
+
+    def validate(self) -> "Config":
+        for name in ("mqtt_port", "https_port"):
+            port = getattr(self, name)
+            if not 0 <= port <= 65535:
+                raise ConfigError(f"{name} must be between 0 and 65535, not {port}")
+        if self.durability not in ("full", "normal"):
+            raise ConfigError(f"durability must be 'full' or 'normal', not {self.durability!r}")
+        if not self.host or "/" in self.host:
+            raise ConfigError(f"host must be a host name, not {self.host!r}")
+        return self
+
+    @classmethod
+    def load(
+        cls,
+        file: str | os.PathLike[str] | None = None,
+        env: Mapping[str, str] | None = None,
+        flags: Mapping[str, Any] | None = None,
+    ) -> "Config":
+        """Build from a TOML file, then the environment, then flags the user actually passed.
+
+        A flag whose value is None counts as not passed.
+        """
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        file = file or env.get(ENV_PREFIX + "CONFIG")
+        if file:
+            try:
+                with open(file, "rb") as fh:
+                    data = tomllib.load(fh)
+            except (OSError, tomllib.TOMLDecodeError) as exc:
+                raise ConfigError(f"cannot read config file {file}: {exc}") from exc
+            values.update(_check_names(data, f"config file {file}"))
+        for f in dataclasses.fields(cls):
+            raw = env.get(ENV_PREFIX + f.name.upper())
+            if raw is not None:
+                values[f.name] = raw
+        values.update({k: v for k, v in (flags or {}).items() if v is not None})
+        return cls(**{k: _coerce(k, v) for k, v in _check_names(values, "settings").items()}).validate()
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+
+
+def _check_names(values: Mapping[str, Any], where: str) -> dict[str, Any]:
+    unknown = sorted(set(values) - set(_FIELDS))
+    if unknown:
+        raise ConfigError(f"unknown setting(s) in {where}: {', '.join(unknown)}")
+    return dict(values)
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Turn strings from the environment (and TOML values) into the field's type."""
+    default = _FIELDS[name].default
+    if default is dataclasses.MISSING:
+        default = _FIELDS[name].default_factory()  # type: ignore[misc]
+    try:
+        if isinstance(default, bool):
+            if isinstance(value, str):
+                if value.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if value.lower() in ("0", "false", "no", "off", ""):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if isinstance(default, Path):
+            return Path(value).expanduser()
+        if isinstance(default, list):
+            if isinstance(value, str):
+                return [v.strip() for v in value.split(",") if v.strip()]
+            return list(value)
+        if isinstance(default, float):
+            return float(value)
+        if isinstance(default, int):
+            return int(value)
+        return str(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"invalid value for {name}: {value!r}") from exc

@@ -1,0 +1,253 @@
+"""`Emulator`: builds every part from one Config, starts and stops them, tells where they are."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+from ..certs import DevPKI
+from ..config import WELL_KNOWN_POLICIES, Config, Policy
+from ..errors import ConfigError, HarnessError
+from .hub.hub import Hub
+from .hub.registry import Registry
+from .mqtt.listener import MqttListener
+from .mqtt.tls import request_any_client_certificate
+from .protocol import sas
+from .store import Store
+from .web import HttpsServer, build_app
+
+log = logging.getLogger("azure_iot_harness")
+
+ENDPOINTS_FILE = "endpoints.json"
+
+
+class Emulator:
+    """IoT Hub's device (MQTT/TLS) and service (HTTPS) endpoints, in the running event loop.
+
+    `async with Emulator(Config(in_memory=True, mqtt_port=0, https_port=0)) as emu:` for tests;
+    `EmulatorThread` runs one on its own thread for synchronous code.
+    """
+
+    def __init__(self, config: Config | None = None, **overrides: Any) -> None:
+        config = config or Config()
+        for name, value in overrides.items():
+            if not hasattr(config, name):
+                raise ConfigError(f"unknown setting {name!r}")
+            setattr(config, name, value)
+        self.config = config.validate()
+        self.policies: tuple[Policy, ...] = WELL_KNOWN_POLICIES
+        self._tmp: tempfile.TemporaryDirectory | None = None
+        self.pki: DevPKI
+        self.store: Store
+        self.registry: Registry
+        self.hub: Hub
+        self.mqtt: MqttListener
+        self.https: HttpsServer
+        self._started = False
+
+    # ---- life cycle ---------------------------------------------------------------------
+
+    async def start(self) -> "Emulator":
+        cfg = self.config
+        names = [cfg.host, cfg.bind, *cfg.host_names]
+        if cfg.in_memory:
+            self.pki = DevPKI.generate(names)
+            self._tmp = tempfile.TemporaryDirectory(prefix="azure-iot-harness-")
+            self.pki.write_ca(self._tmp.name)
+            self.store = Store(None)
+        else:
+            self.pki = DevPKI.load_or_create(cfg.data_dir / "pki", names)
+            self.store = Store(cfg.data_dir / "state.sqlite3", durability=cfg.durability)
+        await self.store.start()
+        try:
+            self.registry = Registry(self.store)
+            await self.registry.load()
+            await self.registry.seed_well_known()
+            self.hub = Hub(
+                host=cfg.host,
+                store=self.store,
+                registry=self.registry,
+                policies=self.policies,
+                trusted_cas=[self.pki.device_ca_cert],
+            )
+            mqtt_ctx = self.pki.server_context()
+            request_any_client_certificate(mqtt_ctx)
+            self.mqtt = MqttListener(
+                host=cfg.bind,
+                port=cfg.mqtt_port,
+                ssl_context=mqtt_ctx,
+                router=self.hub,
+                max_idle=cfg.max_idle_seconds,
+                connect_timeout=cfg.connect_timeout,
+            )
+            await _bind("MQTT", cfg.bind, cfg.mqtt_port, self.mqtt.start)
+            self.https = HttpsServer(build_app(self), host=cfg.bind, port=cfg.https_port, ssl_context=self.pki.server_context())
+            try:
+                await _bind("HTTPS", cfg.bind, cfg.https_port, self.https.start)
+            except BaseException:
+                await self.mqtt.stop()
+                raise
+        except BaseException:
+            await self.store.close()
+            raise
+        self._started = True
+        if not cfg.in_memory:
+            self._write_endpoints()
+        return self
+
+    async def stop(self) -> None:
+        if not self._started:
+            return
+        self._started = False
+        if not self.config.in_memory:
+            (self.config.data_dir / ENDPOINTS_FILE).unlink(missing_ok=True)
+        await self.mqtt.stop()
+        await self.https.stop()
+        await self.store.close()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    async def __aenter__(self) -> "Emulator":
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # ---- where things are ---------------------------------------------------------------
+
+    @property
+    def host(self) -> str:
+        return self.config.host
+
+    @property
+    def mqtt_port(self) -> int:
+        return self.mqtt.port
+
+    @property
+    def https_port(self) -> int:
+        return self.https.port
+
+    @property
+    def ca_file(self) -> Path:
+        folder = Path(self._tmp.name) if self._tmp is not None else self.config.data_dir / "pki"
+        return folder / "ca.pem"
+
+    def _host_port(self, port: int, standard: int) -> str:
+        return self.host if port == standard else f"{self.host}:{port}"
+
+    def info(self) -> dict:
+        """What `azure-iot-harness info` prints and the endpoints file holds."""
+        return {
+            "hubHostName": self.host,
+            "bind": self.config.bind,
+            "mqtt": {"host": self.host, "port": self.mqtt_port},
+            "https": {"host": self.host, "port": self.https_port, "url": f"https://{self._host_port(self.https_port, 443)}"},
+            "caFile": str(self.ca_file),
+            "dataDir": None if self.config.in_memory else str(self.config.data_dir),
+            "pid": os.getpid(),
+            "connectionStrings": self.well_known_connection_strings(),
+        }
+
+    def well_known_connection_strings(self) -> dict[str, str]:
+        from ..config import WELL_KNOWN_CA_DEVICE, WELL_KNOWN_MODULE, WELL_KNOWN_SAS_DEVICE
+
+        return {
+            "service": self.connection_string(policy="iothubowner"),
+            "device": self.connection_string(device=WELL_KNOWN_SAS_DEVICE),
+            "module": self.connection_string(device=WELL_KNOWN_SAS_DEVICE, module=WELL_KNOWN_MODULE),
+            "x509Device": self.connection_string(device=WELL_KNOWN_CA_DEVICE),
+        }
+
+    def connection_string(self, *, device: str | None = None, module: str | None = None, policy: str | None = None) -> str:
+        """A connection string exactly in Azure's format (Azure's keys only).
+
+        The service string carries the HTTPS port when it is not 443 (the service SDK accepts
+        host:port); device strings never do, since device SDKs can only use 8883.
+        """
+        if device is None:
+            policy = policy or "iothubowner"
+            pol = next((p for p in self.policies if p.name == policy), None)
+            if pol is None:
+                raise HarnessError(f"no shared access policy named {policy!r}")
+            return f"HostName={self._host_port(self.https_port, 443)};SharedAccessKeyName={pol.name};SharedAccessKey={pol.key}"
+        doc = self.registry.get(device, module)
+        if doc is None:
+            raise HarnessError(f"no identity {device}{'/' + module if module else ''} in the registry")
+        out = f"HostName={self.host};DeviceId={device}"
+        if module:
+            out += f";ModuleId={module}"
+        auth = doc["authentication"]
+        if auth["type"] == "sas":
+            out += f";SharedAccessKey={auth['symmetricKey']['primaryKey']}"
+        elif auth["type"] in ("selfSigned", "certificateAuthority"):
+            out += ";x509=true"
+        return out
+
+    def service_token(self, policy: str = "iothubowner", ttl: int = 3600) -> str:
+        pol = next(p for p in self.policies if p.name == policy)
+        return sas.generate(self._host_port(self.https_port, 443), pol.key, key_name=pol.name, ttl=ttl)
+
+    def _write_endpoints(self) -> None:
+        path = self.config.data_dir / ENDPOINTS_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.info(), indent=2))
+        os.replace(tmp, path)
+
+
+async def _bind(what: str, host: str, port: int, start: Any) -> None:
+    try:
+        await start()
+    except PermissionError as exc:
+        raise ConfigError(
+            f"cannot bind {what} to {host}:{port}: {exc.strerror}. Ports below 1024 need root or "
+            f"CAP_NET_BIND_SERVICE (e.g. `setcap cap_net_bind_service=+ep $(readlink -f $(which python3))`), "
+            f"or choose another port with --{what.lower()}-port"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot bind {what} to {host}:{port}: {exc.strerror or exc}") from None
+
+
+class EmulatorThread:
+    """An Emulator on its own event loop in a background thread, for synchronous callers."""
+
+    def __init__(self, config: Config | None = None, **overrides: Any) -> None:
+        self.emulator = Emulator(config, **overrides)
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="azure-iot-harness", daemon=True)
+
+    def start(self) -> Emulator:
+        self._thread.start()
+        try:
+            self.call(self.emulator.start())
+        except BaseException:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join()
+            raise
+        return self.emulator
+
+    def call(self, coro: Any, timeout: float = 30) -> Any:
+        """Run a coroutine on the emulator's loop and return its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        if not self._thread.is_alive():
+            return
+        try:
+            self.call(self.emulator.stop())
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(10)
+            self.loop.close()
+
+    def __enter__(self) -> Emulator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,138 @@
+"""Who is connecting: CONNECT (username, client id, password, client certificate) → Principal.
+
+Refusals carry IoT Hub's CONNACK codes: 2 for a client id that does not match the username,
+3 for a disabled device, 5 for every credential problem (the reason goes to the log only, as
+the hub tells a client nothing more than "not authorized").
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Iterable
+
+from cryptography import x509 as cx509
+
+from ...config import DEVICE_CONNECT, Policy
+from ...errors import CertificateError, ConnectRefused, SasTokenError
+from ..protocol import sas, x509
+from ..protocol.messages import AuthMethod
+from ..protocol.topics import HubUsername
+from .registry import Registry
+
+IDENTIFIER_REJECTED = 2
+SERVER_UNAVAILABLE = 3
+NOT_AUTHORIZED = 5
+
+
+@dataclass(frozen=True)
+class Principal:
+    device_id: str
+    module_id: str | None
+    auth: AuthMethod
+    generation_id: str
+    token_expiry: int | None  # SAS expiry (seconds since the epoch); None for X.509
+    model_id: str | None
+
+    @property
+    def key(self) -> tuple[str, str | None]:
+        return (self.device_id, self.module_id)
+
+    @property
+    def name(self) -> str:
+        return f"{self.device_id}/{self.module_id}" if self.module_id else self.device_id
+
+
+def authenticate(
+    *,
+    username: HubUsername,
+    client_id: str,
+    password: str | None,
+    peer_cert: bytes | None,
+    registry: Registry,
+    hub_host: str,
+    policies: Iterable[Policy],
+    trusted_cas: Iterable[cx509.Certificate],
+    now: dt.datetime | None = None,
+) -> Principal:
+    host, _ = sas.split_host(username.host)
+    if host != hub_host.lower():
+        raise ConnectRefused(NOT_AUTHORIZED, f"username names host {username.host!r}, this hub is {hub_host!r}")
+    if client_id != username.client_id:
+        raise ConnectRefused(
+            IDENTIFIER_REJECTED, f"client id {client_id!r} does not match {username.client_id!r} from the username"
+        )
+    device_id, module_id = username.device_id, username.module_id
+    who = f"module {device_id}/{module_id}" if module_id else f"device {device_id}"
+    device = registry.get(device_id)
+    doc = registry.get(device_id, module_id) if module_id else device
+    if doc is None or device is None:
+        raise ConnectRefused(NOT_AUTHORIZED, f"{who} is not registered")
+    kind = doc["authentication"]["type"]
+    scope = "module" if module_id else "device"
+    now = now or dt.datetime.now(dt.timezone.utc)
+    expiry: int | None = None
+    if password:
+        try:
+            token = sas.parse(password)
+        except SasTokenError as exc:
+            raise ConnectRefused(NOT_AUTHORIZED, f"{who}: {exc}") from None
+        if token.expired(now.timestamp()):
+            raise ConnectRefused(NOT_AUTHORIZED, f"{who}: SAS token expired at se={token.expiry}")
+        target = ["devices", device_id] + (["modules", module_id] if module_id else [])
+        if token.key_name:
+            method = _check_policy_token(token, target, hub_host, policies, who)
+        else:
+            method = _check_identity_token(token, target, hub_host, doc, kind, scope, who)
+        expiry = token.expiry
+    elif kind in ("selfSigned", "certificateAuthority"):
+        if peer_cert is None:
+            raise ConnectRefused(NOT_AUTHORIZED, f"{who} authenticates with X.509 but presented no client certificate")
+        try:
+            if kind == "selfSigned":
+                prints = doc["authentication"]["x509Thumbprint"]
+                x509.check_thumbprint(peer_cert, [prints.get("primaryThumbprint"), prints.get("secondaryThumbprint")], now)
+            else:
+                x509.check_ca_signed(peer_cert, username.client_id, trusted_cas, now)
+        except CertificateError as exc:
+            raise ConnectRefused(NOT_AUTHORIZED, f"{who}: {exc}") from None
+        method = AuthMethod(scope, "x509Certificate")
+    else:
+        raise ConnectRefused(NOT_AUTHORIZED, f"{who} uses {kind} authentication but sent no SAS token")
+    for d in (device, doc):
+        if d.get("status", "enabled") != "enabled":
+            raise ConnectRefused(SERVER_UNAVAILABLE, f"{who} is disabled")
+    return Principal(device_id, module_id, method, doc["generationId"], expiry, username.params.get("model-id"))
+
+
+def _check_identity_token(
+    token: sas.SasToken, target: list[str], hub_host: str, doc: dict, kind: str, scope: str, who: str
+) -> AuthMethod:
+    if kind != "sas":
+        raise ConnectRefused(NOT_AUTHORIZED, f"{who} authenticates with {kind}, not with a SAS token")
+    res_host, res_path = sas.split_host(token.resource)
+    if len(res_path) != len(target) or not sas.covers(token.resource, hub_host, target):
+        if res_path[:1] == ["registrations"] or "/registrations/" in token.resource:
+            raise ConnectRefused(NOT_AUTHORIZED, f"{who}: the SAS token is for DPS ({token.resource}), not the hub")
+        raise ConnectRefused(
+            NOT_AUTHORIZED, f"{who}: SAS token audience {token.resource!r} is not {hub_host}/{'/'.join(target)}"
+        )
+    keys = doc["authentication"]["symmetricKey"]
+    if not any(k and token.verify(k) for k in (keys.get("primaryKey"), keys.get("secondaryKey"))):
+        raise ConnectRefused(NOT_AUTHORIZED, f"{who}: SAS signature matches neither the primary nor the secondary key")
+    return AuthMethod(scope, "sas")
+
+
+def _check_policy_token(
+    token: sas.SasToken, target: list[str], hub_host: str, policies: Iterable[Policy], who: str
+) -> AuthMethod:
+    policy = next((p for p in policies if p.name == token.key_name), None)
+    if policy is None:
+        raise ConnectRefused(NOT_AUTHORIZED, f"{who}: SAS token names unknown policy skn={token.key_name!r}")
+    if DEVICE_CONNECT not in policy.permissions:
+        raise ConnectRefused(NOT_AUTHORIZED, f"{who}: policy {policy.name!r} lacks the DeviceConnect permission")
+    if not sas.covers(token.resource, hub_host, target):
+        raise ConnectRefused(NOT_AUTHORIZED, f"{who}: SAS token audience {token.resource!r} does not cover the device")
+    if not token.verify(policy.key):
+        raise ConnectRefused(NOT_AUTHORIZED, f"{who}: SAS signature does not match policy {policy.name!r}")
+    return AuthMethod("hub", "sas")

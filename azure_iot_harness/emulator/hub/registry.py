@@ -1,0 +1,287 @@
+"""The identity registry: devices and modules, their keys and certificates, and their state.
+
+Identities live in memory (every CONNECT reads them) and are written through to the store.
+Documents have the shape of IoT Hub's REST API; the runtime fields (connection state, last
+activity) are kept here, not in the store, so a restarted emulator never claims a device is
+connected.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from ...config import (
+    WELL_KNOWN_CA_DEVICE,
+    WELL_KNOWN_MODULE,
+    WELL_KNOWN_MODULE_KEYS,
+    WELL_KNOWN_SAS_DEVICE,
+    WELL_KNOWN_SAS_DEVICE_KEYS,
+)
+from ..protocol.errors import hub_error
+from ..protocol.messages import utc_now_iso
+from ..store import Store
+
+# IoT Hub: up to 128 characters, ASCII letters, digits and - . % _ # * ? ! ( ) , : = @ $ '
+_ID = re.compile(r"[A-Za-z0-9\-.%_#*?!(),:=@$']{1,128}")
+_THUMBPRINT = re.compile(r"[0-9A-Fa-f]{40}|[0-9A-Fa-f]{64}")
+NEVER = "0001-01-01T00:00:00Z"
+AUTH_TYPES = ("sas", "selfSigned", "certificateAuthority", "none")
+
+Key = tuple[str, str | None]
+
+
+@dataclass
+class Runtime:
+    connected: bool = False
+    connection_state_updated: str = NEVER
+    last_activity: str = NEVER
+
+
+def check_id(value: object, what: str) -> str:
+    if not isinstance(value, str) or not _ID.fullmatch(value):
+        raise hub_error(
+            "ArgumentInvalid",
+            f"{what} {value!r} is invalid: up to 128 ASCII letters, digits or - . % _ # * ? ! ( ) , : = @ $ '",
+        )
+    return value
+
+
+def new_key() -> str:
+    return base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def _generation_id() -> str:
+    # .NET ticks, the shape IoT Hub uses.
+    return str(int(time.time() * 10_000_000) + 621_355_968_000_000_000)
+
+
+def _etag(version: int) -> str:
+    return base64.b64encode(str(version).encode()).decode()
+
+
+def etag_matches(if_match: str | None, etag: str | None) -> bool:
+    """If-Match with or without quotes; `*` matches anything that exists."""
+    if if_match is None:
+        return True
+    value = if_match.strip()
+    if value.startswith("W/"):
+        value = value[2:]
+    value = value.strip('"')
+    return value == "*" or value == etag
+
+
+class Registry:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._docs: dict[Key, dict] = {}
+        self._runtime: dict[Key, Runtime] = {}
+        self._listeners: list[Callable[[Key, dict | None], None]] = []
+
+    async def load(self) -> None:
+        for doc in await self.store.load_identities():
+            self._docs[(doc["deviceId"], doc.get("moduleId"))] = doc
+
+    async def seed_well_known(self) -> None:
+        """Create the published development identities when they are missing."""
+        if (WELL_KNOWN_SAS_DEVICE, None) not in self._docs:
+            await self.put_device(
+                {
+                    "deviceId": WELL_KNOWN_SAS_DEVICE,
+                    "authentication": {
+                        "type": "sas",
+                        "symmetricKey": dict(zip(("primaryKey", "secondaryKey"), WELL_KNOWN_SAS_DEVICE_KEYS)),
+                    },
+                },
+                if_match=None,
+            )
+        if (WELL_KNOWN_SAS_DEVICE, WELL_KNOWN_MODULE) not in self._docs:
+            await self.put_module(
+                WELL_KNOWN_SAS_DEVICE,
+                {
+                    "moduleId": WELL_KNOWN_MODULE,
+                    "authentication": {
+                        "type": "sas",
+                        "symmetricKey": dict(zip(("primaryKey", "secondaryKey"), WELL_KNOWN_MODULE_KEYS)),
+                    },
+                },
+                if_match=None,
+            )
+        if (WELL_KNOWN_CA_DEVICE, None) not in self._docs:
+            await self.put_device(
+                {"deviceId": WELL_KNOWN_CA_DEVICE, "authentication": {"type": "certificateAuthority"}},
+                if_match=None,
+            )
+
+    # ---- reads ---------------------------------------------------------------------------
+
+    def get(self, device_id: str, module_id: str | None = None) -> dict | None:
+        """The stored document (not a copy: callers must not change it)."""
+        return self._docs.get((device_id, module_id))
+
+    def view(self, device_id: str, module_id: str | None = None) -> dict | None:
+        """The document as the REST API shows it, runtime fields included."""
+        doc = self._docs.get((device_id, module_id))
+        if doc is None:
+            return None
+        out = copy.deepcopy(doc)
+        rt = self._runtime.get((device_id, module_id), Runtime())
+        out["connectionState"] = "Connected" if rt.connected else "Disconnected"
+        out["connectionStateUpdatedTime"] = rt.connection_state_updated
+        out["lastActivityTime"] = rt.last_activity
+        out.setdefault("cloudToDeviceMessageCount", 0)
+        return out
+
+    def devices(self) -> list[dict]:
+        return [self.view(d, None) for (d, m) in sorted(self._docs) if m is None]  # type: ignore[misc]
+
+    def modules(self, device_id: str) -> list[dict]:
+        return [self.view(d, m) for (d, m) in sorted(self._docs, key=str) if d == device_id and m is not None]  # type: ignore[misc]
+
+    # ---- writes --------------------------------------------------------------------------
+
+    async def put_device(self, body: dict, *, if_match: str | None, device_id: str | None = None) -> dict:
+        device_id = check_id(device_id or body.get("deviceId"), "device id")
+        if body.get("deviceId") not in (None, device_id):
+            raise hub_error("ArgumentInvalid", f"deviceId in the body ({body.get('deviceId')!r}) is not {device_id!r}")
+        existing = self._docs.get((device_id, None))
+        self._check_precondition(existing, if_match, "DeviceAlreadyExists", "DeviceNotFound", f"device {device_id}")
+        doc = {
+            "deviceId": device_id,
+            "generationId": existing["generationId"] if existing else _generation_id(),
+            "etag": _etag(int(base64.b64decode(existing["etag"])) + 1 if existing else 1),
+            "status": _status(body.get("status", "enabled")),
+            "statusReason": body.get("statusReason"),
+            "statusUpdatedTime": NEVER,
+            "cloudToDeviceMessageCount": existing.get("cloudToDeviceMessageCount", 0) if existing else 0,
+            "authentication": _authentication(body.get("authentication")),
+            "capabilities": {"iotEdge": bool((body.get("capabilities") or {}).get("iotEdge", False))},
+            "deviceScope": body.get("deviceScope"),
+            "parentScopes": list(body.get("parentScopes") or []),
+        }
+        if existing is None or existing["status"] != doc["status"]:
+            doc["statusUpdatedTime"] = utc_now_iso()
+        else:
+            doc["statusUpdatedTime"] = existing["statusUpdatedTime"]
+        await self._write((device_id, None), doc)
+        return self.view(device_id)  # type: ignore[return-value]
+
+    async def put_module(self, device_id: str, body: dict, *, if_match: str | None, module_id: str | None = None) -> dict:
+        if (device_id, None) not in self._docs:
+            raise hub_error("DeviceNotFound", f"device {device_id} not found")
+        module_id = check_id(module_id or body.get("moduleId"), "module id")
+        if body.get("moduleId") not in (None, module_id):
+            raise hub_error("ArgumentInvalid", f"moduleId in the body ({body.get('moduleId')!r}) is not {module_id!r}")
+        existing = self._docs.get((device_id, module_id))
+        self._check_precondition(
+            existing, if_match, "ModuleAlreadyExistsOnDevice", "ModuleNotFound", f"module {device_id}/{module_id}"
+        )
+        doc = {
+            "moduleId": module_id,
+            "deviceId": device_id,
+            "managedBy": body.get("managedBy"),
+            "generationId": existing["generationId"] if existing else _generation_id(),
+            "etag": _etag(int(base64.b64decode(existing["etag"])) + 1 if existing else 1),
+            "cloudToDeviceMessageCount": 0,
+            "authentication": _authentication(body.get("authentication")),
+        }
+        await self._write((device_id, module_id), doc)
+        return self.view(device_id, module_id)  # type: ignore[return-value]
+
+    async def delete(self, device_id: str, module_id: str | None = None, *, if_match: str | None = None) -> None:
+        existing = self._docs.get((device_id, module_id))
+        if existing is None:
+            if module_id is None:
+                raise hub_error("DeviceNotFound", f"device {device_id} not found")
+            raise hub_error("ModuleNotFound", f"module {device_id}/{module_id} not found")
+        if not etag_matches(if_match, existing["etag"]):
+            raise hub_error("PreconditionFailed", f"etag {if_match} does not match {existing['etag']}")
+        doomed = [k for k in self._docs if k == (device_id, module_id) or (module_id is None and k[0] == device_id)]
+        await self.store.delete_identity(device_id, module_id)
+        for key in doomed:
+            del self._docs[key]
+            self._runtime.pop(key, None)
+            self._notify(key, None)
+
+    def _check_precondition(
+        self, existing: dict | None, if_match: str | None, exists_error: str, missing_error: str, what: str
+    ) -> None:
+        if existing is None:
+            if if_match is not None and if_match.strip().strip('"') != "*":
+                raise hub_error(missing_error, f"{what} not found")
+            return
+        if if_match is None:
+            raise hub_error(exists_error, f"{what} already exists")
+        if not etag_matches(if_match, existing["etag"]):
+            raise hub_error("PreconditionFailed", f"etag {if_match} does not match {existing['etag']} for {what}")
+
+    async def _write(self, key: Key, doc: dict) -> None:
+        await self.store.put_identity(doc)
+        self._docs[key] = doc
+        self._notify(key, doc)
+
+    # ---- runtime state and change notification ------------------------------------------
+
+    def set_connected(self, device_id: str, module_id: str | None, connected: bool) -> None:
+        rt = self._runtime.setdefault((device_id, module_id), Runtime())
+        rt.connected = connected
+        rt.connection_state_updated = utc_now_iso()
+        rt.last_activity = rt.connection_state_updated
+
+    def touch(self, device_id: str, module_id: str | None) -> None:
+        rt = self._runtime.setdefault((device_id, module_id), Runtime())
+        rt.last_activity = utc_now_iso()
+
+    def on_change(self, fn: Callable[[Key, dict | None], None]) -> None:
+        """fn(key, doc) after every write; doc is None when the identity was deleted."""
+        self._listeners.append(fn)
+
+    def _notify(self, key: Key, doc: dict | None) -> None:
+        for fn in self._listeners:
+            fn(key, doc)
+
+
+def _status(value: object) -> str:
+    if value not in ("enabled", "disabled"):
+        raise hub_error("ArgumentInvalid", f"status must be 'enabled' or 'disabled', not {value!r}")
+    return value  # type: ignore[return-value]
+
+
+def _authentication(auth: dict | None) -> dict:
+    """Validate an authentication mechanism; generate SAS keys the caller left out, as Azure does."""
+    auth = dict(auth or {})
+    kind = auth.get("type") or "sas"
+    if kind not in AUTH_TYPES:
+        raise hub_error("ArgumentInvalid", f"authentication type {kind!r} is not one of {', '.join(AUTH_TYPES)}")
+    keys = dict(auth.get("symmetricKey") or {})
+    prints = dict(auth.get("x509Thumbprint") or {})
+    out = {
+        "symmetricKey": {"primaryKey": None, "secondaryKey": None},
+        "x509Thumbprint": {"primaryThumbprint": None, "secondaryThumbprint": None},
+        "type": kind,
+    }
+    if kind == "sas":
+        for name in ("primaryKey", "secondaryKey"):
+            key = keys.get(name) or new_key()
+            try:
+                raw = base64.b64decode(key, validate=True)
+            except ValueError:
+                raise hub_error("ArgumentInvalid", f"{name} is not valid base64") from None
+            if not 16 <= len(raw) <= 64:
+                raise hub_error("ArgumentInvalid", f"{name} must decode to 16 to 64 bytes")
+            out["symmetricKey"][name] = key
+    elif kind == "selfSigned":
+        primary = prints.get("primaryThumbprint")
+        if not primary:
+            raise hub_error("ArgumentInvalid", "a selfSigned device needs x509Thumbprint.primaryThumbprint")
+        for name in ("primaryThumbprint", "secondaryThumbprint"):
+            value = prints.get(name)
+            if value is not None and not _THUMBPRINT.fullmatch(value.replace(":", "")):
+                raise hub_error("ArgumentInvalid", f"{name} must be 40 (SHA-1) or 64 (SHA-256) hex digits")
+            out["x509Thumbprint"][name] = value.replace(":", "").upper() if value else None
+    return out

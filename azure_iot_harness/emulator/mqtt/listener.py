@@ -1,0 +1,118 @@
+"""The MQTT/TLS listener: accept, TCP_NODELAY, TLS handshake, then one MqttConnection each."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+
+from amqtt.adapters import StreamReaderAdapter, StreamWriterAdapter
+
+from .connection import MqttConnection, Router
+
+log = logging.getLogger("azure_iot_harness.mqtt")
+
+# Seconds a closing connection may take to flush what it still has to send.
+_FLUSH_SECONDS = 5.0
+
+
+class MqttListener:
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        ssl_context: ssl.SSLContext,
+        router: Router,
+        max_idle: float,
+        connect_timeout: float,
+    ) -> None:
+        self.host = host
+        self.requested_port = port
+        self.ssl_context = ssl_context
+        self.router = router
+        self.max_idle = max_idle
+        self.connect_timeout = connect_timeout
+        self.connections: set[MqttConnection] = set()
+        self._server: asyncio.base_events.Server | None = None
+        self._handlers: set[asyncio.Task] = set()
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return self._server.sockets[0].getsockname()[1]
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, self.host, self.requested_port, reuse_address=True)
+
+    async def stop(self) -> None:
+        if self._server is None:
+            return
+        self._server.close()
+        for conn in list(self.connections):
+            conn.close("emulator stopping")
+        if self._handlers:
+            await asyncio.wait(list(self._handlers), timeout=_FLUSH_SECONDS)
+        await self._server.wait_closed()
+        self._server = None
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        try:
+            await self._handle_tls(reader, writer)
+        finally:
+            self._handlers.discard(task)
+
+    async def _handle_tls(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = _peer(writer)
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            await writer.start_tls(self.ssl_context, ssl_handshake_timeout=self.connect_timeout)
+        except (ssl.SSLError, ConnectionError, OSError, asyncio.TimeoutError) as exc:
+            log.info("%s: TLS handshake failed: %s", peer, _describe(exc))
+            writer.transport.abort()
+            return
+        ssl_object = writer.get_extra_info("ssl_object")
+        cert = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        transport = writer.transport
+
+        def close_transport() -> None:
+            transport.close()  # flushes what is buffered (a CONNACK refusal) first
+            asyncio.get_running_loop().call_later(_FLUSH_SECONDS, transport.abort)
+
+        conn = MqttConnection(
+            StreamReaderAdapter(reader),
+            StreamWriterAdapter(writer),
+            close_transport=close_transport,
+            peer=peer,
+            peer_cert=cert,
+            router=self.router,
+            max_idle=self.max_idle,
+            connect_timeout=self.connect_timeout,
+        )
+        self.connections.add(conn)
+        try:
+            await conn.serve()
+        finally:
+            self.connections.discard(conn)
+
+
+def _peer(writer: asyncio.StreamWriter) -> str:
+    info = writer.get_extra_info("peername")
+    if isinstance(info, tuple) and len(info) >= 2:
+        host, port = info[0], info[1]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return "unknown peer"
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, asyncio.TimeoutError):
+        return "timed out"
+    if isinstance(exc, ssl.SSLError) and exc.reason:
+        return f"{exc.reason} ({exc.library})" if exc.library else exc.reason
+    return str(exc) or type(exc).__name__

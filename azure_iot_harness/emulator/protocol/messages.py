@@ -1,0 +1,126 @@
+"""Device-to-cloud messages as the hub hands them to its back end. Pure functions.
+
+Names of system properties are the ones a reader of the Event Hubs-compatible endpoint sees
+(`message-id`, `content-type`, `iothub-connection-device-id`, …).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass, field
+
+from ...errors import ProtocolViolation
+
+MAX_D2C_BYTES = 256 * 1024
+
+# Property-bag keys a device may set, and the system property each one becomes.
+SETTABLE_SYSTEM_PROPERTIES = {
+    "$.mid": "message-id",
+    "$.cid": "correlation-id",
+    "$.uid": "user-id",
+    "$.ct": "content-type",
+    "$.ce": "content-encoding",
+    "$.exp": "absolute-expiry-time",
+    "$.ctime": "creation-time",
+    "$.ifid": "iothub-interface-id",
+    "$.sub": "dt-subject",
+    "$.on": "output-name",
+}
+# Keys only the hub sets; a device that sends them has them ignored (anti-spoofing).
+_HUB_ONLY = {"$.to", "$.cdid", "$.cmid", "iothub-operation"}
+RETAIN_PROPERTY = "mqtt-retain"
+MAX_MESSAGE_ID = 128
+
+
+@dataclass(frozen=True)
+class AuthMethod:
+    scope: str  # "device", "module" or "hub" (policy token)
+    type: str  # "sas" or "x509Certificate"
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"scope": self.scope, "type": self.type, "issuer": "iothub", "acceptingIpFilterRule": None},
+            separators=(",", ":"),
+        )
+
+
+@dataclass
+class Telemetry:
+    device_id: str
+    module_id: str | None
+    body: bytes
+    properties: dict[str, str | None] = field(default_factory=dict)
+    system_properties: dict[str, str] = field(default_factory=dict)
+    enqueued_time: str = ""
+
+    def to_json(self) -> dict:
+        """The shape `monitor-events` prints and the telemetry API returns."""
+        try:
+            body: str = self.body.decode("utf-8")
+            encoding = None
+        except UnicodeDecodeError:
+            import base64
+
+            body, encoding = base64.b64encode(self.body).decode(), "base64"
+        out = {
+            "deviceId": self.device_id,
+            "moduleId": self.module_id,
+            "body": body,
+            "properties": self.properties,
+            "systemProperties": self.system_properties,
+            "enqueuedTime": self.enqueued_time,
+        }
+        if encoding:
+            out["bodyEncoding"] = encoding
+        return out
+
+
+def utc_now_iso(now: dt.datetime | None = None) -> str:
+    now = now or dt.datetime.now(dt.timezone.utc)
+    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+
+
+def build_telemetry(
+    *,
+    device_id: str,
+    module_id: str | None,
+    bag: list[tuple[str, str | None]],
+    body: bytes,
+    retain: bool,
+    auth: AuthMethod,
+    generation_id: str,
+    model_id: str | None = None,
+    now: dt.datetime | None = None,
+) -> Telemetry:
+    """Split a decoded property bag into application and system properties and stamp the
+    properties the hub adds. Raises ProtocolViolation when the message is too large or a
+    system property is invalid."""
+    app: dict[str, str | None] = {}
+    system: dict[str, str] = {}
+    size = len(body)
+    for name, value in bag:
+        size += len(name.encode()) + len((value or "").encode())
+        if name in SETTABLE_SYSTEM_PROPERTIES:
+            if value is not None:
+                system[SETTABLE_SYSTEM_PROPERTIES[name]] = value
+        elif name not in _HUB_ONLY:
+            app[name] = value
+    if size > MAX_D2C_BYTES:
+        raise ProtocolViolation(f"message of {size} bytes exceeds IoT Hub's {MAX_D2C_BYTES}-byte limit")
+    mid = system.get("message-id")
+    if mid is not None and (len(mid) > MAX_MESSAGE_ID or not mid.isascii()):
+        raise ProtocolViolation("message id longer than 128 characters or not ASCII")
+    if retain:
+        app[RETAIN_PROPERTY] = "true"
+    enqueued = utc_now_iso(now)
+    system["iothub-connection-device-id"] = device_id
+    if module_id:
+        system["iothub-connection-module-id"] = module_id
+    system["iothub-connection-auth-method"] = auth.to_json()
+    system["iothub-connection-auth-generation-id"] = generation_id
+    system["iothub-enqueuedtime"] = enqueued
+    system["iothub-message-source"] = "Telemetry"
+    if model_id:
+        system["dt-dataschema"] = model_id
+    return Telemetry(device_id, module_id, body, app, system, enqueued)

@@ -1,0 +1,238 @@
+"""SQLite state: identities and the telemetry log, with group commit.
+
+One connection lives on one thread. Work arrives as jobs; the thread runs every job that is
+waiting, commits once, and only then completes the jobs' futures. A QoS 1 PUBLISH is
+acknowledged when its future completes, so an acknowledged message is on disk, yet a burst
+of messages costs one commit (and one fsync with durability "full"), not one each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import queue
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any, Callable, Iterable, TypeVar
+
+from .protocol.messages import Telemetry
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS identities (
+    device_id TEXT NOT NULL,
+    module_id TEXT NOT NULL DEFAULT '',
+    doc TEXT NOT NULL,
+    PRIMARY KEY (device_id, module_id)
+);
+CREATE TABLE IF NOT EXISTS telemetry (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    device_id TEXT NOT NULL,
+    module_id TEXT,
+    enqueued_time TEXT NOT NULL,
+    body BLOB NOT NULL,
+    properties TEXT NOT NULL,
+    system_properties TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS telemetry_device ON telemetry (device_id, seq);
+"""
+
+_STOP = object()
+
+
+class Store:
+    def __init__(self, path: Path | None, *, durability: str = "full") -> None:
+        """`path` None keeps everything in memory (tests, `--in-memory`)."""
+        self.path = path
+        self.durability = durability
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._telemetry_listeners: list[Callable[[list[tuple[int, Telemetry]]], None]] = []
+
+    # ---- life cycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        ready: asyncio.Future = self._loop.create_future()
+        self._thread = threading.Thread(target=self._run, args=(ready,), name="azure-iot-harness-store", daemon=True)
+        self._thread.start()
+        await ready
+
+    async def close(self) -> None:
+        if self._thread is not None:
+            self._jobs.put(_STOP)
+            await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
+            self._thread = None
+
+    def _connect(self) -> sqlite3.Connection:
+        if self.path is None:
+            conn = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={'FULL' if self.durability == 'full' else 'NORMAL'}")
+        conn.executescript(_SCHEMA)
+        return conn
+
+    def _run(self, ready: asyncio.Future) -> None:
+        loop = self._loop
+        assert loop is not None
+        try:
+            conn = self._connect()
+        except sqlite3.Error as exc:
+            loop.call_soon_threadsafe(_settle, [(ready, None, exc)])
+            return
+        loop.call_soon_threadsafe(_settle, [(ready, None, None)])
+        stopping = False
+        while not stopping:
+            batch = [self._jobs.get()]
+            while True:
+                try:
+                    batch.append(self._jobs.get_nowait())
+                except queue.Empty:
+                    break
+            done: list[tuple[asyncio.Future, Any, BaseException | None]] = []
+            committed: list[tuple[int, Telemetry]] = []
+            conn.execute("BEGIN")
+            for job in batch:
+                if job is _STOP:
+                    stopping = True
+                    continue
+                fn, fut = job
+                conn.execute("SAVEPOINT job")
+                try:
+                    result = fn(conn)
+                except Exception as exc:  # the job's error goes to its caller
+                    conn.execute("ROLLBACK TO job")
+                    done.append((fut, None, exc))
+                else:
+                    conn.execute("RELEASE job")
+                    done.append((fut, result, None))
+                    if isinstance(result, _Appended):
+                        committed.append((result.seq, result.telemetry))
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                log.error("store commit failed: %s", exc)
+                done = [(fut, None, exc) for fut, _, _ in done]
+                committed = []
+            loop.call_soon_threadsafe(self._complete, done, committed)
+        conn.close()
+
+    def _complete(self, done: list, committed: list[tuple[int, Telemetry]]) -> None:
+        _settle(done)
+        if committed:
+            for listener in list(self._telemetry_listeners):
+                try:
+                    listener(committed)
+                except Exception:
+                    log.exception("telemetry listener failed")
+
+    def submit(self, fn: Callable[[sqlite3.Connection], T]) -> "asyncio.Future[T]":
+        """Run fn(conn) on the store thread; the future completes after the commit."""
+        if self._thread is None or self._loop is None:
+            raise RuntimeError("store is not started")
+        fut = self._loop.create_future()
+        self._jobs.put((fn, fut))
+        return fut
+
+    # ---- identities ---------------------------------------------------------------------
+
+    async def load_identities(self) -> list[dict]:
+        rows = await self.submit(lambda c: c.execute("SELECT doc FROM identities").fetchall())
+        return [json.loads(doc) for (doc,) in rows]
+
+    def put_identity(self, doc: dict) -> "asyncio.Future[None]":
+        key = (doc["deviceId"], doc.get("moduleId") or "")
+        text = json.dumps(doc)
+        return self.submit(
+            lambda c: c.execute(
+                "INSERT OR REPLACE INTO identities (device_id, module_id, doc) VALUES (?, ?, ?)", (*key, text)
+            )
+            and None
+        )
+
+    def delete_identity(self, device_id: str, module_id: str | None = None) -> "asyncio.Future[None]":
+        def delete(c: sqlite3.Connection) -> None:
+            if module_id is None:  # a device takes its modules with it
+                c.execute("DELETE FROM identities WHERE device_id = ?", (device_id,))
+            else:
+                c.execute("DELETE FROM identities WHERE device_id = ? AND module_id = ?", (device_id, module_id))
+
+        return self.submit(delete)
+
+    # ---- telemetry ----------------------------------------------------------------------
+
+    def append_telemetry(self, t: Telemetry) -> "asyncio.Future[_Appended]":
+        row = (
+            t.device_id,
+            t.module_id,
+            t.enqueued_time,
+            t.body,
+            json.dumps(t.properties),
+            json.dumps(t.system_properties),
+        )
+
+        def insert(c: sqlite3.Connection) -> _Appended:
+            cur = c.execute(
+                "INSERT INTO telemetry (device_id, module_id, enqueued_time, body, properties, system_properties)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                row,
+            )
+            return _Appended(cur.lastrowid or 0, t)
+
+        return self.submit(insert)
+
+    def read_telemetry(
+        self, *, after: int = 0, device_id: str | None = None, limit: int = 1000
+    ) -> "asyncio.Future[list[tuple[int, Telemetry]]]":
+        sql = "SELECT seq, device_id, module_id, enqueued_time, body, properties, system_properties FROM telemetry WHERE seq > ?"
+        args: list[Any] = [after]
+        if device_id is not None:
+            sql += " AND device_id = ?"
+            args.append(device_id)
+        sql += " ORDER BY seq LIMIT ?"
+        args.append(limit)
+        return self.submit(lambda c: [_row_to_telemetry(r) for r in c.execute(sql, args).fetchall()])
+
+    def last_telemetry_seq(self) -> "asyncio.Future[int]":
+        return self.submit(lambda c: c.execute("SELECT COALESCE(MAX(seq), 0) FROM telemetry").fetchone()[0])
+
+    def clear_telemetry(self) -> "asyncio.Future[None]":
+        return self.submit(lambda c: c.execute("DELETE FROM telemetry") and None)
+
+    def add_telemetry_listener(self, fn: Callable[[list[tuple[int, Telemetry]]], None]) -> None:
+        self._telemetry_listeners.append(fn)
+
+    def remove_telemetry_listener(self, fn: Callable[[list[tuple[int, Telemetry]]], None]) -> None:
+        if fn in self._telemetry_listeners:
+            self._telemetry_listeners.remove(fn)
+
+
+class _Appended:
+    __slots__ = ("seq", "telemetry")
+
+    def __init__(self, seq: int, telemetry: Telemetry) -> None:
+        self.seq = seq
+        self.telemetry = telemetry
+
+
+def _row_to_telemetry(row: Iterable[Any]) -> tuple[int, Telemetry]:
+    seq, device_id, module_id, enqueued, body, props, sysprops = row
+    return seq, Telemetry(device_id, module_id, bytes(body), json.loads(props), json.loads(sysprops), enqueued)
+
+
+def _settle(done: list[tuple[asyncio.Future, Any, BaseException | None]]) -> None:
+    for fut, result, exc in done:
+        if fut.done():
+            continue
+        if exc is not None:
+            fut.set_exception(exc)
+        else:
+            fut.set_result(result)

@@ -1,0 +1,121 @@
+"""One ASGI app for every HTTPS surface, served by hypercorn on the emulator's event loop.
+
+Routes, in order: the emulator's own `/_emulator/` API, then IoT Hub's service REST API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import ssl
+from typing import TYPE_CHECKING
+
+import hypercorn.asyncio
+import hypercorn.config
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from ..errors import ServiceError
+from .hub import rest as hub_rest
+from .protocol.errors import error_body
+from . import emulator_api
+
+if TYPE_CHECKING:
+    from .app import Emulator
+
+log = logging.getLogger("azure_iot_harness.https")
+
+
+def build_app(emulator: "Emulator") -> Starlette:
+    routes: list[BaseRoute] = [
+        Route("/_emulator/health", lambda request: JSONResponse({"status": "ok"})),
+        Route("/_emulator/ca.pem", lambda request: Response(emulator.pki.root_pem, media_type="application/x-pem-file")),
+        *emulator_api.routes(emulator),
+        *hub_rest.routes(emulator),
+    ]
+    app = Starlette(routes=routes, exception_handlers={ServiceError: _service_error})
+    app.state.emulator = emulator
+    return app
+
+
+async def _service_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ServiceError)
+    log.info("%s %s -> %d %s: %s", request.method, request.url.path, exc.status, exc.error_code, exc.message)
+    return JSONResponse(error_body(exc), status_code=exc.status, headers={"iothub-errorcode": exc.error_code})
+
+
+class _HypercornConfig(hypercorn.config.Config):
+    """Hands hypercorn our own TLS context instead of file names."""
+
+    def __init__(self, ssl_context: ssl.SSLContext) -> None:
+        super().__init__()
+        self._ssl_context = ssl_context
+
+    def create_ssl_context(self) -> ssl.SSLContext | None:
+        return self._ssl_context
+
+    @property
+    def ssl_enabled(self) -> bool:
+        return True
+
+
+class HttpsServer:
+    def __init__(self, app: Starlette, *, host: str, port: int, ssl_context: ssl.SSLContext) -> None:
+        self.app = app
+        self.host = host
+        self.requested_port = port
+        ssl_context.set_alpn_protocols(["http/1.1"])
+        self.config = _HypercornConfig(ssl_context)
+        self.config.accesslog = None
+        self.config.errorlog = logging.getLogger("azure_iot_harness.https.server")
+        self.config.graceful_timeout = 1.0
+        self._sock: socket.socket | None = None
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task | None = None
+
+    @property
+    def port(self) -> int:
+        assert self._sock is not None
+        return self._sock.getsockname()[1]
+
+    async def start(self) -> None:
+        # Bind here so port 0 works and the chosen port is known before hypercorn starts.
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((self.host, self.requested_port))
+        except OSError:
+            sock.close()
+            raise
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # inherited by accepted sockets
+        sock.listen(128)
+        self._sock = sock
+        # hypercorn closes the socket it is given: hand it a duplicate and keep ours.
+        self.config.bind = [f"fd://{os.dup(sock.fileno())}"]
+        started = asyncio.Event()
+        self._task = asyncio.create_task(self._serve(started))
+        await started.wait()
+
+    async def _serve(self, started: asyncio.Event) -> None:
+        async def trigger() -> None:
+            await self._stop.wait()
+
+        started.set()
+        await hypercorn.asyncio.serve(self.app, self.config, shutdown_trigger=trigger)  # type: ignore[arg-type]
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(self._task, 5)
+            except (asyncio.TimeoutError, Exception) as exc:  # a stuck stream must not block shutdown
+                log.debug("https server stop: %r", exc)
+                self._task.cancel()
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
