@@ -103,6 +103,11 @@ class Config:
             raise ConfigError(f"host must be a host name, not {self.host!r}")
         return self
 
+    def with_overrides(self, **overrides: Any) -> "Config":
+        """A copy with some settings changed, converted to their field types."""
+        values = _check_names(overrides, "overrides")
+        return dataclasses.replace(self, **{k: _coerce(k, v) for k, v in values.items()}).validate()
+
     @classmethod
     def load(
         cls,

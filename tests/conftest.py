@@ -20,3 +20,33 @@ def emulator_thread():
 @pytest.fixture
 def emulator(emulator_thread: EmulatorThread) -> Emulator:
     return emulator_thread.emulator
+
+
+def free_loopback_address() -> str:
+    """A random 127.x.y.z: tests that need the standard ports (8883/443, the only ones the Python
+    device SDK can use) each get their own address, so parallel workers and runs never collide."""
+    import random
+
+    return f"127.{random.randint(1, 254)}.{random.randint(0, 255)}.{random.randint(1, 254)}"
+
+
+@pytest.fixture
+def standard_ports_emulator():
+    """An emulator on 8883 and 443 of its own loopback address, whose host name is that address."""
+    from azure_iot_harness.errors import ConfigError
+
+    last: Exception | None = None
+    for _ in range(20):
+        address = free_loopback_address()
+        thread = EmulatorThread(in_memory=True, bind=address, host=address, mqtt_port=8883, https_port=443)
+        try:
+            thread.start()
+        except ConfigError as exc:  # address taken by a parallel test: draw another
+            last = exc
+            continue
+        try:
+            yield thread.emulator
+        finally:
+            thread.stop()
+        return
+    raise RuntimeError(f"no free loopback address for the standard ports: {last}")

@@ -162,7 +162,7 @@ class RawClient:
         ctx = context or ssl.create_default_context(cafile=str(emu.ca_file))
         if certfile:
             ctx.load_cert_chain(certfile, keyfile)
-        raw = socket.create_connection(("127.0.0.1", emu.mqtt_port), timeout=10)
+        raw = socket.create_connection((emu.config.bind, emu.mqtt_port), timeout=10)
         self.sock = ctx.wrap_socket(raw, server_hostname="localhost")
         self.buffer = b""
 
@@ -244,7 +244,8 @@ def https(emu: Emulator, method: str, path: str, body: Any = None, *, token: str
     if token is not False:
         hdrs["Authorization"] = token or emu.service_token()
     hdrs.update(headers or {})
-    req = urllib.request.Request(f"https://localhost:{emu.https_port}{path}", data=data, method=method, headers=hdrs)
+    host = emu.config.bind if emu.config.bind != "127.0.0.1" else "localhost"
+    req = urllib.request.Request(f"https://{host}:{emu.https_port}{path}", data=data, method=method, headers=hdrs)
     try:
         with urllib.request.urlopen(req, context=ctx, timeout=30) as resp:
             status, rh, raw = resp.status, dict(resp.headers), resp.read()

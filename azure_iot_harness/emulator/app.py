@@ -35,12 +35,7 @@ class Emulator:
     """
 
     def __init__(self, config: Config | None = None, **overrides: Any) -> None:
-        config = config or Config()
-        for name, value in overrides.items():
-            if not hasattr(config, name):
-                raise ConfigError(f"unknown setting {name!r}")
-            setattr(config, name, value)
-        self.config = config.validate()
+        self.config = (config or Config()).with_overrides(**overrides)
         self.policies: tuple[Policy, ...] = WELL_KNOWN_POLICIES
         self._tmp: tempfile.TemporaryDirectory | None = None
         self.pki: DevPKI
