@@ -144,10 +144,20 @@ class DevPKI:
     def device_ca_cert(self) -> x509.Certificate:
         return self.device_ca._certificate  # trustme keeps it as an attribute with no accessor
 
-    def server_context(self, *, minimum: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2) -> ssl.SSLContext:
-        """A server context presenting the server certificate, TLS 1.2 or later."""
+    def server_context(
+        self,
+        *,
+        minimum: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2,
+        maximum: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2,
+    ) -> ssl.SSLContext:
+        """A server context presenting the server certificate.
+
+        TLS 1.2 only by default, like IoT Hub's classic `*.azure-devices.net` endpoints (TLS 1.3
+        exists only on preview endpoints): a device that cannot do 1.2 fails here as it would there.
+        """
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.minimum_version = minimum
+        ctx.maximum_version = maximum
         with tempfile.TemporaryDirectory() as tmp:
             # load_cert_chain reads files only (bpo-16487).
             chain, key = Path(tmp) / "chain.pem", Path(tmp) / "key.pem"
