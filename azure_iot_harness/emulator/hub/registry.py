@@ -8,13 +8,14 @@ connected.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import copy
 import re
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, TypeVar
 
 from ...config import (
     WELL_KNOWN_CA_DEVICE,
@@ -34,6 +35,7 @@ NEVER = "0001-01-01T00:00:00Z"
 AUTH_TYPES = ("sas", "selfSigned", "certificateAuthority", "none")
 
 Key = tuple[str, str | None]
+T = TypeVar("T")
 
 
 @dataclass
@@ -82,6 +84,9 @@ class Registry:
         self._docs: dict[Key, dict] = {}
         self._runtime: dict[Key, Runtime] = {}
         self._listeners: list[Callable[[Key, dict | None], None]] = []
+        # Writes check a precondition, then await the store: without this lock two concurrent
+        # creates of one id would both pass the check and the second would silently win.
+        self._write_lock = asyncio.Lock()
 
     async def load(self) -> None:
         for doc in await self.store.load_identities():
@@ -138,31 +143,48 @@ class Registry:
         return out
 
     def devices(self) -> list[dict]:
-        return [self.view(d, None) for (d, m) in sorted(self._docs) if m is None]  # type: ignore[misc]
+        return [self.view(d, None) for (d, m) in self._ordered_keys() if m is None]  # type: ignore[misc]
 
     def modules(self, device_id: str) -> list[dict]:
-        return [self.view(d, m) for (d, m) in sorted(self._docs, key=str) if d == device_id and m is not None]  # type: ignore[misc]
+        return [self.view(d, m) for (d, m) in self._ordered_keys() if d == device_id and m is not None]  # type: ignore[misc]
+
+    def all_modules(self) -> list[dict]:
+        """Every module of every device, ordered by device id then module id."""
+        return [self.view(d, m) for (d, m) in self._ordered_keys() if m is not None]  # type: ignore[misc]
+
+    def _ordered_keys(self) -> list[Key]:
+        # A device's key has module None, which does not compare with str: sort it as "".
+        return sorted(self._docs, key=lambda k: (k[0], k[1] or ""))
+
+    def is_connected(self, device_id: str, module_id: str | None = None) -> bool:
+        rt = self._runtime.get((device_id, module_id))
+        return rt is not None and rt.connected
 
     # ---- writes --------------------------------------------------------------------------
 
     async def put_device(self, body: dict, *, if_match: str | None, device_id: str | None = None) -> dict:
+        async with self._write_lock:
+            return await self._put_device(body, if_match=if_match, device_id=device_id)
+
+    async def _put_device(self, body: dict, *, if_match: str | None, device_id: str | None) -> dict:
         device_id = check_id(device_id or body.get("deviceId"), "device id")
         if body.get("deviceId") not in (None, device_id):
             raise hub_error("ArgumentInvalid", f"deviceId in the body ({body.get('deviceId')!r}) is not {device_id!r}")
         existing = self._docs.get((device_id, None))
         self._check_precondition(existing, if_match, "DeviceAlreadyExists", "DeviceNotFound", f"device {device_id}")
+        capabilities = _optional(body, "capabilities", dict) or {}
         doc = {
             "deviceId": device_id,
             "generationId": existing["generationId"] if existing else _generation_id(),
             "etag": _etag(int(base64.b64decode(existing["etag"])) + 1 if existing else 1),
             "status": _status(body.get("status", "enabled")),
-            "statusReason": body.get("statusReason"),
+            "statusReason": _optional(body, "statusReason", str),
             "statusUpdatedTime": NEVER,
             "cloudToDeviceMessageCount": existing.get("cloudToDeviceMessageCount", 0) if existing else 0,
             "authentication": _authentication(body.get("authentication")),
-            "capabilities": {"iotEdge": bool((body.get("capabilities") or {}).get("iotEdge", False))},
-            "deviceScope": body.get("deviceScope"),
-            "parentScopes": list(body.get("parentScopes") or []),
+            "capabilities": {"iotEdge": bool(_optional(capabilities, "iotEdge", bool))},
+            "deviceScope": _optional(body, "deviceScope", str),
+            "parentScopes": _string_list(body, "parentScopes"),
         }
         if existing is None or existing["status"] != doc["status"]:
             doc["statusUpdatedTime"] = utc_now_iso()
@@ -172,6 +194,10 @@ class Registry:
         return self.view(device_id)  # type: ignore[return-value]
 
     async def put_module(self, device_id: str, body: dict, *, if_match: str | None, module_id: str | None = None) -> dict:
+        async with self._write_lock:
+            return await self._put_module(device_id, body, if_match=if_match, module_id=module_id)
+
+    async def _put_module(self, device_id: str, body: dict, *, if_match: str | None, module_id: str | None) -> dict:
         if (device_id, None) not in self._docs:
             raise hub_error("DeviceNotFound", f"device {device_id} not found")
         module_id = check_id(module_id or body.get("moduleId"), "module id")
@@ -184,7 +210,7 @@ class Registry:
         doc = {
             "moduleId": module_id,
             "deviceId": device_id,
-            "managedBy": body.get("managedBy"),
+            "managedBy": _optional(body, "managedBy", str),
             "generationId": existing["generationId"] if existing else _generation_id(),
             "etag": _etag(int(base64.b64decode(existing["etag"])) + 1 if existing else 1),
             "cloudToDeviceMessageCount": 0,
@@ -194,6 +220,10 @@ class Registry:
         return self.view(device_id, module_id)  # type: ignore[return-value]
 
     async def delete(self, device_id: str, module_id: str | None = None, *, if_match: str | None = None) -> None:
+        async with self._write_lock:
+            await self._delete(device_id, module_id, if_match=if_match)
+
+    async def _delete(self, device_id: str, module_id: str | None, *, if_match: str | None) -> None:
         existing = self._docs.get((device_id, module_id))
         if existing is None:
             if module_id is None:
@@ -252,14 +282,34 @@ def _status(value: object) -> str:
     return value  # type: ignore[return-value]
 
 
-def _authentication(auth: dict | None) -> dict:
+def _optional(body: dict, name: str, kind: type[T]) -> T | None:
+    """body[name] when it is absent, null or of type `kind`; otherwise a 400 naming the field."""
+    value = body.get(name)
+    if value is None or isinstance(value, kind):
+        return value
+    raise hub_error("ArgumentInvalid", f"{name} must be {_TYPE_NAMES.get(kind, kind.__name__)}, not {value!r}")
+
+
+_TYPE_NAMES = {str: "a string", bool: "true or false", dict: "a JSON object", list: "a JSON array"}
+
+
+def _string_list(body: dict, name: str) -> list[str]:
+    values = _optional(body, name, list) or []
+    if not all(isinstance(v, str) for v in values):
+        raise hub_error("ArgumentInvalid", f"{name} must be an array of strings")
+    return list(values)
+
+
+def _authentication(auth: object) -> dict:
     """Validate an authentication mechanism; generate SAS keys the caller left out, as Azure does."""
-    auth = dict(auth or {})
+    if auth is not None and not isinstance(auth, dict):
+        raise hub_error("ArgumentInvalid", f"authentication must be a JSON object, not {auth!r}")
+    auth = auth or {}
     kind = auth.get("type") or "sas"
     if kind not in AUTH_TYPES:
         raise hub_error("ArgumentInvalid", f"authentication type {kind!r} is not one of {', '.join(AUTH_TYPES)}")
-    keys = dict(auth.get("symmetricKey") or {})
-    prints = dict(auth.get("x509Thumbprint") or {})
+    keys = _optional(auth, "symmetricKey", dict) or {}
+    prints = _optional(auth, "x509Thumbprint", dict) or {}
     out = {
         "symmetricKey": {"primaryKey": None, "secondaryKey": None},
         "x509Thumbprint": {"primaryThumbprint": None, "secondaryThumbprint": None},
@@ -267,7 +317,7 @@ def _authentication(auth: dict | None) -> dict:
     }
     if kind == "sas":
         for name in ("primaryKey", "secondaryKey"):
-            key = keys.get(name) or new_key()
+            key = _optional(keys, name, str) or new_key()
             try:
                 raw = base64.b64decode(key, validate=True)
             except ValueError:
@@ -280,7 +330,7 @@ def _authentication(auth: dict | None) -> dict:
         if not primary:
             raise hub_error("ArgumentInvalid", "a selfSigned device needs x509Thumbprint.primaryThumbprint")
         for name in ("primaryThumbprint", "secondaryThumbprint"):
-            value = prints.get(name)
+            value = _optional(prints, name, str)
             if value is not None and not _THUMBPRINT.fullmatch(value.replace(":", "")):
                 raise hub_error("ArgumentInvalid", f"{name} must be 40 (SHA-1) or 64 (SHA-256) hex digits")
             out["x509Thumbprint"][name] = value.replace(":", "").upper() if value else None

@@ -1,0 +1,548 @@
+"""The `azure-iot-harness` command line.
+
+`serve` runs the emulator in the foreground. Every other verb finds a running emulator through
+the endpoints file (`endpoints.json`) that `serve` writes into its data folder, so `--data-dir`
+is the one thing they share. The verbs and their output are a contract (DESIGN.md): scripts
+parse them, so change them only by adding.
+
+Exit codes: 0 success; 1 the thing asked about is not there (no running emulator, unknown
+device, too few messages); 2 usage or configuration errors, including features the emulator
+does not support yet; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import http.client
+import json
+import logging
+import os
+import signal
+import socket
+import ssl
+import sys
+import time
+import urllib.parse
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from . import __version__
+from .config import WELL_KNOWN_CA_DEVICE, WELL_KNOWN_MODULE, WELL_KNOWN_POLICIES, WELL_KNOWN_SAS_DEVICE, Config
+from .errors import ConfigError, HarnessError
+
+API_VERSION = "2021-04-12"
+log = logging.getLogger("azure_iot_harness.cli")
+
+
+class CliError(Exception):
+    """Printed as `error: MESSAGE` on stderr; the process exits with `code`."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def not_supported_yet(what: str) -> CliError:
+    return CliError(f"{what} is not supported by the emulator yet", 2)
+
+
+# ---- settings and the endpoints file --------------------------------------------------------
+
+
+def load_config(args: argparse.Namespace, **flags: Any) -> Config:
+    """The Config of file/env/flags; verbs other than serve pass only --data-dir."""
+    return Config.load(file=getattr(args, "config", None), flags={"data_dir": args.data_dir, **flags})
+
+
+def pid_alive(pid: int) -> bool:
+    if os.name == "nt":  # os.kill(pid, 0) would terminate the process on Windows
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, but another user's
+        return True
+    return True
+
+
+def read_endpoints(data_dir: Path) -> dict:
+    """The endpoints file of the emulator running with `data_dir`, or CliError(1)."""
+    from .emulator.app import ENDPOINTS_FILE
+
+    path = data_dir / ENDPOINTS_FILE
+    hint = "(start one with `azure-iot-harness serve`)"
+    try:
+        info = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CliError(f"no emulator is running with data folder {data_dir} {hint}") from None
+    except (OSError, ValueError) as exc:
+        raise CliError(f"cannot read {path}: {exc}") from None
+    if not isinstance(info, dict):
+        raise CliError(f"{path} is not an endpoints file")
+    pid = info.get("pid")
+    if not isinstance(pid, int) or not pid_alive(pid):
+        raise CliError(
+            f"no emulator is running with data folder {data_dir}: {path} is stale "
+            f"(process {pid} is gone; the file can be deleted) {hint}"
+        )
+    if not isinstance(info.get("https"), dict) or not all(k in info for k in _ENDPOINT_KEYS):
+        raise CliError(f"{path} is not an endpoints file of this version of azure-iot-harness")
+    return info
+
+
+_ENDPOINT_KEYS = ("hubHostName", "mqtt", "https", "caFile", "connectionStrings")
+
+
+def connect_host(info: dict) -> str:
+    """An address to reach the emulator at; the server certificate covers it (and loopback)."""
+    bind = info.get("bind") or "127.0.0.1"
+    return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(bind, bind)
+
+
+def service_audience(info: dict) -> str:
+    """`host[:port]` of the HTTPS endpoint, as the emulator's service tokens use it (sr)."""
+    return info["https"]["url"].split("://", 1)[-1].rstrip("/")
+
+
+def service_token(info: dict, policy: str = "iothubowner", ttl: int = 3600) -> str:
+    from .emulator.protocol import sas
+
+    pol = next(p for p in WELL_KNOWN_POLICIES if p.name == policy)
+    return sas.generate(service_audience(info), pol.key, key_name=pol.name, ttl=ttl)
+
+
+def https_connection(info: dict, timeout: float | None = 30.0) -> http.client.HTTPSConnection:
+    """A connection to the emulator's HTTPS port that verifies against its development CA."""
+    try:
+        ctx = ssl.create_default_context(cafile=info["caFile"])
+    except OSError as exc:  # ssl.SSLError is an OSError too
+        raise CliError(f"cannot load the emulator's CA file {info['caFile']}: {exc}") from None
+    return http.client.HTTPSConnection(connect_host(info), info["https"]["port"], context=ctx, timeout=timeout)
+
+
+def unreachable(info: dict, exc: BaseException) -> CliError:
+    return CliError(f"cannot reach the emulator at {connect_host(info)}:{info['https']['port']}: {exc}")
+
+
+# ---- serve ----------------------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    if args.edge:
+        raise CliError("--edge: IoT Edge's edgeHub is not supported by the emulator yet", 2)
+    cfg = load_config(
+        args,
+        host=args.host,
+        bind=args.bind,
+        mqtt_port=args.mqtt_port,
+        https_port=args.https_port,
+        in_memory=args.in_memory,
+        log_level=args.log_level,
+    )
+    level = logging.getLevelName(cfg.log_level.upper())
+    if not isinstance(level, int):
+        raise ConfigError(f"log_level must be one of debug, info, warning, error, critical, not {cfg.log_level!r}")
+    logging.basicConfig(
+        stream=sys.stderr, level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
+    if not cfg.in_memory:
+        refuse_second_emulator(cfg.data_dir)
+    asyncio.run(serve(cfg))
+    return 0
+
+
+def refuse_second_emulator(data_dir: Path) -> None:
+    """Two emulators on one data folder would share (and fight over) one store."""
+    try:
+        info = read_endpoints(data_dir)
+    except CliError:
+        return  # none, or a stale file that the new emulator overwrites
+    try:  # a live pid could be a reused one: the HTTPS port must answer too
+        socket.create_connection((connect_host(info), info["https"]["port"]), timeout=2).close()
+    except OSError:
+        return
+    raise CliError(f"an emulator (pid {info['pid']}) is already running with data folder {data_dir}", 2)
+
+
+async def serve(cfg: Config) -> None:
+    from .emulator.app import Emulator
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # Windows: Ctrl-C raises KeyboardInterrupt instead
+            pass
+    emu = Emulator(cfg)
+    await emu.start()
+    try:
+        info = emu.info()
+        print_banner(info, cfg)
+        await wait_https_answers(info)
+        print(f"ready mqtts://{info['mqtt']['host']}:{info['mqtt']['port']} https://{info['https']['host']}:{info['https']['port']}", flush=True)
+        await stop.wait()
+        log.info("stopping")
+    finally:
+        await emu.stop()
+
+
+def print_banner(info: dict, cfg: Config) -> None:
+    rows = [
+        ("data folder", info["dataDir"] or "(in memory: nothing is kept, `info` cannot find this emulator)"),
+        ("hub host name", info["hubHostName"]),
+        ("MQTT", f"mqtts://{info['mqtt']['host']}:{info['mqtt']['port']}  (bound to {cfg.bind})"),
+        ("HTTPS", f"{info['https']['url']}  (port {info['https']['port']}, bound to {cfg.bind})"),
+        ("CA file", info["caFile"]),
+    ]
+    out = [f"azure-iot-harness {__version__}: IoT Hub emulator, pid {info['pid']}"]
+    out += [f"  {name + ':':<16}{value}" for name, value in rows]
+    out.append("connection strings:")
+    out += [f"  {name + ':':<16}{value}" for name, value in info["connectionStrings"].items()]
+    print("\n".join(out), flush=True)
+
+
+async def wait_https_answers(info: dict, timeout: float = 10.0) -> None:
+    """Hypercorn serves from a task of its own: "ready" waits until it answers a request."""
+    ctx = ssl.create_default_context(cafile=info["caFile"])
+    host, port = connect_host(info), info["https"]["port"]
+    request = f"GET /_emulator/health HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port, ssl=ctx), 5)
+            try:
+                writer.write(request)
+                status = await asyncio.wait_for(reader.readline(), 5)
+            finally:
+                writer.close()
+            if status.split(b" ")[1:2] == [b"200"]:
+                return
+            problem: object = status
+        except (OSError, asyncio.TimeoutError) as exc:
+            problem = exc
+        if time.monotonic() > deadline:
+            raise HarnessError(f"the HTTPS endpoint does not answer: {problem!r}")
+        await asyncio.sleep(0.05)
+
+
+# ---- info, ca, sas-token ----------------------------------------------------------------------
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    print(json.dumps(read_endpoints(load_config(args).data_dir), indent=2))
+    return 0
+
+
+def cmd_ca(args: argparse.Namespace) -> int:
+    cfg = load_config(args)
+    path = cfg.data_dir / "pki" / "ca.pem"
+    if not path.exists():  # before the first serve: create the PKI serve will then load
+        from .certs import DevPKI
+
+        DevPKI.load_or_create(cfg.data_dir / "pki", [cfg.host, cfg.bind, *cfg.host_names])
+    sys.stdout.write(path.read_text())
+    return 0
+
+
+def cmd_sas_token(args: argparse.Namespace) -> int:
+    from .emulator.protocol import sas
+
+    print(sas.generate(args.uri, args.key, key_name=args.policy, ttl=args.ttl))
+    return 0
+
+
+# ---- connection-string -------------------------------------------------------------------------
+
+
+def cmd_connection_string(args: argparse.Namespace) -> int:
+    if args.dps_service:
+        raise not_supported_yet("--dps-service: the Device Provisioning Service")
+    if args.edge_device is not None:
+        raise not_supported_yet("--edge-device: IoT Edge")
+    if args.policy is not None and not args.service:
+        raise CliError("--policy goes with --service only", 2)
+    device, module = args.device, None
+    if args.module is not None:
+        device, sep, module = args.module.partition("/")
+        if not sep or not device or not module or "/" in module:
+            raise CliError(f"--module wants DEVICE/MODULE, not {args.module!r}", 2)
+    info = read_endpoints(load_config(args).data_dir)
+    if args.service:
+        print(service_connection_string(info, args.policy or "iothubowner"))
+        return 0
+    print(well_known_connection_string(info, device, module) or rest_connection_string(info, device, module))
+    return 0
+
+
+def service_connection_string(info: dict, policy: str) -> str:
+    pol = next((p for p in WELL_KNOWN_POLICIES if p.name == policy), None)
+    if pol is None:
+        names = ", ".join(p.name for p in WELL_KNOWN_POLICIES)
+        raise CliError(f"no shared access policy named {policy!r} (the hub has {names})")
+    return f"HostName={service_audience(info)};SharedAccessKeyName={pol.name};SharedAccessKey={pol.key}"
+
+
+def well_known_connection_string(info: dict, device: str, module: str | None) -> str | None:
+    """The strings the emulator wrote into the endpoints file at start, or None."""
+    key = {
+        (WELL_KNOWN_SAS_DEVICE, None): "device",
+        (WELL_KNOWN_SAS_DEVICE, WELL_KNOWN_MODULE): "module",
+        (WELL_KNOWN_CA_DEVICE, None): "x509Device",
+    }.get((device, module))
+    return info.get("connectionStrings", {}).get(key) if key else None
+
+
+def rest_connection_string(info: dict, device: str, module: str | None) -> str:
+    """Ask the running emulator's identity registry (IoT Hub's service REST API)."""
+    doc = get_identity(info, device, module)
+    out = f"HostName={info['hubHostName']};DeviceId={device}"
+    if module:
+        out += f";ModuleId={module}"
+    auth = doc.get("authentication") or {}
+    kind = auth.get("type")
+    if kind == "sas":
+        return out + f";SharedAccessKey={auth['symmetricKey']['primaryKey']}"
+    if kind in ("selfSigned", "certificateAuthority"):
+        return out + ";x509=true"
+    raise CliError(f"{device}{'/' + module if module else ''} has authentication type {kind!r}: no connection string")
+
+
+def get_identity(info: dict, device: str, module: str | None) -> dict:
+    """GET /devices/{id}[/modules/{mid}] with an iothubowner token; the registry's JSON."""
+    path = "/devices/" + urllib.parse.quote(device, safe="")
+    if module:
+        path += "/modules/" + urllib.parse.quote(module, safe="")
+    conn = https_connection(info)
+    try:
+        conn.request("GET", f"{path}?api-version={API_VERSION}", headers={"Authorization": service_token(info)})
+        resp = conn.getresponse()
+        body = resp.read()
+    except (OSError, http.client.HTTPException) as exc:
+        raise unreachable(info, exc) from None
+    finally:
+        conn.close()
+    # A plain 404 (no IoT Hub error code) means the route itself is missing, not the identity.
+    if resp.status == 404 and resp.getheader("iothub-errorcode") == "DeviceNotFound":
+        raise CliError(f"the hub has no device {device}")
+    if resp.status == 404 and resp.getheader("iothub-errorcode") == "ModuleNotFound":
+        raise CliError(f"the hub has no module {device}/{module}")
+    if resp.status != 200:
+        raise CliError(f"GET {path} answered {resp.status}: {body.decode(errors='replace').strip()}")
+    try:
+        return json.loads(body)
+    except ValueError:
+        raise CliError(f"GET {path} answered something that is not JSON") from None
+
+
+# ---- cert issue --------------------------------------------------------------------------------
+
+
+def cmd_cert_issue(args: argparse.Namespace) -> int:
+    from .certs import DevPKI, self_signed_cert
+
+    if args.self_signed:
+        cert = self_signed_cert(args.cn)
+    else:
+        cfg = load_config(args)
+        # The same names serve uses, so that the server certificate is not issued again.
+        pki = DevPKI.load_or_create(cfg.data_dir / "pki", [cfg.host, cfg.bind, *cfg.host_names])
+        cert = pki.issue_device_cert(args.cn)
+    cert_path, key_path = cert.write(args.out)
+    print(f"certificate {cert_path.resolve()}")
+    print(f"key {key_path.resolve()}")
+    print(f"sha1 {cert.sha1_thumbprint}")
+    print(f"sha256 {cert.sha256_thumbprint}")
+    return 0
+
+
+# ---- monitor-events ----------------------------------------------------------------------------
+
+
+def cmd_monitor_events(args: argparse.Namespace) -> int:
+    if args.count is not None and args.count < 1:
+        raise CliError("--count must be at least 1", 2)
+    info = read_endpoints(load_config(args).data_dir)
+    deadline = None if args.timeout is None else time.monotonic() + args.timeout
+    query = {"deviceId": args.device} if args.device else {}
+    if args.from_start:
+        query["after"] = "0"
+    path = "/_emulator/telemetry/stream" + ("?" + urllib.parse.urlencode(query) if query else "")
+    # Connecting gets at least a second even when --timeout is shorter.
+    conn = https_connection(info, timeout=max(1.0, _remaining(deadline, 30.0) or 0.0))
+    try:
+        try:
+            conn.request("GET", path, headers={"Authorization": service_token(info, ttl=365 * 24 * 3600)})
+            resp = conn.getresponse()
+        except (OSError, http.client.HTTPException) as exc:
+            raise unreachable(info, exc) from None
+        if resp.status != 200:
+            raise CliError(f"GET {path} answered {resp.status}: {resp.read().decode(errors='replace').strip()}")
+        # The stream listens from here on: tell whoever waits for us (stderr keeps stdout pure JSON).
+        who = f"device {args.device}" if args.device else "all devices"
+        print(f"monitoring telemetry from {who} on {info['https']['url']} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+        seen = pump_lines(conn, resp, deadline, args.count, lambda line: print(line, flush=True))
+    finally:
+        conn.close()
+    if seen is None:
+        raise CliError("the emulator closed the telemetry stream")
+    if args.count is not None and seen < args.count:
+        raise CliError(f"received {seen} of {args.count} messages within {args.timeout:g} s")
+    return 0
+
+
+def pump_lines(
+    conn: http.client.HTTPSConnection,
+    resp: http.client.HTTPResponse,
+    deadline: float | None,
+    count: int | None,
+    emit: Callable[[str], None],
+) -> int | None:
+    """Emit each JSON line until `count` lines or the deadline; None when the stream ends first."""
+    seen = 0
+    while count is None or seen < count:
+        remaining = _remaining(deadline, None)
+        if remaining is not None and remaining <= 0:
+            return seen
+        if conn.sock is not None:
+            conn.sock.settimeout(remaining)
+        try:
+            line = resp.readline()
+        except TimeoutError:
+            return seen
+        except (OSError, http.client.HTTPException):
+            return None
+        if not line:
+            return None
+        line = line.strip()
+        if line:  # blank lines are the server's heartbeats
+            emit(line.decode())
+            seen += 1
+    return seen
+
+
+def _remaining(deadline: float | None, default: float | None) -> float | None:
+    return default if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+# ---- the parser --------------------------------------------------------------------------------
+
+CERT_ISSUE_HELP = """\
+Write NAME.pem (certificate, then the device CA when CA-signed) and NAME.key (PKCS#8, owner
+read-only) into --out, then print four lines, in this order:
+    certificate /absolute/path/NAME.pem
+    key /absolute/path/NAME.key
+    sha1 <40 upper-case hex digits>
+    sha256 <64 upper-case hex digits>
+The thumbprints are those of the leaf certificate, as Azure shows them (register a
+self-signed device with them). CA-signed certificates chain to the development device CA of
+the data folder, which the emulator trusts for certificateAuthority devices."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="azure-iot-harness",
+        description="A local, offline emulator of Azure IoT Hub. Every verb but serve finds the "
+        "running emulator through the endpoints file in its data folder.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    data = argparse.ArgumentParser(add_help=False)
+    data.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="the emulator's data folder (default: $AZURE_IOT_HARNESS_DATA_DIR or ~/.azure-iot-harness)",
+    )
+
+    p = verbs.add_parser(
+        "serve",
+        parents=[data],
+        help="run the emulator in the foreground",
+        description='Start the emulator; print its endpoints, CA file and the well-known connection strings, then a line starting with "ready" once every listener accepts. Stops cleanly on SIGINT/SIGTERM.',
+    )
+    p.add_argument("--config", metavar="FILE", help="a TOML file of settings (default: $AZURE_IOT_HARNESS_CONFIG)")
+    p.add_argument("--host", metavar="NAME", help="the hub's host name (default: localhost)")
+    p.add_argument("--bind", metavar="ADDR", help="the address to listen on (default: 127.0.0.1)")
+    p.add_argument("--mqtt-port", type=int, metavar="N", help="MQTT/TLS port, 0 picks a free one (default: 8883)")
+    p.add_argument("--https-port", type=int, metavar="N", help="HTTPS port, 0 picks a free one (default: 443)")
+    p.add_argument("--in-memory", action="store_true", default=None, help="keep nothing on disk (no endpoints file either)")
+    p.add_argument("--edge", action="store_true", help="also run IoT Edge's edgeHub (not supported yet)")
+    p.add_argument("--log-level", metavar="LEVEL", help="debug, info, warning or error (default: info)")
+    p.set_defaults(func=cmd_serve)
+
+    p = verbs.add_parser("info", parents=[data], help="print the running emulator's endpoints as one JSON object")
+    p.set_defaults(func=cmd_info)
+
+    p = verbs.add_parser("ca", parents=[data], help="print the development root CA (PEM); creates it if needed")
+    p.set_defaults(func=cmd_ca)
+
+    p = verbs.add_parser(
+        "connection-string",
+        parents=[data],
+        help="print one connection string in Azure's format",
+        description="Print one connection string, exactly in Azure's format. Devices and modules other than the well-known ones are looked up in the running emulator's registry.",
+    )
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--device", metavar="ID")
+    which.add_argument("--module", metavar="ID/MOD")
+    which.add_argument("--service", action="store_true", help="the hub's service connection string")
+    which.add_argument("--dps-service", action="store_true", help="(not supported yet)")
+    which.add_argument("--edge-device", metavar="ID", help="(not supported yet)")
+    p.add_argument("--policy", metavar="NAME", help="with --service: the shared access policy (default: iothubowner)")
+    p.set_defaults(func=cmd_connection_string)
+
+    p = verbs.add_parser("sas-token", help="print a shared access signature")
+    p.add_argument("--uri", required=True, help="the audience (sr), e.g. myhub.azure-devices.net/devices/dev1")
+    p.add_argument("--key", required=True, help="base64 key: a device key or a policy key")
+    p.add_argument("--policy", metavar="NAME", help="the policy name (skn), for service tokens")
+    p.add_argument("--ttl", type=int, default=3600, metavar="SECONDS", help="lifetime (default: 3600)")
+    p.set_defaults(func=cmd_sas_token)
+
+    p = verbs.add_parser("cert", help="device certificates")
+    cert_verbs = p.add_subparsers(dest="cert_verb", required=True, metavar="VERB")
+    p = cert_verbs.add_parser(
+        "issue",
+        parents=[data],
+        help="write a device certificate and key; print the thumbprints",
+        description=CERT_ISSUE_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--cn", required=True, metavar="NAME", help="the subject's common name: the device id")
+    p.add_argument("--out", default=".", metavar="DIR", help="where to write NAME.pem and NAME.key (default: .)")
+    p.add_argument("--self-signed", action="store_true", help="self-signed (thumbprint devices) instead of CA-signed")
+    p.set_defaults(func=cmd_cert_issue)
+
+    p = verbs.add_parser(
+        "monitor-events",
+        parents=[data],
+        help="print telemetry as JSON lines",
+        description="Print each telemetry message the running emulator receives as one JSON line "
+        "(deviceId, moduleId, body, properties, systemProperties, enqueuedTime, sequenceNumber). "
+        "Exits 0 after --count messages, or at --timeout when no --count was given; exits 1 when "
+        "--count messages did not arrive within --timeout.",
+    )
+    p.add_argument("--device", metavar="ID", help="only this device's messages")
+    p.add_argument("--count", type=int, metavar="N", help="stop after N messages")
+    p.add_argument("--timeout", type=float, metavar="S", help="stop after S seconds")
+    p.add_argument("--from-start", action="store_true", help="first print every message kept so far")
+    p.set_defaults(func=cmd_monitor_events)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except CliError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.code
+    except HarnessError as exc:  # configuration problems and refusals: a message, no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `... | head`: the reader is gone; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
