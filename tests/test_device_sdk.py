@@ -9,7 +9,7 @@ import pytest
 from azure.iot.device import IoTHubDeviceClient, IoTHubModuleClient, Message, X509
 
 from azure_iot_harness.certs import self_signed_cert
-from tests.helpers import https, wait_for
+from tests.helpers import https
 
 
 @pytest.fixture
@@ -72,10 +72,7 @@ def test_self_signed_x509_device(hub, tmp_path):
         "authentication": {"type": "selfSigned", "x509Thumbprint": {"primaryThumbprint": cert.sha256_thumbprint}},
     }
     status, _, _ = https(hub, "PUT", "/devices/thumb-device?api-version=2021-04-12", body)
-    if status == 404:  # registry REST not mounted: register directly
-        import asyncio
-
-        asyncio.run_coroutine_threadsafe(hub.registry.put_device(body, if_match=None), hub.store._loop).result(10)
+    assert status == 200
     certfile, keyfile = cert.write(tmp_path)
     client = IoTHubDeviceClient.create_from_x509_certificate(
         x509=X509(str(certfile), str(keyfile)), hostname=hub.host, device_id="thumb-device"

@@ -8,11 +8,10 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 from azure_iot_harness.emulator.app import EmulatorThread
-from tests.helpers import RawClient, connect_packet, device_token, publish_packet, wait_for
+from tests.helpers import RawClient, connect_packet, device_token, publish_packet
 
 SERVER = """
 import asyncio, sys

@@ -16,7 +16,7 @@ from ..mqtt.connection import MqttConnection
 from ..protocol.messages import Telemetry
 from ..protocol.topics import DpsUsername, parse_username
 from ..store import Store
-from .auth import NOT_AUTHORIZED, SERVER_UNAVAILABLE, Principal, authenticate
+from .auth import NOT_AUTHORIZED, SERVER_UNAVAILABLE, authenticate
 from .registry import Key, Registry
 from .session import DeviceSession
 
