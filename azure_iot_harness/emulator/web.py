@@ -21,7 +21,7 @@ from starlette.routing import BaseRoute, Route
 
 from ..errors import ServiceError
 from .hub import rest as hub_rest
-from .protocol.errors import error_body
+from .protocol.errors import error_body, not_supported
 from . import emulator_api
 
 if TYPE_CHECKING:
@@ -36,6 +36,7 @@ def build_app(emulator: "Emulator") -> Starlette:
         Route("/_emulator/ca.pem", lambda request: Response(emulator.pki.root_pem, media_type="application/x-pem-file")),
         *emulator_api.routes(emulator),
         *hub_rest.routes(emulator),
+        Route("/{path:path}", _unrouted, methods=["GET", "PUT", "POST", "PATCH", "DELETE"]),
     ]
     app = Starlette(routes=routes, exception_handlers={ServiceError: _service_error})
     app.state.emulator = emulator
@@ -46,6 +47,20 @@ async def _service_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ServiceError)
     log.info("%s %s -> %d %s: %s", request.method, request.url.path, exc.status, exc.error_code, exc.message)
     return JSONResponse(error_body(exc), status_code=exc.status, headers={"iothub-errorcode": exc.error_code})
+
+
+# Path prefixes of Azure REST APIs (IoT Hub service, DPS) the emulator does not answer yet.
+_AZURE_PREFIXES = (
+    "twins/", "devices/", "messages/", "jobs", "configurations", "digitaltwins", "statistics",
+    "enrollments", "enrollmentGroups", "registrations", "$iothub/websocket",
+)  # fmt: skip
+
+
+async def _unrouted(request: Request) -> Response:
+    path = request.path_params["path"]
+    if path.startswith(_AZURE_PREFIXES) or "/registrations/" in path:
+        raise not_supported(f"{request.method} /{path}")
+    raise ServiceError(404, "NotFound", f"no such resource: {request.method} /{path}")
 
 
 class _HypercornConfig(hypercorn.config.Config):
@@ -101,6 +116,24 @@ class HttpsServer:
         self._task = asyncio.create_task(self._serve(started))
         await started.wait()
 
+    def _open_writers(self) -> list[asyncio.StreamWriter]:
+        """The stream writers of hypercorn's connections on this server's port.
+
+        Reads hypercorn 0.18's per-connection task (`worker_serve.<locals>._server_callback`),
+        which is why hypercorn is pinned; tests/emulator/test_web.py fails if this stops working.
+        """
+        writers = []
+        for task in asyncio.all_tasks():
+            coro = task.get_coro()
+            if getattr(coro, "__qualname__", "") != "worker_serve.<locals>._server_callback":
+                continue
+            frame = getattr(coro, "cr_frame", None)
+            writer = frame.f_locals.get("writer") if frame is not None else None
+            sockname = writer.get_extra_info("sockname") if writer is not None else None
+            if sockname and sockname[1] == self.port:
+                writers.append(writer)
+        return writers
+
     async def _serve(self, started: asyncio.Event) -> None:
         async def trigger() -> None:
             await self._stop.wait()
@@ -110,6 +143,11 @@ class HttpsServer:
 
     async def stop(self) -> None:
         self._stop.set()
+        await asyncio.sleep(0.05)  # let in-flight responses finish
+        # On Python 3.11 hypercorn's shutdown waits for idle keep-alive connections to time out
+        # (Server.wait_closed waits for every connection; close_clients() is 3.12+). Close them.
+        for writer in self._open_writers():
+            writer.transport.abort()  # close() would wait for the idle peer's TLS close_notify
         if self._task is not None:
             try:
                 await asyncio.wait_for(self._task, 5)
