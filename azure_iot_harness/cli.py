@@ -28,14 +28,14 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from . import __version__
-from .config import WELL_KNOWN_CA_DEVICE, WELL_KNOWN_MODULE, WELL_KNOWN_POLICIES, WELL_KNOWN_SAS_DEVICE, Config
+from .config import WELL_KNOWN_POLICIES, Config
 from .errors import ConfigError, HarnessError
 
 API_VERSION = "2021-04-12"
 log = logging.getLogger("azure_iot_harness.cli")
 
 
-class CliError(Exception):
+class CliError(HarnessError):
     """Printed as `error: MESSAGE` on stderr; the process exits with `code`."""
 
     def __init__(self, message: str, code: int = 1) -> None:
@@ -273,7 +273,7 @@ def cmd_connection_string(args: argparse.Namespace) -> int:
     if args.service:
         print(service_connection_string(info, args.policy or "iothubowner"))
         return 0
-    print(well_known_connection_string(info, device, module) or rest_connection_string(info, device, module))
+    print(rest_connection_string(info, device, module))
     return 0
 
 
@@ -283,16 +283,6 @@ def service_connection_string(info: dict, policy: str) -> str:
         names = ", ".join(p.name for p in WELL_KNOWN_POLICIES)
         raise CliError(f"no shared access policy named {policy!r} (the hub has {names})")
     return f"HostName={service_audience(info)};SharedAccessKeyName={pol.name};SharedAccessKey={pol.key}"
-
-
-def well_known_connection_string(info: dict, device: str, module: str | None) -> str | None:
-    """The strings the emulator wrote into the endpoints file at start, or None."""
-    key = {
-        (WELL_KNOWN_SAS_DEVICE, None): "device",
-        (WELL_KNOWN_SAS_DEVICE, WELL_KNOWN_MODULE): "module",
-        (WELL_KNOWN_CA_DEVICE, None): "x509Device",
-    }.get((device, module))
-    return info.get("connectionStrings", {}).get(key) if key else None
 
 
 def rest_connection_string(info: dict, device: str, module: str | None) -> str:
