@@ -14,6 +14,7 @@ from typing import Any
 from ..certs import DevPKI
 from ..config import WELL_KNOWN_POLICIES, Config, Policy
 from ..errors import ConfigError, HarnessError
+from .frontdoor import FrontDoor
 from .hub.hub import Hub
 from .hub.registry import Registry
 from .mqtt.listener import MqttListener
@@ -77,7 +78,7 @@ class Emulator:
                 host=cfg.bind,
                 port=cfg.mqtt_port,
                 ssl_context=mqtt_ctx,
-                router=self.hub,
+                router=FrontDoor(self.hub),
                 max_idle=cfg.max_idle_seconds,
                 connect_timeout=cfg.connect_timeout,
             )
@@ -148,6 +149,26 @@ class Emulator:
             "dataDir": None if self.config.in_memory else str(self.config.data_dir),
             "pid": os.getpid(),
             "connectionStrings": self.well_known_connection_strings(),
+            "wellKnownIdentities": self.well_known_identities(),
+        }
+
+    def well_known_identities(self) -> dict:
+        from ..config import WELL_KNOWN_CA_DEVICE, WELL_KNOWN_MODULE, WELL_KNOWN_SAS_DEVICE
+
+        def identity(device: str, module: str | None = None) -> dict:
+            doc = self.registry.get(device, module) or {}
+            auth = doc.get("authentication", {})
+            out = {"deviceId": device, "authentication": auth.get("type")}
+            if module:
+                out["moduleId"] = module
+            if auth.get("type") == "sas":
+                out.update(auth["symmetricKey"])
+            return out
+
+        return {
+            "policies": [{"name": p.name, "key": p.key, "permissions": sorted(p.permissions)} for p in self.policies],
+            "devices": [identity(WELL_KNOWN_SAS_DEVICE), identity(WELL_KNOWN_CA_DEVICE)],
+            "modules": [identity(WELL_KNOWN_SAS_DEVICE, WELL_KNOWN_MODULE)],
         }
 
     def well_known_connection_strings(self) -> dict[str, str]:

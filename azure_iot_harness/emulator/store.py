@@ -53,6 +53,14 @@ class Store:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._telemetry_listeners: list[Callable[[list[tuple[int, Telemetry]]], None]] = []
+        self._schemas: list[str] = [_SCHEMA]
+
+    def add_schema(self, sql: str) -> None:
+        """More tables, for a subsystem that keeps its own state (`CREATE TABLE IF NOT EXISTS`).
+        Must be called before start()."""
+        if self._thread is not None:
+            raise RuntimeError("add_schema() after the store started")
+        self._schemas.append(sql)
 
     # ---- life cycle ---------------------------------------------------------------------
 
@@ -77,7 +85,8 @@ class Store:
             conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={'FULL' if self.durability == 'full' else 'NORMAL'}")
-        conn.executescript(_SCHEMA)
+        for sql in self._schemas:
+            conn.executescript(sql)
         return conn
 
     def _run(self, ready: asyncio.Future) -> None:

@@ -10,13 +10,13 @@ from typing import Iterable
 from cryptography import x509 as cx509
 
 from ...config import Policy
-from ...errors import ConnectRefused, ProtocolViolation
+from ...errors import ProtocolViolation
 from ..mqtt.codec import Connect
 from ..mqtt.connection import MqttConnection
 from ..protocol.messages import Telemetry
-from ..protocol.topics import DpsUsername, parse_username
+from ..protocol.topics import HubUsername
 from ..store import Store
-from .auth import NOT_AUTHORIZED, SERVER_UNAVAILABLE, authenticate
+from .auth import authenticate
 from .registry import Key, Registry
 from .session import DeviceSession
 
@@ -41,15 +41,9 @@ class Hub:
         self.sessions: dict[Key, DeviceSession] = {}
         registry.on_change(self._identity_changed)
 
-    # ---- Router -------------------------------------------------------------------------
+    # ---- connections ------------------------------------------------------------------------
 
-    async def connect(self, conn: MqttConnection, connect: Connect) -> tuple[DeviceSession, bool]:
-        try:
-            username = parse_username(connect.username)
-        except ValueError as exc:
-            raise ConnectRefused(NOT_AUTHORIZED, f"unusable username: {exc}") from None
-        if isinstance(username, DpsUsername):
-            raise ConnectRefused(SERVER_UNAVAILABLE, "the Device Provisioning Service is not supported by the emulator yet")
+    async def connect(self, conn: MqttConnection, connect: Connect, username: HubUsername) -> tuple[DeviceSession, bool]:
         principal = authenticate(
             username=username,
             client_id=connect.client_id,
