@@ -327,6 +327,52 @@ def get_identity(info: dict, device: str, module: str | None) -> dict:
         raise CliError(f"GET {path} answered something that is not JSON") from None
 
 
+# ---- c2d send ----------------------------------------------------------------------------------
+
+
+def cmd_c2d_send(args: argparse.Namespace) -> int:
+    props: dict[str, str] = {}
+    for item in args.prop:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CliError(f"--prop wants KEY=VALUE, not {item!r}", 2)
+        props[key] = value
+    body = {"data": args.data, "properties": props, "ttlSeconds": args.ttl}
+    for field, value in (
+        ("messageId", args.message_id),
+        ("correlationId", args.correlation_id),
+        ("contentType", args.content_type),
+        ("contentEncoding", args.content_encoding),
+        ("ack", args.ack),
+    ):
+        if value is not None:
+            body[field] = value
+    info = read_endpoints(load_config(args).data_dir)
+    path = "/_emulator/c2d/" + urllib.parse.quote(args.device, safe="")
+    conn = https_connection(info)
+    try:
+        conn.request(
+            "POST",
+            path,
+            body=json.dumps(body),
+            headers={"Authorization": service_token(info), "Content-Type": "application/json"},
+        )
+        resp = conn.getresponse()
+        answer = resp.read()
+    except (OSError, http.client.HTTPException) as exc:
+        raise unreachable(info, exc) from None
+    finally:
+        conn.close()
+    if resp.status != 201:
+        try:
+            message = json.loads(answer)["Message"].split(";", 1)[-1]
+        except (ValueError, KeyError, TypeError):
+            message = answer.decode(errors="replace").strip()
+        raise CliError(f"the hub refused the message ({resp.status}): {message}")
+    print(json.loads(answer)["messageId"])
+    return 0
+
+
 # ---- cert issue --------------------------------------------------------------------------------
 
 
@@ -518,6 +564,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, metavar="S", help="stop after S seconds")
     p.add_argument("--from-start", action="store_true", help="first print every message kept so far")
     p.set_defaults(func=cmd_monitor_events)
+
+    p = verbs.add_parser("c2d", help="cloud-to-device messages")
+    c2d_verbs = p.add_subparsers(dest="c2d_verb", required=True, metavar="VERB")
+    p = c2d_verbs.add_parser(
+        "send",
+        parents=[data],
+        help="queue a cloud-to-device message for a device",
+        description="Queue a cloud-to-device message (Azure's service SDKs send these over AMQP; the "
+        "emulator takes them on POST /_emulator/c2d/{deviceId}). Prints the message id.",
+    )
+    p.add_argument("--device", required=True, metavar="ID")
+    p.add_argument("--data", required=True, metavar="TEXT", help="the message body")
+    p.add_argument("--prop", action="append", default=[], metavar="KEY=VALUE", help="an application property (repeatable)")
+    p.add_argument("--message-id", metavar="ID")
+    p.add_argument("--correlation-id", metavar="ID")
+    p.add_argument("--content-type", metavar="TYPE")
+    p.add_argument("--content-encoding", metavar="ENC")
+    p.add_argument("--ack", choices=["none", "positive", "negative", "full"])
+    p.add_argument("--ttl", type=float, metavar="SECONDS", help="time to live (default: 3600)")
+    p.set_defaults(func=cmd_c2d_send)
     return parser
 
 

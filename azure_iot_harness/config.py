@@ -84,6 +84,8 @@ class Config:
     max_idle_seconds: float = 1767.0
     # Seconds a TCP client gets to finish TLS and send CONNECT.
     connect_timeout: float = 10.0
+    # Seconds a delivered cloud-to-device message stays locked before it is delivered again.
+    c2d_lock_seconds: float = 60.0
     # "full" fsyncs every group commit (survives power loss); "normal" survives a killed process.
     durability: str = "full"
     log_level: str = "info"

@@ -60,18 +60,21 @@ class Emulator:
         else:
             self.pki = DevPKI.load_or_create(cfg.data_dir / "pki", names)
             self.store = Store(cfg.data_dir / "state.sqlite3", durability=cfg.durability)
+        # Subsystems add their tables to the store before it starts.
+        self.registry = Registry(self.store)
+        self.hub = Hub(
+            host=cfg.host,
+            store=self.store,
+            registry=self.registry,
+            policies=self.policies,
+            trusted_cas=[self.pki.device_ca_cert],
+            c2d_lock_seconds=cfg.c2d_lock_seconds,
+        )
         await self.store.start()
         try:
-            self.registry = Registry(self.store)
             await self.registry.load()
             await self.registry.seed_well_known()
-            self.hub = Hub(
-                host=cfg.host,
-                store=self.store,
-                registry=self.registry,
-                policies=self.policies,
-                trusted_cas=[self.pki.device_ca_cert],
-            )
+            await self.hub.load()
             mqtt_ctx = self.pki.server_context()
             request_any_client_certificate(mqtt_ctx)
             self.mqtt = MqttListener(
@@ -205,6 +208,15 @@ class Emulator:
         elif auth["type"] in ("selfSigned", "certificateAuthority"):
             out += ";x509=true"
         return out
+
+    async def send_c2d(self, device_id: str, data: bytes | str, **options: Any):
+        """Queue a cloud-to-device message (what the AMQP-only service SDK call does in Azure).
+
+        Options: properties (dict), message_id, correlation_id, user_id, content_type,
+        content_encoding, ack, ttl (seconds). Returns the queued message.
+        """
+        body = data.encode() if isinstance(data, str) else data
+        return await self.hub.c2d.send(device_id, body, **options)
 
     def service_token(self, policy: str = "iothubowner", ttl: int = 3600) -> str:
         pol = next(p for p in self.policies if p.name == policy)

@@ -2,12 +2,15 @@
 
 Telemetry is read from Event Hubs in Azure; here it is read from `GET /_emulator/telemetry`
 (a page) or `GET /_emulator/telemetry/stream` (newline-delimited JSON, one message a line, as
-they are committed). Both need a service SAS token with ServiceConnect, like Event Hubs does.
+they are committed). Cloud-to-device messages, which the service SDKs send over AMQP, are sent
+with `POST /_emulator/c2d/{deviceId}`; `GET` on the same path lists the device's queue. All need
+a service SAS token with ServiceConnect, as Azure does.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from typing import TYPE_CHECKING, AsyncIterator
 
@@ -16,6 +19,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from ..config import SERVICE_CONNECT
+from .hub import http
 from .hub.service_auth import require
 from .protocol.errors import hub_error
 from .protocol.messages import Telemetry
@@ -80,11 +84,69 @@ def routes(emulator: "Emulator") -> list[BaseRoute]:
 
         return StreamingResponse(lines(), media_type="application/x-ndjson")
 
+    async def send_c2d(request: Request) -> Response:
+        authorize(request)
+        device_id = request.path_params["id"]
+        body = await http.json_object(request)
+        data, options = _c2d_arguments(body)
+        msg = await emulator.hub.c2d.send(device_id, data, **options)
+        return JSONResponse({"deviceId": device_id, "messageId": msg.message_id, "sequenceNumber": msg.seq}, status_code=201)
+
+    async def pending_c2d(request: Request) -> Response:
+        authorize(request)
+        device_id = request.path_params["id"]
+        if emulator.registry.get(device_id) is None:
+            raise hub_error("DeviceNotFound", f"device {device_id} not found")
+        pending = emulator.hub.c2d.deliverable(device_id, -1, now=float("inf"))  # locked ones too
+        return JSONResponse(
+            [
+                {"messageId": m.message_id, "sequenceNumber": m.seq, "deliveryCount": m.delivery_count, "topic": m.topic()}
+                for m in pending
+            ]
+        )
+
     return [
+        Route("/_emulator/c2d/{id}", send_c2d, methods=["POST"]),
+        Route("/_emulator/c2d/{id}", pending_c2d, methods=["GET"]),
         Route("/_emulator/telemetry", read, methods=["GET"]),
         Route("/_emulator/telemetry", clear, methods=["DELETE"]),
         Route("/_emulator/telemetry/stream", stream, methods=["GET"]),
     ]
+
+
+def _c2d_arguments(body: dict) -> tuple:
+    """(body bytes, keyword arguments) of a C2D send request, checked."""
+    if ("data" in body) == ("dataBase64" in body):
+        raise hub_error("ArgumentInvalid", "give exactly one of data (text) and dataBase64")
+    if "data" in body:
+        if not isinstance(body["data"], str):
+            raise hub_error("ArgumentInvalid", "data must be a string")
+        data = body["data"].encode()
+    else:
+        try:
+            data = base64.b64decode(body["dataBase64"], validate=True)
+        except (ValueError, TypeError):
+            raise hub_error("ArgumentInvalid", "dataBase64 is not valid base64") from None
+    props = body.get("properties") or {}
+    if not isinstance(props, dict) or not all(isinstance(k, str) and (v is None or isinstance(v, str)) for k, v in props.items()):
+        raise hub_error("ArgumentInvalid", "properties must map names to strings")
+    options = {}
+    for field, name in (
+        ("messageId", "message_id"),
+        ("correlationId", "correlation_id"),
+        ("userId", "user_id"),
+        ("contentType", "content_type"),
+        ("contentEncoding", "content_encoding"),
+        ("ack", "ack"),
+    ):
+        value = body.get(field)
+        if value is not None and not isinstance(value, str):
+            raise hub_error("ArgumentInvalid", f"{field} must be a string")
+        options[name] = value
+    ttl = body.get("ttlSeconds")
+    if ttl is not None and (not isinstance(ttl, (int, float)) or isinstance(ttl, bool)):
+        raise hub_error("ArgumentInvalid", "ttlSeconds must be a number")
+    return data, {"properties": props, "ttl": ttl, **options}
 
 
 def _entry(seq: int, t: Telemetry) -> dict:

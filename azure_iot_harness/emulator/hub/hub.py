@@ -17,8 +17,12 @@ from ..protocol.messages import Telemetry
 from ..protocol.topics import HubUsername
 from ..store import Store
 from .auth import authenticate
+from .c2d import C2DQueues
+from .methods import Methods
 from .registry import Key, Registry
 from .session import DeviceSession
+from .sessions import SessionStates
+from .twins import Twins
 
 log = logging.getLogger("azure_iot_harness.hub")
 
@@ -32,6 +36,7 @@ class Hub:
         registry: Registry,
         policies: Iterable[Policy],
         trusted_cas: Iterable[cx509.Certificate],
+        c2d_lock_seconds: float = 60.0,
     ) -> None:
         self.host = host
         self.store = store
@@ -39,7 +44,19 @@ class Hub:
         self.policies = tuple(policies)
         self.trusted_cas = list(trusted_cas)
         self.sessions: dict[Key, DeviceSession] = {}
+        self.twins = Twins(store, registry)
+        self.c2d = C2DQueues(store, registry, lock_seconds=c2d_lock_seconds)
+        self.session_states = SessionStates(store, registry)
+        self.methods = Methods(self)
         registry.on_change(self._identity_changed)
+        self.twins.on_desired_change(self._desired_changed)
+        self.c2d.on_enqueued(self._c2d_enqueued)
+
+    async def load(self) -> None:
+        """Read the state kept in the store (after it started)."""
+        await self.twins.load()
+        await self.c2d.load()
+        await self.session_states.load()
 
     # ---- connections ------------------------------------------------------------------------
 
@@ -54,7 +71,8 @@ class Hub:
             policies=self.policies,
             trusted_cas=self.trusted_cas,
         )
-        session = DeviceSession(self, principal, conn, None)
+        state, present = self.session_states.resume(principal.key, connect.clean_session)
+        session = DeviceSession(self, principal, conn, state)
         if connect.will_topic is not None:
             session.will = self._will(session, connect)
         previous = self.sessions.get(principal.key)
@@ -76,7 +94,7 @@ class Hub:
             username.api_version and f"api-version {username.api_version}" or "no api-version",
             connect.clean_session,
         )
-        return session, False
+        return session, present
 
     def _will(self, session: DeviceSession, connect: Connect) -> Telemetry:
         try:
@@ -96,6 +114,16 @@ class Hub:
         if self.sessions.get(key) is session:
             del self.sessions[key]
             self.registry.set_connected(key[0], key[1], False)
+
+    def _desired_changed(self, key: Key, body: dict, version: int) -> None:
+        session = self.sessions.get(key)
+        if session is not None:  # nothing is queued for a device that is offline
+            session.send_desired(body, version)
+
+    def _c2d_enqueued(self, device_id: str) -> None:
+        session = self.sessions.get((device_id, None))
+        if session is not None:
+            session.pump_c2d()
 
     def _token_expired(self, session: DeviceSession) -> None:
         log.info("%s: SAS token expired, closing the connection", session.principal.name)

@@ -19,7 +19,6 @@ from starlette.responses import JSONResponse, Response
 
 from ...errors import ServiceError
 from ..protocol.errors import hub_error
-from .registry import NEVER
 
 if TYPE_CHECKING:
     from ..app import Emulator
@@ -189,7 +188,8 @@ def _describe(tok: _Token) -> str:
 def run_query(q: Query, emulator: "Emulator") -> list[dict]:
     registry = emulator.registry
     identities = registry.devices() if q.source == "devices" else registry.all_modules()
-    twins = [t for t in map(synthetic_twin, identities) if all(_matches(t, f, v) for f, v in q.conditions)]
+    views = (emulator.hub.twins.view((i["deviceId"], i.get("moduleId"))) for i in identities)
+    twins = [t for t in views if all(_matches(t, f, v) for f, v in q.conditions)]
     if q.count_alias is not None:
         return [{q.count_alias: len(twins)}]
     return twins
@@ -203,43 +203,6 @@ def _matches(doc: dict, field: str, value: object) -> bool:
         actual = actual[part]
     # Typed equality, as in IoT Hub: 'true' does not equal true, nor 1 equal true.
     return type(actual) is type(value) and actual == value
-
-
-def synthetic_twin(identity: dict) -> dict:
-    """A minimal twin made from an identity document, until the emulator keeps real twins."""
-    auth = identity["authentication"]
-    module_id = identity.get("moduleId")
-    # The identity keeps no creation time; for a device, its first status time is that moment.
-    created = identity.get("statusUpdatedTime", NEVER)
-    twin: dict = {"deviceId": identity["deviceId"]}
-    if module_id is not None:
-        twin["moduleId"] = module_id
-    twin.update(
-        {
-            "etag": "AAAAAAAAAAE=",  # base64 of the 64-bit twin version 1, the form Azure uses
-            "deviceEtag": identity["etag"],
-            "status": identity.get("status", "enabled"),
-            "statusUpdateTime": created,
-            "connectionState": identity["connectionState"],
-            "lastActivityTime": identity["lastActivityTime"],
-            "cloudToDeviceMessageCount": identity.get("cloudToDeviceMessageCount", 0),
-            "authenticationType": auth["type"],
-            "x509Thumbprint": dict(auth["x509Thumbprint"]),
-            "version": 1,
-            "tags": {},
-            "properties": {
-                "desired": {"$metadata": {"$lastUpdated": created}, "$version": 1},
-                "reported": {"$metadata": {"$lastUpdated": created}, "$version": 1},
-            },
-        }
-    )
-    if module_id is None:
-        twin["statusReason"] = identity.get("statusReason")
-        twin["capabilities"] = dict(identity.get("capabilities") or {"iotEdge": False})
-        if identity.get("deviceScope"):
-            twin["deviceScope"] = identity["deviceScope"]
-            twin["parentScopes"] = list(identity.get("parentScopes") or [])
-    return twin
 
 
 def _page_size(request: Request) -> int:

@@ -84,6 +84,8 @@ class Registry:
         self._docs: dict[Key, dict] = {}
         self._runtime: dict[Key, Runtime] = {}
         self._listeners: list[Callable[[Key, dict | None], None]] = []
+        # Pending cloud-to-device messages of a device, for `cloudToDeviceMessageCount`.
+        self.pending_c2d: Callable[[str], int] = lambda device_id: 0
         # Writes check a precondition, then await the store: without this lock two concurrent
         # creates of one id would both pass the check and the second would silently win.
         self._write_lock = asyncio.Lock()
@@ -139,7 +141,7 @@ class Registry:
         out["connectionState"] = "Connected" if rt.connected else "Disconnected"
         out["connectionStateUpdatedTime"] = rt.connection_state_updated
         out["lastActivityTime"] = rt.last_activity
-        out.setdefault("cloudToDeviceMessageCount", 0)
+        out["cloudToDeviceMessageCount"] = self.pending_c2d(device_id) if module_id is None else 0
         return out
 
     def devices(self) -> list[dict]:

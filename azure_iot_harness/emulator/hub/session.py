@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from ...errors import ProtocolViolation
 from ..mqtt import codec
 from ..mqtt.codec import Publish
+from ..protocol import twin as tw
 from ..protocol.messages import Telemetry, build_telemetry
 from ..protocol.topics import decode_property_bag, parse_telemetry_topic
+from .methods import METHODS_FILTER
+from .sessions import SessionState
 
 if TYPE_CHECKING:
     from ..mqtt.connection import MqttConnection
@@ -20,41 +25,47 @@ if TYPE_CHECKING:
 log = logging.getLogger("azure_iot_harness.hub")
 
 MAX_SUBSCRIPTIONS = 5
+TWIN_RESPONSES = "$iothub/twin/res/#"
+DESIRED_UPDATES = "$iothub/twin/PATCH/properties/desired/#"
 
 
 class DeviceSession:
-    def __init__(self, hub: "Hub", principal: "Principal", conn: "MqttConnection", will: Telemetry | None) -> None:
+    def __init__(self, hub: "Hub", principal: "Principal", conn: "MqttConnection", state: SessionState) -> None:
         self.hub = hub
         self.principal = principal
         self.conn = conn
-        self.will = will
-        self.subscriptions: dict[str, int] = {}
+        self.state = state
+        self.will: Telemetry | None = None
         self.kicked = False
+        self._next_packet_id = 0
+        self._c2d_timer: asyncio.TimerHandle | None = None
         d, m = principal.device_id, principal.module_id
+        self.c2d_filter = f"devices/{d}/messages/devicebound/#" if m is None else None
+        allowed = {TWIN_RESPONSES, DESIRED_UPDATES, METHODS_FILTER}
         if m is None:
-            self._allowed_filters = {
-                f"devices/{d}/messages/devicebound/#",
-                "$iothub/twin/res/#",
-                "$iothub/twin/PATCH/properties/desired/#",
-                "$iothub/methods/POST/#",
-            }
+            allowed.add(f"devices/{d}/messages/devicebound/#")
         else:
-            self._allowed_filters = {
-                f"devices/{d}/modules/{m}/inputs/#",
-                f"devices/{d}/modules/{m}/#",
-                "$iothub/twin/res/#",
-                "$iothub/twin/PATCH/properties/desired/#",
-                "$iothub/methods/POST/#",
-            }
+            allowed |= {f"devices/{d}/modules/{m}/inputs/#", f"devices/{d}/modules/{m}/#"}
+        self._allowed_filters = allowed
 
-    # ---- PUBLISH ------------------------------------------------------------------------
+    @property
+    def key(self) -> tuple[str, str | None]:
+        return self.principal.key
+
+    def on_connected(self, conn: "MqttConnection") -> None:
+        self.pump_c2d()  # a resumed session gets what was queued meanwhile
+
+    # ---- PUBLISH from the device -------------------------------------------------------------
 
     async def on_publish(self, conn: "MqttConnection", pub: Publish) -> None:
         if pub.qos == 2:
             raise ProtocolViolation(f"PUBLISH with QoS 2 to {pub.topic!r}: IoT Hub supports QoS 0 and 1 only")
-        self.hub.registry.touch(*self.principal.key)
+        self.hub.registry.touch(*self.key)
         if pub.topic.startswith("$iothub/"):
-            self._on_iothub_topic(pub)
+            await self._on_iothub_topic(pub)
+            if pub.qos == 1:
+                assert pub.packet_id is not None
+                conn.send(codec.encode_puback(pub.packet_id))
             return
         telemetry = self.telemetry_from(pub.topic, pub.payload, pub.retain)
         fut = self.hub.store.append_telemetry(telemetry)
@@ -81,43 +92,131 @@ class DeviceSession:
             model_id=p.model_id,
         )
 
-    def _on_iothub_topic(self, pub: Publish) -> None:
+    async def _on_iothub_topic(self, pub: Publish) -> None:
         topic = pub.topic
-        if topic.startswith("$iothub/twin/GET/") or topic.startswith("$iothub/twin/PATCH/properties/reported/"):
-            # Twins arrive with their own issue; until then an explicit error, never silence.
+        if topic.startswith("$iothub/twin/GET/"):
+            twin = self.hub.twins.get(self.key)
+            self._twin_response(200, _rid(topic), json.dumps(tw.device_view(twin)).encode())
+        elif topic.startswith("$iothub/twin/PATCH/properties/reported/"):
             rid = _rid(topic)
-            log.warning("%s: device twins are not supported by the emulator yet (%s)", self.principal.name, topic)
-            body = json.dumps({"message": "device twins are not supported by the emulator yet"}).encode()
-            self.conn.send(codec.encode_publish(f"$iothub/twin/res/501/?$rid={rid}", body, 0, None))
+            try:
+                version = await self.hub.twins.patch_reported(self.key, tw.parse_patch(pub.payload))
+            except tw.TwinError as exc:
+                log.warning("%s: reported patch refused with 400: %s", self.principal.name, exc)
+                body = json.dumps({"errorCode": 400004, "message": str(exc)}).encode()
+                self._twin_response(400, rid, body)
+            else:
+                self._twin_response(204, rid, b"", version=version)
         elif topic.startswith("$iothub/methods/res/"):
-            log.warning("%s: method response %r matches no pending method call", self.principal.name, topic)
+            self._on_method_response(topic, pub.payload)
         else:
             raise ProtocolViolation(f"PUBLISH to {topic!r}, which is not an IoT Hub topic")
 
-    # ---- SUBSCRIBE ----------------------------------------------------------------------
+    def _twin_response(self, status: int, rid: str, body: bytes, *, version: int | None = None) -> None:
+        if TWIN_RESPONSES not in self.state.subscriptions:
+            log.info("%s: twin response %d dropped: not subscribed to %s", self.principal.name, status, TWIN_RESPONSES)
+            return
+        topic = f"$iothub/twin/res/{status}/?$rid={rid}" + (f"&$version={version}" if version is not None else "")
+        self.conn.send(codec.encode_publish(topic, body, 0, None))
+
+    def _on_method_response(self, topic: str, body: bytes) -> None:
+        rest = topic[len("$iothub/methods/res/") :]
+        status_text, _, query = rest.partition("/")
+        try:
+            status = int(status_text)
+        except ValueError:
+            raise ProtocolViolation(f"method response status {status_text!r} is not an integer") from None
+        rid = _param(query.lstrip("?"), "$rid")
+        if rid is None or not self.hub.methods.resolve(self.key, rid, status, body):
+            log.warning("%s: method response for unknown request id %r ignored", self.principal.name, rid)
+
+    # ---- messages to the device ----------------------------------------------------------------
+
+    def send_method_request(self, name: str, rid: str, payload: bytes) -> None:
+        # IoT Hub sends method requests at QoS 0.
+        self.conn.send(codec.encode_publish(f"$iothub/methods/POST/{name}/?$rid={rid}", payload, 0, None))
+
+    def send_desired(self, body: dict, version: int) -> None:
+        if DESIRED_UPDATES in self.state.subscriptions:
+            topic = f"$iothub/twin/PATCH/properties/desired/?$version={version}"
+            self.conn.send(codec.encode_publish(topic, json.dumps(body).encode(), 0, None))
+
+    def pump_c2d(self) -> None:
+        """Deliver every cloud-to-device message that may go out now; come back at the next
+        lock expiry for those still unacknowledged."""
+        if self.conn.closed.is_set() or self.c2d_filter not in self.state.subscriptions:
+            return
+        qos = self.state.subscriptions[self.c2d_filter]
+        queues = self.hub.c2d
+        now = time.time()
+        for msg in queues.deliverable(self.principal.device_id, self.state.c2d_after, now):
+            dup = msg.delivery_count > 0
+            if qos == 0:  # at most once: sent is done
+                self.conn.send(codec.encode_publish(msg.topic(), msg.body, 0, None))
+                queues.complete(msg.device_id, msg.seq)
+                continue
+            packet_id = self.state.inflight.get(msg.seq) or self._packet_id()
+            self.state.inflight[msg.seq] = packet_id
+            self.conn.send(codec.encode_publish(msg.topic(), msg.body, 1, packet_id, dup=dup))
+            queues.lock(msg, now)
+        self._schedule_c2d()
+
+    def _schedule_c2d(self) -> None:
+        if self._c2d_timer is not None:
+            self._c2d_timer.cancel()
+            self._c2d_timer = None
+        unlock = self.hub.c2d.next_unlock(self.principal.device_id)
+        if unlock is not None:
+            delay = max(0.0, unlock - time.time()) + 0.01
+            self._c2d_timer = asyncio.get_running_loop().call_later(delay, self.pump_c2d)
+
+    def _packet_id(self) -> int:
+        used = set(self.state.inflight.values())
+        for _ in range(65535):
+            self._next_packet_id = self._next_packet_id % 65535 + 1
+            if self._next_packet_id not in used:
+                return self._next_packet_id
+        raise ProtocolViolation("no free packet id: 65,535 deliveries unacknowledged")
+
+    def on_puback(self, conn: "MqttConnection", packet_id: int) -> None:
+        seq = next((s for s, p in self.state.inflight.items() if p == packet_id), None)
+        if seq is None:
+            log.debug("%s: PUBACK %d matches no delivery", self.principal.name, packet_id)
+            return
+        del self.state.inflight[seq]
+        self.hub.c2d.complete(self.principal.device_id, seq)
+
+    # ---- SUBSCRIBE ------------------------------------------------------------------------------
 
     async def on_subscribe(self, conn: "MqttConnection", packet_id: int, topics: list[tuple[str, int]]) -> None:
         granted = []
+        subs = dict(self.state.subscriptions)
         for topic, qos in topics:
             if topic not in self._allowed_filters:
                 raise ProtocolViolation(f"SUBSCRIBE to {topic!r}, which is not an IoT Hub topic filter")
-            self.subscriptions[topic] = min(qos, 1)
+            subs[topic] = min(qos, 1)
             granted.append(min(qos, 1))
-        if len(self.subscriptions) > MAX_SUBSCRIPTIONS:
+        if len(subs) > MAX_SUBSCRIPTIONS:
             raise ProtocolViolation(f"more than {MAX_SUBSCRIPTIONS} subscriptions on one connection")
+        if self.c2d_filter in subs and self.c2d_filter not in self.state.subscriptions:
+            # Only messages enqueued from now on are delivered to this subscription.
+            self.state.c2d_after = self.hub.c2d.last_seq
+        self.state.subscriptions = subs
+        self.hub.session_states.save(self.key, self.state)
         conn.send(codec.encode_suback(packet_id, granted))
+        self.pump_c2d()
 
     async def on_unsubscribe(self, conn: "MqttConnection", packet_id: int, topics: list[str]) -> None:
         for topic in topics:
-            self.subscriptions.pop(topic, None)
+            self.state.subscriptions.pop(topic, None)
+        self.hub.session_states.save(self.key, self.state)
         conn.send(codec.encode_unsuback(packet_id))
 
-    def on_puback(self, conn: "MqttConnection", packet_id: int) -> None:
-        pass  # nothing is sent at QoS 1 yet: cloud-to-device messages come with their own issue
-
-    # ---- end ----------------------------------------------------------------------------
+    # ---- end ------------------------------------------------------------------------------------
 
     def on_closed(self, conn: "MqttConnection", graceful: bool, reason: str) -> None:
+        if self._c2d_timer is not None:
+            self._c2d_timer.cancel()
         self.hub.session_closed(self)
         log.info("%s disconnected: %s", self.principal.name, reason)
         if self.will is not None and not graceful and not self.kicked:
@@ -126,9 +225,14 @@ class DeviceSession:
             fut.add_done_callback(lambda f: f.cancelled() or f.exception() and log.error("will not stored: %s", f.exception()))
 
 
+def _param(query: str, name: str) -> str | None:
+    for part in query.split("&"):
+        key, sep, value = part.partition("=")
+        if key == name and sep:
+            return value
+    return None
+
+
 def _rid(topic: str) -> str:
     _, _, query = topic.partition("?")
-    for part in query.split("&"):
-        if part.startswith("$rid="):
-            return part[5:]
-    return ""
+    return _param(query, "$rid") or ""

@@ -32,6 +32,9 @@ class Session(Protocol):
     def on_puback(self, conn: "MqttConnection", packet_id: int) -> None: ...
     def on_closed(self, conn: "MqttConnection", graceful: bool, reason: str) -> None: ...
 
+    # Optional: `on_connected(conn)` runs right after the CONNACK went out (resumed sessions
+    # send what waited for them).
+
 
 class Router(Protocol):
     async def connect(self, conn: "MqttConnection", connect: Connect) -> tuple[Session, bool]:
@@ -162,6 +165,9 @@ class MqttConnection:
         if self.closed.is_set():  # closed while authenticating (shutdown)
             return
         self.send(codec.encode_connack(0, session_present))
+        on_connected = getattr(self.session, "on_connected", None)
+        if on_connected is not None:
+            on_connected(self)
         keep_alive = connect.keep_alive
         self._idle_limit = min(1.5 * keep_alive, self.max_idle) if keep_alive else self.max_idle
         self._last_rx = self._loop.time()

@@ -20,6 +20,7 @@ CATALOGUE: dict[str, tuple[int, int]] = {
     "InvalidProtocolVersion": (400, 400001),
     "IotHubUnauthorizedAccess": (401, 401002),
     "IotHubUnauthorized": (401, 401000),
+    "DeviceMaximumQueueDepthExceeded": (403, 403004),
     "DeviceNotFound": (404, 404001),
     "ModuleNotFound": (404, 404010),
     "DeviceNotOnline": (404, 404103),

@@ -1,0 +1,158 @@
+"""Twins of devices and modules: kept in memory, written through to the store.
+
+Changes are serialised by one lock, committed, and only then visible and announced (a desired
+change is pushed to the connected device by the hub, which listens here).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Callable
+
+from ..protocol import twin as tw
+from ..protocol.errors import hub_error
+from ..protocol.messages import utc_now_iso
+from ..store import Store
+from .registry import Key, Registry, etag_matches
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS twins (
+    device_id TEXT NOT NULL,
+    module_id TEXT NOT NULL DEFAULT '',
+    doc TEXT NOT NULL,
+    PRIMARY KEY (device_id, module_id)
+);
+"""
+
+DesiredListener = Callable[[Key, dict, int], None]
+
+
+class Twins:
+    def __init__(self, store: Store, registry: Registry) -> None:
+        self.store = store
+        self.registry = registry
+        self._twins: dict[Key, dict] = {}
+        self._lock = asyncio.Lock()
+        self._desired_listeners: list[DesiredListener] = []
+        store.add_schema(_SCHEMA)
+        registry.on_change(self._identity_changed)
+
+    async def load(self) -> None:
+        rows = await self.store.submit(lambda c: c.execute("SELECT device_id, module_id, doc FROM twins").fetchall())
+        for device_id, module_id, doc in rows:
+            self._twins[(device_id, module_id or None)] = json.loads(doc)
+
+    def get(self, key: Key) -> dict:
+        """The twin of an existing identity (a new one if it never had any)."""
+        return self._twins.get(key) or tw.new_twin()
+
+    def on_desired_change(self, fn: DesiredListener) -> None:
+        self._desired_listeners.append(fn)
+
+    # ---- changes -----------------------------------------------------------------------------
+
+    async def patch_reported(self, key: Key, patch: dict) -> int:
+        """Merge a device's reported patch; returns the new reported `$version`. TwinError on bad input."""
+        async with self._lock:
+            new = tw.apply_patch(self.get(key), "reported", patch, utc_now_iso())
+            await self._save(key, new)
+            return new["reportedVersion"]
+
+    async def service_update(self, key: Key, body: dict, *, if_match: str | None, replace: bool) -> dict:
+        """REST PATCH (merge) or PUT (replace) of tags and desired properties."""
+        if not isinstance(body, dict):
+            raise hub_error("ArgumentInvalid", "the twin must be a JSON object")
+        tags = body.get("tags")
+        props = body.get("properties") or {}
+        if not isinstance(props, dict) or (tags is not None and not isinstance(tags, dict)):
+            raise hub_error("ArgumentInvalid", "tags and properties must be JSON objects")
+        if "reported" in props:
+            raise hub_error("ArgumentInvalid", "reported properties can only be changed by the device")
+        desired = props.get("desired")
+        if desired is not None and not isinstance(desired, dict):
+            raise hub_error("ArgumentInvalid", "properties.desired must be a JSON object")
+        async with self._lock:
+            current = self.get(key)
+            if if_match is not None and not etag_matches(if_match, tw.etag(current)):
+                raise hub_error("PreconditionFailed", f"etag {if_match} does not match the twin's {tw.etag(current)}")
+            new, now = current, utc_now_iso()
+            try:
+                if replace:
+                    new = tw.replace_section(new, "tags", tags or {}, now)
+                    if desired is not None:
+                        new = tw.replace_section(new, "desired", desired, now)
+                else:
+                    if tags:
+                        new = tw.apply_patch(new, "tags", tags, now)
+                    if desired:
+                        new = tw.apply_patch(new, "desired", desired, now)
+            except tw.TwinError as exc:
+                raise hub_error("ArgumentInvalid", str(exc)) from None
+            if new is current:
+                return current
+            await self._save(key, new)
+        if new["desiredVersion"] != current["desiredVersion"]:
+            # A PUT pushes the whole new desired section; a PATCH pushes the patch as applied.
+            change = new["desired"] if replace else tw.strip_reserved(desired or {})
+            for fn in self._desired_listeners:
+                fn(key, tw.desired_notification(change, new["desiredVersion"]), new["desiredVersion"])
+        return new
+
+    async def _save(self, key: Key, doc: dict) -> None:
+        text = json.dumps(doc)
+        await self.store.submit(
+            lambda c: c.execute(
+                "INSERT OR REPLACE INTO twins (device_id, module_id, doc) VALUES (?, ?, ?)", (key[0], key[1] or "", text)
+            )
+        )
+        self._twins[key] = doc
+
+    def _identity_changed(self, key: Key, doc: dict | None) -> None:
+        if doc is not None:
+            return
+        doomed = [k for k in self._twins if k == key or (key[1] is None and k[0] == key[0])]
+        for k in doomed:
+            del self._twins[k]
+        self.store.submit(
+            lambda c: c.execute(
+                "DELETE FROM twins WHERE device_id = ?" + ("" if key[1] is None else " AND module_id = ?"),
+                (key[0],) if key[1] is None else (key[0], key[1]),
+            )
+        )
+
+    # ---- the service view ----------------------------------------------------------------------
+
+    def view(self, key: Key) -> dict:
+        """The twin as `GET /twins/{id}` returns it."""
+        identity = self.registry.view(*key)
+        assert identity is not None
+        twin = self.get(key)
+        auth = identity["authentication"]
+        out: dict = {"deviceId": key[0]}
+        if key[1] is not None:
+            out["moduleId"] = key[1]
+        out.update(
+            {
+                "etag": tw.etag(twin),
+                "deviceEtag": identity["etag"],
+                "status": identity.get("status", "enabled"),
+                "statusUpdateTime": identity.get("statusUpdatedTime", "0001-01-01T00:00:00Z"),
+                "connectionState": identity["connectionState"],
+                "lastActivityTime": identity["lastActivityTime"],
+                "cloudToDeviceMessageCount": identity.get("cloudToDeviceMessageCount", 0),
+                "authenticationType": auth["type"],
+                "x509Thumbprint": dict(auth["x509Thumbprint"]),
+                "modelId": "",
+                "version": twin["version"],
+                "tags": twin["tags"],
+                "properties": tw.properties_view(twin),
+            }
+        )
+        if key[1] is None:
+            out["statusReason"] = identity.get("statusReason")
+            out["capabilities"] = dict(identity.get("capabilities") or {"iotEdge": False})
+            if identity.get("deviceScope"):
+                out["deviceScope"] = identity["deviceScope"]
+                out["parentScopes"] = list(identity.get("parentScopes") or [])
+        return out

@@ -1,0 +1,226 @@
+"""Device and module twins: validation, patches, metadata and versions. Pure functions.
+
+A twin is kept as one JSON-able dict:
+`{"tags", "desired", "reported", "desiredMeta", "reportedMeta", "desiredVersion",
+"reportedVersion", "version"}`; `views` below turn it into what MQTT and REST clients see.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import math
+from typing import Any
+
+from ...errors import HarnessError
+
+MAX_DEPTH = 10
+MAX_KEY_BYTES = 1024
+MAX_STRING_BYTES = 4 * 1024
+MAX_SECTION_BYTES = {"tags": 8 * 1024, "desired": 32 * 1024, "reported": 32 * 1024}
+MIN_INT, MAX_INT = -4503599627370496, 4503599627370495
+_RESERVED = ("$version", "$metadata")
+
+
+class TwinError(HarnessError):
+    """A patch IoT Hub refuses with status 400."""
+
+
+def new_twin() -> dict:
+    return {
+        "tags": {},
+        "desired": {},
+        "reported": {},
+        "desiredMeta": {},
+        "reportedMeta": {},
+        "desiredVersion": 1,
+        "reportedVersion": 1,
+        "version": 1,
+    }
+
+
+def parse_patch(body: bytes | str) -> dict:
+    """A JSON object, or TwinError."""
+    try:
+        patch = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise TwinError(f"malformed JSON: {exc}") from None
+    if not isinstance(patch, dict):
+        raise TwinError("a twin patch must be a JSON object")
+    return patch
+
+
+def strip_reserved(section: dict) -> dict:
+    """Drop `$version` and `$metadata` at a section's top: service SDKs send back what they read."""
+    return {k: v for k, v in section.items() if k not in _RESERVED}
+
+
+def validate(section: str, patch: dict, *, allow_null: bool = True) -> None:
+    """Key and value rules for one section's patch (tags, desired or reported)."""
+    _check_object(patch, section, 1, allow_null)
+
+
+def _check_object(obj: dict, path: str, depth: int, allow_null: bool) -> None:
+    if depth > MAX_DEPTH:
+        raise TwinError(f"{path}: nesting deeper than {MAX_DEPTH} levels")
+    for key, value in obj.items():
+        _check_key(key, path)
+        where = f"{path}.{key}"
+        if value is None:
+            if not allow_null:
+                raise TwinError(f"{where}: null is not allowed here")
+        elif isinstance(value, dict):
+            _check_object(value, where, depth + 1, allow_null)
+        else:
+            _check_value(value, where, depth)
+
+
+def _check_key(key: str, path: str) -> None:
+    if not key:
+        raise TwinError(f"{path}: empty property name")
+    if len(key.encode()) > MAX_KEY_BYTES:
+        raise TwinError(f"{path}: property name longer than {MAX_KEY_BYTES} bytes")
+    bad = [c for c in key if c in ".$ " or ord(c) < 32 or ord(c) == 127]
+    if bad:
+        raise TwinError(f"{path}: property name {key!r} may not contain '.', '$', spaces or control characters")
+
+
+def _check_value(value: Any, where: str, depth: int) -> None:
+    if isinstance(value, bool):
+        return
+    if isinstance(value, int):
+        if not MIN_INT <= value <= MAX_INT:
+            raise TwinError(f"{where}: integer {value} outside [{MIN_INT}, {MAX_INT}]")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise TwinError(f"{where}: number is not finite")
+    elif isinstance(value, str):
+        if len(value.encode()) > MAX_STRING_BYTES:
+            raise TwinError(f"{where}: string longer than {MAX_STRING_BYTES} bytes")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            if item is None:
+                raise TwinError(f"{where}[{i}]: arrays may not hold null")
+            if isinstance(item, dict):
+                _check_object(item, f"{where}[{i}]", depth + 1, allow_null=False)
+            else:
+                _check_value(item, f"{where}[{i}]", depth + 1)
+    else:
+        raise TwinError(f"{where}: unsupported value {value!r}")
+
+
+def size(section: dict) -> int:
+    """IoT Hub's size of a section: names and string lengths, 8 per number, 4 per boolean."""
+    total = 0
+    for key, value in section.items():
+        total += len(key.encode()) + _value_size(value)
+    return total
+
+
+def _value_size(value: Any) -> int:
+    if isinstance(value, bool):
+        return 4
+    if isinstance(value, (int, float)):
+        return 8
+    if isinstance(value, str):
+        return len(value.encode())
+    if isinstance(value, dict):
+        return size(value)
+    if isinstance(value, list):
+        return sum(_value_size(v) for v in value)
+    return 0
+
+
+def _merge(target: dict, meta: dict, patch: dict, stamp: dict) -> None:
+    for key, value in patch.items():
+        if value is None:
+            target.pop(key, None)
+            meta.pop(key, None)
+        elif isinstance(value, dict):
+            child = target.get(key)
+            if not isinstance(child, dict):
+                child = target[key] = {}
+                meta[key] = {}
+            child_meta = meta.setdefault(key, {})
+            _merge(child, child_meta, value, stamp)
+            child_meta.update(stamp)
+        else:
+            target[key] = copy.deepcopy(value)
+            meta[key] = dict(stamp)
+    meta.update(stamp)
+
+
+def apply_patch(twin: dict, section: str, patch: dict, now: str) -> dict:
+    """A new twin with `patch` merged into tags, desired or reported (null deletes a member).
+
+    Checks the rules and the section's size after the merge; bumps versions and metadata.
+    """
+    patch = strip_reserved(patch)
+    validate(section, patch)
+    new = copy.deepcopy(twin)
+    if section == "tags":
+        _merge(new["tags"], {}, patch, {})
+    else:
+        version = new[f"{section}Version"] + 1
+        stamp = {"$lastUpdated": now}
+        if section == "desired":
+            stamp["$lastUpdatedVersion"] = version
+        _merge(new[section], new[f"{section}Meta"], patch, stamp)
+        new[f"{section}Version"] = version
+    limit = MAX_SECTION_BYTES[section]
+    if size(new[section]) > limit:
+        raise TwinError(f"{section} would be {size(new[section])} bytes, over IoT Hub's {limit}-byte limit")
+    new["version"] += 1
+    return new
+
+
+def replace_section(twin: dict, section: str, value: dict, now: str) -> dict:
+    """A new twin whose tags or desired section is `value` (a REST PUT replaces both)."""
+    value = strip_reserved(value)
+    validate(section, value, allow_null=False)
+    new = copy.deepcopy(twin)
+    if section == "tags":
+        new["tags"] = copy.deepcopy(value)
+    else:
+        version = new[f"{section}Version"] + 1
+        stamp = {"$lastUpdated": now}
+        if section == "desired":
+            stamp["$lastUpdatedVersion"] = version
+        new[section], new[f"{section}Meta"] = {}, {}
+        _merge(new[section], new[f"{section}Meta"], value, stamp)
+        new[f"{section}Version"] = version
+    if size(new[section]) > MAX_SECTION_BYTES[section]:
+        raise TwinError(f"{section} over IoT Hub's {MAX_SECTION_BYTES[section]}-byte limit")
+    new["version"] += 1
+    return new
+
+
+# ---- views -------------------------------------------------------------------------------------
+
+
+def etag(twin: dict) -> str:
+    """Azure's twin etag: base64 of the 64-bit big-endian twin version."""
+    return base64.b64encode(twin["version"].to_bytes(8, "big")).decode()
+
+
+def device_view(twin: dict) -> dict:
+    """What a device gets for a twin GET: desired and reported with their `$version`s only."""
+    return {
+        "desired": {**twin["desired"], "$version": twin["desiredVersion"]},
+        "reported": {**twin["reported"], "$version": twin["reportedVersion"]},
+    }
+
+
+def properties_view(twin: dict) -> dict:
+    """The `properties` of the service view, with `$metadata`."""
+    out = {}
+    for section in ("desired", "reported"):
+        meta = twin[f"{section}Meta"] or {"$lastUpdated": "0001-01-01T00:00:00Z"}
+        out[section] = {**twin[section], "$metadata": meta, "$version": twin[f"{section}Version"]}
+    return out
+
+
+def desired_notification(patch: dict, version: int) -> dict:
+    """The body pushed to a device on a desired change: the patch as applied, plus `$version`."""
+    return {**strip_reserved(patch), "$version": version}
