@@ -97,7 +97,7 @@ def routes(emulator: "Emulator") -> list[BaseRoute]:
         device_id = request.path_params["id"]
         if emulator.registry.get(device_id) is None:
             raise hub_error("DeviceNotFound", f"device {device_id} not found")
-        pending = emulator.hub.c2d.deliverable(device_id, -1, now=float("inf"))  # locked ones too
+        pending = emulator.hub.c2d.pending(device_id)
         return JSONResponse(
             [
                 {"messageId": m.message_id, "sequenceNumber": m.seq, "deliveryCount": m.delivery_count, "topic": m.topic()}

@@ -173,7 +173,12 @@ class C2DQueues:
     # ---- delivering --------------------------------------------------------------------------
 
     def pending_count(self, device_id: str) -> int:
-        return len(self._queues.get(device_id, []))
+        return len(self.pending(device_id))
+
+    def pending(self, device_id: str) -> list[C2DMessage]:
+        """Every live message of a device, delivered-and-locked ones included."""
+        self._expire(device_id, time.time())
+        return list(self._queues.get(device_id, []))
 
     def deliverable(self, device_id: str, after_seq: int, now: float | None = None) -> list[C2DMessage]:
         """Messages that may go out now: enqueued after `after_seq` and not locked."""

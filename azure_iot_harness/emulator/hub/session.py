@@ -203,6 +203,7 @@ class DeviceSession:
             self.state.c2d_after = self.hub.c2d.last_seq
         self.state.subscriptions = subs
         self.hub.session_states.save(self.key, self.state)
+        log.info("%s subscribed to %s", self.principal.name, ", ".join(t for t, _ in topics))
         conn.send(codec.encode_suback(packet_id, granted))
         self.pump_c2d()
 

@@ -1,0 +1,149 @@
+"""Twins over MQTT (device side) and REST (service side), over real sockets."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.helpers import https, sas_device, wait_for
+
+API = "?api-version=2021-04-12"
+
+
+@pytest.fixture
+def device(emulator):
+    dev = sas_device(emulator)
+    assert dev.connect() == 0
+    dev.client.subscribe([("$iothub/twin/res/#", 1), ("$iothub/twin/PATCH/properties/desired/#", 1)])
+    wait_for(lambda: "$iothub/twin/res/#" in emulator.hub.sessions[("device1", None)].state.subscriptions)
+    yield dev
+    dev.close()
+
+
+def _next(dev, prefix, start=0):
+    msg = wait_for(lambda: next((m for m in dev.messages[start:] if m.topic.startswith(prefix)), None))
+    return msg
+
+
+def test_get_answers_desired_and_reported_with_versions(device):
+    device.publish("$iothub/twin/GET/?$rid=1", b" ", qos=0)  # the Node SDK sends one space
+    msg = _next(device, "$iothub/twin/res/200/?$rid=1")
+    assert json.loads(msg.payload) == {"desired": {"$version": 1}, "reported": {"$version": 1}}
+
+
+def test_reported_patch_gets_204_with_version_and_is_visible_to_the_service(emulator, device):
+    device.publish("$iothub/twin/PATCH/properties/reported/?$rid=7", json.dumps({"fw": "1.0", "temp": {"c": 21}}))
+    msg = _next(device, "$iothub/twin/res/204/")
+    assert msg.topic == "$iothub/twin/res/204/?$rid=7&$version=2" and msg.payload == b""
+    status, headers, twin = https(emulator, "GET", "/twins/device1" + API)
+    assert status == 200 and headers["etag"] == f'"{twin["etag"]}"'
+    assert twin["properties"]["reported"]["fw"] == "1.0"
+    assert twin["properties"]["reported"]["$metadata"]["temp"]["c"]["$lastUpdated"]
+
+
+def test_rid_is_echoed_verbatim_and_may_repeat(device):
+    for _ in range(2):
+        device.publish("$iothub/twin/GET/?$rid=same", b"", qos=0)
+    wait_for(lambda: sum(m.topic == "$iothub/twin/res/200/?$rid=same" for m in device.messages) == 2)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"{not json", b"[1,2]", json.dumps({"a.b": 1}).encode(), json.dumps({"$x": 1}).encode(),
+     json.dumps({"a b": 1}).encode(), json.dumps({"big": "x" * 5000}).encode()],
+)
+def test_bad_reported_patches_get_400(emulator, device, body):
+    device.publish("$iothub/twin/PATCH/properties/reported/?$rid=9", body)
+    msg = _next(device, "$iothub/twin/res/400/?$rid=9")
+    assert json.loads(msg.payload)["message"]
+    assert emulator.hub.twins.get(("device1", None))["reportedVersion"] == 1  # nothing changed
+
+
+def test_too_deep_and_too_large_reported_get_400(device):
+    deep: dict = {"v": 1}
+    for _ in range(10):
+        deep = {"n": deep}
+    device.publish("$iothub/twin/PATCH/properties/reported/?$rid=d", json.dumps(deep))
+    _next(device, "$iothub/twin/res/400/?$rid=d")
+    device.publish("$iothub/twin/PATCH/properties/reported/?$rid=s", json.dumps({f"k{i}": "x" * 4000 for i in range(9)}))
+    _next(device, "$iothub/twin/res/400/?$rid=s")
+
+
+def test_desired_patch_from_the_service_is_pushed_to_the_device(emulator, device):
+    status, _, twin = https(emulator, "PATCH", "/twins/device1" + API, {"properties": {"desired": {"fan": 3}}, "tags": {"site": "a"}},
+                            headers={"If-Match": '"*"'})
+    assert status == 200 and twin["tags"] == {"site": "a"} and twin["properties"]["desired"]["$version"] == 2
+    msg = _next(device, "$iothub/twin/PATCH/properties/desired/")
+    assert msg.topic == "$iothub/twin/PATCH/properties/desired/?$version=2"
+    assert json.loads(msg.payload) == {"fan": 3, "$version": 2}
+
+
+def test_tags_only_patch_pushes_nothing(emulator, device):
+    https(emulator, "PATCH", "/twins/device1" + API, {"tags": {"a": 1}})
+    device.publish("$iothub/twin/GET/?$rid=x", b"", qos=0)
+    _next(device, "$iothub/twin/res/200/?$rid=x")
+    assert not [m for m in device.messages if m.topic.startswith("$iothub/twin/PATCH/")]
+
+
+def test_desired_changes_are_not_queued_for_offline_devices(emulator):
+    https(emulator, "PATCH", "/twins/device1" + API, {"properties": {"desired": {"while": "offline"}}})
+    dev = sas_device(emulator, clean_session=True)
+    assert dev.connect() == 0
+    dev.client.subscribe([("$iothub/twin/res/#", 0), ("$iothub/twin/PATCH/properties/desired/#", 0)])
+    wait_for(lambda: len(emulator.hub.sessions[("device1", None)].state.subscriptions) == 2)
+    dev.publish("$iothub/twin/GET/?$rid=1", b"", qos=0)
+    msg = _next(dev, "$iothub/twin/res/200/")
+    assert json.loads(msg.payload)["desired"] == {"while": "offline", "$version": 2}  # reconcile by GET
+    assert not [m for m in dev.messages if m.topic.startswith("$iothub/twin/PATCH/")]
+    dev.close()
+
+
+def test_etags_and_if_match(emulator):
+    _, _, twin = https(emulator, "GET", "/twins/device1" + API)
+    status, _, body = https(emulator, "PATCH", "/twins/device1" + API, {"tags": {"a": 1}}, headers={"If-Match": '"AAAAAAAAAAk="'})
+    assert status == 412 and body["Message"].startswith("ErrorCode:PreconditionFailed")
+    status, _, new = https(emulator, "PATCH", "/twins/device1" + API, {"tags": {"a": 1}}, headers={"If-Match": f'"{twin["etag"]}"'})
+    assert status == 200 and new["etag"] != twin["etag"] and new["version"] == twin["version"] + 1
+
+
+def test_put_replaces_tags_and_desired(emulator):
+    https(emulator, "PATCH", "/twins/device1" + API, {"tags": {"a": 1, "b": 2}, "properties": {"desired": {"x": 1}}})
+    status, _, twin = https(emulator, "PUT", "/twins/device1" + API, {"tags": {"b": 3}, "properties": {"desired": {"y": 2}}},
+                            headers={"If-Match": "*"})
+    assert status == 200 and twin["tags"] == {"b": 3}
+    assert {k: v for k, v in twin["properties"]["desired"].items() if not k.startswith("$")} == {"y": 2}
+
+
+@pytest.mark.parametrize(
+    "body, status",
+    [
+        ({"properties": {"reported": {"a": 1}}}, 400),
+        ({"properties": {"desired": {"a.b": 1}}}, 400),
+        ({"tags": "not an object"}, 400),
+        ({"properties": {"desired": {"x": "y" * 40000}}}, 400),
+    ],
+)
+def test_bad_service_patches(emulator, body, status):
+    assert https(emulator, "PATCH", "/twins/device1" + API, body)[0] == status
+
+
+def test_module_twins(emulator):
+    status, _, twin = https(emulator, "PATCH", "/twins/device1/modules/module1" + API, {"properties": {"desired": {"m": 1}}})
+    assert status == 200 and twin["moduleId"] == "module1"
+    assert https(emulator, "GET", "/twins/device1" + API)[2]["properties"]["desired"]["$version"] == 1
+    assert https(emulator, "GET", "/twins/device1/modules/nope" + API)[0] == 404
+    assert https(emulator, "GET", "/twins/nope" + API)[2]["Message"].startswith("ErrorCode:DeviceNotFound")
+
+
+def test_twin_goes_with_its_identity(emulator_thread, emulator):
+    https(emulator, "PATCH", "/twins/device1" + API, {"tags": {"a": 1}})
+    emulator_thread.call(emulator.registry.delete("device1"))
+    emulator_thread.call(emulator.registry.put_device({"deviceId": "device1"}, if_match=None))
+    assert https(emulator, "GET", "/twins/device1" + API)[2]["tags"] == {}
+
+
+def test_query_returns_real_twins(emulator):
+    https(emulator, "PATCH", "/twins/device1" + API, {"tags": {"site": "b"}})
+    status, _, rows = https(emulator, "POST", "/devices/query" + API, {"query": "SELECT * FROM devices WHERE deviceId = 'device1'"})
+    assert status == 200 and rows[0]["tags"] == {"site": "b"}
