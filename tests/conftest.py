@@ -50,3 +50,30 @@ def standard_ports_emulator():
             thread.stop()
         return
     raise RuntimeError(f"no free loopback address for the standard ports: {last}")
+
+
+@pytest.fixture
+def served(tmp_path, monkeypatch):
+    """`azure-iot-harness serve` as a subprocess on 8883/443 of a random loopback address, with
+    SSL_CERT_FILE and REQUESTS_CA_BUNDLE pointing at its CA, as the README tells users to."""
+    from tests.cli_helpers import Serve
+
+    for _ in range(5):
+        address = free_loopback_address()
+        serve = Serve(tmp_path / "data", "--bind", address, "--host", address, "--mqtt-port", "8883", "--https-port", "443")
+        try:
+            serve.wait_ready()
+        except AssertionError:
+            serve.terminate()
+            if "in use" in "\n".join(serve.stderr.seen):
+                continue
+            raise
+        info = serve.info
+        monkeypatch.setenv("SSL_CERT_FILE", info["caFile"])
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", info["caFile"])
+        try:
+            yield serve, info
+        finally:
+            serve.terminate()
+        return
+    pytest.fail("no free loopback address for 8883/443")

@@ -8,38 +8,12 @@ and REQUESTS_CA_BUNDLE, exactly as the README tells users to.
 from __future__ import annotations
 
 import json
-import os
 
-import pytest
 from azure.iot.device import IoTHubDeviceClient, Message, X509
 from azure.iot.hub import IoTHubRegistryManager
 
 from azure_iot_harness.certs import self_signed_cert
-from tests.cli_helpers import CliProcess, Serve, cli_env, run_cli
-from tests.conftest import free_loopback_address
-
-
-@pytest.fixture
-def served(tmp_path, monkeypatch):
-    for _ in range(5):
-        address = free_loopback_address()
-        serve = Serve(tmp_path / "data", "--bind", address, "--host", address, "--mqtt-port", "8883", "--https-port", "443")
-        try:
-            serve.wait_ready()
-        except AssertionError:
-            serve.terminate()
-            if "in use" in "\n".join(serve.stderr.seen):
-                continue
-            raise
-        info = serve.info
-        monkeypatch.setenv("SSL_CERT_FILE", info["caFile"])
-        monkeypatch.setenv("REQUESTS_CA_BUNDLE", info["caFile"])
-        try:
-            yield serve, info
-        finally:
-            serve.terminate()
-        return
-    pytest.fail("no free loopback address for 8883/443")
+from tests.cli_helpers import CliProcess, cli_env, run_cli
 
 
 def _monitor(data_dir, count):

@@ -225,13 +225,3 @@ def test_will_on_another_topic_is_refused(emulator):
     c = RawClient(emulator)
     c.send(connect_packet("device1", "localhost/device1/?api-version=2021-04-12", device_token(emulator, "device1"), will=("status/device1", b"x")))
     assert c.read_packet() is None
-
-
-def test_twin_requests_get_an_explicit_not_supported_answer(emulator):
-    c = raw_sas_connect(emulator)
-    c.send(publish_packet("$iothub/twin/GET/?$rid=42", b" ", qos=0))
-    kind, _, body = c.read_packet()
-    assert kind == 3
-    topic_len = int.from_bytes(body[:2], "big")
-    assert body[2 : 2 + topic_len] == b"$iothub/twin/res/501/?$rid=42"
-    assert b"not supported by the emulator" in body[2 + topic_len :]
