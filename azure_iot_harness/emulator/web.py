@@ -21,6 +21,7 @@ from starlette.routing import BaseRoute, Route
 
 from ..errors import ServiceError
 from .hub import rest as hub_rest
+from .hub import twin_rest
 from .protocol.errors import error_body, not_supported
 from . import emulator_api
 
@@ -36,6 +37,7 @@ def build_app(emulator: "Emulator") -> Starlette:
         Route("/_emulator/ca.pem", lambda request: Response(emulator.pki.root_pem, media_type="application/x-pem-file")),
         *emulator_api.routes(emulator),
         *hub_rest.routes(emulator),
+        *twin_rest.routes(emulator),
         Route("/{path:path}", _unrouted, methods=["GET", "PUT", "POST", "PATCH", "DELETE"]),
     ]
     app = Starlette(routes=routes, exception_handlers={ServiceError: _service_error})
