@@ -17,7 +17,7 @@ def test_health_and_ca_need_no_token(emulator):
 
 
 def test_azure_routes_not_built_yet_say_so(emulator):
-    status, headers, body = https(emulator, "GET", "/twins/device1?api-version=2021-04-12")
+    status, headers, body = https(emulator, "GET", "/jobs/v2/job1?api-version=2021-04-12")
     assert status == 501 and headers["iothub-errorcode"] == "NotImplemented"
     assert "not supported by the emulator" in body["Message"]
 
