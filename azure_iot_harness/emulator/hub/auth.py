@@ -53,8 +53,11 @@ def authenticate(
     hub_host: str,
     policies: Iterable[Policy],
     trusted_cas: Iterable[cx509.Certificate],
+    audience_hosts: Iterable[str] = (),
     now: dt.datetime | None = None,
 ) -> Principal:
+    """Check a CONNECT's identity and credentials. `audience_hosts` are more host names a SAS
+    token's audience may name (an edge gateway accepts its own as well as the hub's)."""
     host, _ = sas.split_host(username.host)
     if host != hub_host.lower():
         raise ConnectRefused(NOT_AUTHORIZED, f"username names host {username.host!r}, this hub is {hub_host!r}")
@@ -63,46 +66,94 @@ def authenticate(
             IDENTIFIER_REJECTED, f"client id {client_id!r} does not match {username.client_id!r} from the username"
         )
     device_id, module_id = username.device_id, username.module_id
-    who = f"module {device_id}/{module_id}" if module_id else f"device {device_id}"
+    who = _who(device_id, module_id)
     device = registry.get(device_id)
     doc = registry.get(device_id, module_id) if module_id else device
     if doc is None or device is None:
         raise ConnectRefused(NOT_AUTHORIZED, f"{who} is not registered")
-    kind = doc["authentication"]["type"]
-    scope = "module" if module_id else "device"
     now = now or dt.datetime.now(dt.timezone.utc)
-    expiry: int | None = None
-    if password:
-        try:
-            token = sas.parse(password)
-        except SasTokenError as exc:
-            raise ConnectRefused(NOT_AUTHORIZED, f"{who}: {exc}") from None
-        if token.expired(now.timestamp()):
-            raise ConnectRefused(NOT_AUTHORIZED, f"{who}: SAS token expired at se={token.expiry}")
-        target = ["devices", device_id] + (["modules", module_id] if module_id else [])
-        if token.key_name:
-            method = _check_policy_token(token, target, hub_host, policies, who)
-        else:
-            method = _check_identity_token(token, target, hub_host, doc, kind, scope, who)
-        expiry = token.expiry
-    elif kind in ("selfSigned", "certificateAuthority"):
-        if peer_cert is None:
-            raise ConnectRefused(NOT_AUTHORIZED, f"{who} authenticates with X.509 but presented no client certificate")
-        try:
-            if kind == "selfSigned":
-                prints = doc["authentication"]["x509Thumbprint"]
-                x509.check_thumbprint(peer_cert, [prints.get("primaryThumbprint"), prints.get("secondaryThumbprint")], now)
-            else:
-                x509.check_ca_signed(peer_cert, username.client_id, trusted_cas, now)
-        except CertificateError as exc:
-            raise ConnectRefused(NOT_AUTHORIZED, f"{who}: {exc}") from None
-        method = AuthMethod(scope, "x509Certificate")
+    creds = _Credentials(password, peer_cert, [hub_host, *audience_hosts], tuple(policies), list(trusted_cas), now)
+    chain = username.params.get("auth-chain")
+    if chain:
+        method, expiry = _check_chain(chain, username.client_id, registry, creds)
     else:
-        raise ConnectRefused(NOT_AUTHORIZED, f"{who} uses {kind} authentication but sent no SAS token")
+        method, expiry = creds.check(device_id, module_id, doc)
     for d in (device, doc):
         if d.get("status", "enabled") != "enabled":
             raise ConnectRefused(SERVER_UNAVAILABLE, f"{who} is disabled")
     return Principal(device_id, module_id, method, doc["generationId"], expiry, username.params.get("model-id"))
+
+
+def _who(device_id: str, module_id: str | None) -> str:
+    return f"module {device_id}/{module_id}" if module_id else f"device {device_id}"
+
+
+@dataclass(frozen=True)
+class _Credentials:
+    password: str | None
+    peer_cert: bytes | None
+    hosts: list[str]
+    policies: tuple[Policy, ...]
+    trusted_cas: list[cx509.Certificate]
+    now: dt.datetime
+
+    def check(self, device_id: str, module_id: str | None, doc: dict) -> tuple[AuthMethod, int | None]:
+        """The credentials prove this identity: (how, SAS expiry or None)."""
+        who = _who(device_id, module_id)
+        kind = doc["authentication"]["type"]
+        scope = "module" if module_id else "device"
+        if self.password:
+            try:
+                token = sas.parse(self.password)
+            except SasTokenError as exc:
+                raise ConnectRefused(NOT_AUTHORIZED, f"{who}: {exc}") from None
+            if token.expired(self.now.timestamp()):
+                raise ConnectRefused(NOT_AUTHORIZED, f"{who}: SAS token expired at se={token.expiry}")
+            target = ["devices", device_id] + (["modules", module_id] if module_id else [])
+            named = sas.split_host(token.resource)[0]
+            host = next((h for h in self.hosts if h.lower() == named), self.hosts[0])
+            if token.key_name:
+                return _check_policy_token(token, target, host, self.policies, who), token.expiry
+            return _check_identity_token(token, target, host, doc, kind, scope, who), token.expiry
+        if kind in ("selfSigned", "certificateAuthority"):
+            if self.peer_cert is None:
+                raise ConnectRefused(NOT_AUTHORIZED, f"{who} authenticates with X.509 but presented no client certificate")
+            try:
+                if kind == "selfSigned":
+                    prints = doc["authentication"]["x509Thumbprint"]
+                    allowed = [prints.get("primaryThumbprint"), prints.get("secondaryThumbprint")]
+                    x509.check_thumbprint(self.peer_cert, allowed, self.now)
+                else:
+                    cn = f"{device_id}/{module_id}" if module_id else device_id
+                    x509.check_ca_signed(self.peer_cert, cn, self.trusted_cas, self.now)
+            except CertificateError as exc:
+                raise ConnectRefused(NOT_AUTHORIZED, f"{who}: {exc}") from None
+            return AuthMethod(scope, "x509Certificate"), None
+        raise ConnectRefused(NOT_AUTHORIZED, f"{who} uses {kind} authentication but sent no SAS token")
+
+
+def _check_chain(chain: str, client_id: str, registry: Registry, creds: _Credentials) -> tuple[AuthMethod, int | None]:
+    """`auth-chain={identity};{edge}[;{parent edge}…]`: an IoT Edge gateway connects on behalf of
+    an identity below it with its own credentials. Each hop must be a child of the next, and the
+    last one an IoT Edge device whose credentials the connection carries."""
+    hops = chain.split(";")
+    if len(hops) < 2 or hops[0] != client_id or any(not h for h in hops):
+        raise ConnectRefused(NOT_AUTHORIZED, f"auth-chain {chain!r} must start with {client_id!r} and name its gateway")
+    for child, parent in zip(hops, hops[1:]):
+        parent_doc = registry.get(parent)
+        if parent_doc is None or not (parent_doc.get("capabilities") or {}).get("iotEdge"):
+            raise ConnectRefused(NOT_AUTHORIZED, f"auth-chain: {parent!r} is not an IoT Edge device")
+        if "/" in child:
+            if child.split("/", 1)[0] != parent:
+                raise ConnectRefused(NOT_AUTHORIZED, f"auth-chain: module {child!r} does not belong to {parent!r}")
+            continue
+        child_doc = registry.get(child)
+        scope = parent_doc.get("deviceScope")
+        if child_doc is None or not scope or scope not in (child_doc.get("parentScopes") or []):
+            raise ConnectRefused(NOT_AUTHORIZED, f"auth-chain: {child!r} is not a child of the edge device {parent!r}")
+    gateway = hops[-1]
+    method, expiry = creds.check(gateway, None, registry.get(gateway))  # type: ignore[arg-type]
+    return AuthMethod("device", method.type), expiry
 
 
 def _check_identity_token(
