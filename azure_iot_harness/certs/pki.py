@@ -144,27 +144,8 @@ class DevPKI:
     def device_ca_cert(self) -> x509.Certificate:
         return self.device_ca._certificate  # trustme keeps it as an attribute with no accessor
 
-    def server_context(
-        self,
-        *,
-        minimum: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2,
-        maximum: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2,
-    ) -> ssl.SSLContext:
-        """A server context presenting the server certificate.
-
-        TLS 1.2 only by default, like IoT Hub's classic `*.azure-devices.net` endpoints (TLS 1.3
-        exists only on preview endpoints): a device that cannot do 1.2 fails here as it would there.
-        """
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.minimum_version = minimum
-        ctx.maximum_version = maximum
-        with tempfile.TemporaryDirectory() as tmp:
-            # load_cert_chain reads files only (bpo-16487).
-            chain, key = Path(tmp) / "chain.pem", Path(tmp) / "key.pem"
-            chain.write_bytes(self.server_chain_pem)
-            _write_private(key, self.server_key_pem)
-            ctx.load_cert_chain(chain, key)
-        return ctx
+    def server_context(self) -> ssl.SSLContext:
+        return server_context(self.server_chain_pem, self.server_key_pem)
 
     def issue_device_cert(
         self,
@@ -176,6 +157,69 @@ class DevPKI:
         """A client certificate signed by the device CA; the file carries the device CA too."""
         key_pem = serialization.load_pem_private_key(self.device_ca.private_key_pem.bytes(), None)
         return _device_cert(common_name, self.device_ca_cert, key_pem, not_before, not_after)
+
+
+class EdgePKI:
+    """The transparent-gateway chain: root CA → edge device CA → edgeHub server certificate.
+
+    Leaf devices trust the same root as for the hub, so one CA file serves both.
+    """
+
+    def __init__(self, edge_ca: trustme.CA, server_chain_pem: bytes, server_key_pem: bytes) -> None:
+        self.edge_ca = edge_ca
+        self.server_chain_pem = server_chain_pem
+        self.server_key_pem = server_key_pem
+
+    @classmethod
+    def create(cls, root: trustme.CA, host_names: Iterable[str], folder: str | os.PathLike[str] | None = None) -> "EdgePKI":
+        """Load the edge CA from `folder` (creating it), and issue the edgeHub certificate when it
+        does not cover `host_names`; with no folder everything is fresh."""
+        names = _server_names(host_names)
+        paths = [Path(folder) / f for f in ("edge-ca.pem", "edge-ca.key", "edge-server.pem", "edge-server.key")] if folder else None
+        if paths and paths[0].exists() and paths[1].exists():
+            edge_ca = trustme.CA.from_pem(paths[0].read_bytes(), paths[1].read_bytes())
+            edge_ca.parent_cert = root
+        else:
+            edge_ca = root.create_child_ca()
+            if paths:
+                paths[0].write_bytes(edge_ca.cert_pem.bytes())
+                _write_private(paths[1], edge_ca.private_key_pem.bytes())
+        if paths and paths[2].exists() and paths[3].exists() and _covers(paths[2].read_bytes(), names, edge_ca):
+            return cls(edge_ca, paths[2].read_bytes(), paths[3].read_bytes())
+        leaf = edge_ca.issue_cert(*names, common_name=names[-1], organization_name="azure-iot-harness edgeHub")
+        chain = leaf.cert_chain_pems[0].bytes() + edge_ca.cert_pem.bytes()
+        key = leaf.private_key_pem.bytes()
+        if paths:
+            paths[2].write_bytes(chain)
+            _write_private(paths[3], key)
+        return cls(edge_ca, chain, key)
+
+    def server_context(self) -> ssl.SSLContext:
+        return server_context(self.server_chain_pem, self.server_key_pem)
+
+
+def server_context(
+    chain_pem: bytes,
+    key_pem: bytes,
+    *,
+    minimum: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2,
+    maximum: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2,
+) -> ssl.SSLContext:
+    """A server context presenting a certificate chain.
+
+    TLS 1.2 only by default, like IoT Hub's classic `*.azure-devices.net` endpoints (TLS 1.3
+    exists only on preview endpoints): a device that cannot do 1.2 fails here as it would there.
+    """
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = minimum
+    ctx.maximum_version = maximum
+    with tempfile.TemporaryDirectory() as tmp:
+        # load_cert_chain reads files only (bpo-16487).
+        chain, key = Path(tmp) / "chain.pem", Path(tmp) / "key.pem"
+        chain.write_bytes(chain_pem)
+        _write_private(key, key_pem)
+        ctx.load_cert_chain(chain, key)
+    return ctx
 
 
 def self_signed_cert(

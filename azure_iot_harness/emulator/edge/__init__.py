@@ -1,0 +1,1 @@
+"""IoT Edge edgeHub: a transparent gateway with routes, module endpoints and store-and-forward."""
