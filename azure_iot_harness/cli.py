@@ -197,6 +197,8 @@ def print_banner(info: dict, cfg: Config) -> None:
         ("HTTPS", f"{info['https']['url']}  (port {info['https']['port']}, bound to {cfg.bind})"),
         ("CA file", info["caFile"]),
     ]
+    if "dps" in info:
+        rows.insert(4, ("DPS ID scope", f"{info['dps']['idScope']}  (DPS host {info['dps']['host']}, same ports)"))
     out = [f"azure-iot-harness {__version__}: IoT Hub emulator, pid {info['pid']}"]
     out += [f"  {name + ':':<16}{value}" for name, value in rows]
     out.append("connection strings:")
@@ -258,8 +260,6 @@ def cmd_sas_token(args: argparse.Namespace) -> int:
 
 
 def cmd_connection_string(args: argparse.Namespace) -> int:
-    if args.dps_service:
-        raise not_supported_yet("--dps-service: the Device Provisioning Service")
     if args.edge_device is not None:
         raise not_supported_yet("--edge-device: IoT Edge")
     if args.policy is not None and not args.service:
@@ -270,6 +270,9 @@ def cmd_connection_string(args: argparse.Namespace) -> int:
         if not sep or not device or not module or "/" in module:
             raise CliError(f"--module wants DEVICE/MODULE, not {args.module!r}", 2)
     info = read_endpoints(load_config(args).data_dir)
+    if args.dps_service:
+        print(dps_service_connection_string(info))
+        return 0
     if args.service:
         print(service_connection_string(info, args.policy or "iothubowner"))
         return 0
@@ -282,6 +285,14 @@ def service_connection_string(info: dict, policy: str) -> str:
     if pol is None:
         names = ", ".join(p.name for p in WELL_KNOWN_POLICIES)
         raise CliError(f"no shared access policy named {policy!r} (the hub has {names})")
+    return f"HostName={service_audience(info)};SharedAccessKeyName={pol.name};SharedAccessKey={pol.key}"
+
+
+def dps_service_connection_string(info: dict) -> str:
+    """The DPS service connection string: the DPS host (and HTTPS port) and provisioningserviceowner."""
+    from .config import WELL_KNOWN_DPS_POLICY
+
+    pol = WELL_KNOWN_DPS_POLICY
     return f"HostName={service_audience(info)};SharedAccessKeyName={pol.name};SharedAccessKey={pol.key}"
 
 
@@ -524,7 +535,7 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--device", metavar="ID")
     which.add_argument("--module", metavar="ID/MOD")
     which.add_argument("--service", action="store_true", help="the hub's service connection string")
-    which.add_argument("--dps-service", action="store_true", help="(not supported yet)")
+    which.add_argument("--dps-service", action="store_true", help="the Device Provisioning Service's service connection string")
     which.add_argument("--edge-device", metavar="ID", help="(not supported yet)")
     p.add_argument("--policy", metavar="NAME", help="with --service: the shared access policy (default: iothubowner)")
     p.set_defaults(func=cmd_connection_string)
@@ -584,6 +595,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ack", choices=["none", "positive", "negative", "full"])
     p.add_argument("--ttl", type=float, metavar="SECONDS", help="time to live (default: 3600)")
     p.set_defaults(func=cmd_c2d_send)
+
+    from .clients import add_parser as add_client_parser
+
+    add_client_parser(verbs, data)
     return parser
 
 

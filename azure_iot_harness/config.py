@@ -61,6 +61,22 @@ WELL_KNOWN_MODULE_KEYS = (
 )
 WELL_KNOWN_CA_DEVICE = "x509-device1"  # certificateAuthority: any cert from the device CA with CN = id
 
+# The Device Provisioning Service's well-known development identities, linked to the emulator's hub.
+WELL_KNOWN_DPS_ID_SCOPE = "0ne00000001"
+WELL_KNOWN_DPS_POLICY = Policy(
+    "provisioningserviceowner",
+    "4w5cxG0hB+lM6E3Z7s68Khn9585U8g6tZK5m0RY8NEU=",
+    frozenset({"EnrollmentRead", "EnrollmentWrite", "RegistrationStatusRead", "RegistrationStatusWrite"}),
+)
+# Symmetric-key enrollment group: a device's key is HMAC-SHA256(group key, registration id).
+WELL_KNOWN_SYMMETRIC_GROUP = "symmetric-group1"
+WELL_KNOWN_SYMMETRIC_GROUP_KEYS = (
+    "bj9IaLImY1I+BFlcoFh4xEB297KIKp2CFoe23+EwwKQ=",
+    "stIjod5nZfvkYjJJlTdvo08tvU+dN/IaapM5KZMI8pM=",
+)
+# X.509 enrollment group whose signing certificate is the development device CA.
+WELL_KNOWN_X509_GROUP = "x509-group1"
+
 
 def default_data_dir() -> Path:
     return Path.home() / ".azure-iot-harness"
@@ -88,6 +104,14 @@ class Config:
     c2d_lock_seconds: float = 60.0
     # "full" fsyncs every group commit (survives power loss); "normal" survives a killed process.
     durability: str = "full"
+    # DPS: its ID scope; how many answers say "assigning" before the one that says "assigned"
+    # (the answer to the register request counts; 0 answers "assigned" at once); the
+    # retry-after seconds sent with them; register requests allowed per minute (0: no limit,
+    # above it 429 with retry-after).
+    dps_id_scope: str = WELL_KNOWN_DPS_ID_SCOPE
+    dps_assigning_polls: int = 1
+    dps_retry_after: int = 3
+    dps_registrations_per_minute: int = 0
     log_level: str = "info"
 
     @property
@@ -101,6 +125,11 @@ class Config:
                 raise ConfigError(f"{name} must be between 0 and 65535, not {port}")
         if self.durability not in ("full", "normal"):
             raise ConfigError(f"durability must be 'full' or 'normal', not {self.durability!r}")
+        if not self.dps_id_scope or not self.dps_id_scope.isalnum():
+            raise ConfigError(f"dps_id_scope must be letters and digits (like {WELL_KNOWN_DPS_ID_SCOPE}), not {self.dps_id_scope!r}")
+        for name in ("dps_assigning_polls", "dps_retry_after", "dps_registrations_per_minute"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must not be negative")
         if not self.host or "/" in self.host:
             raise ConfigError(f"host must be a host name, not {self.host!r}")
         return self

@@ -47,6 +47,15 @@ class ServiceError(HarnessError):
         self.message = message
 
 
+class ProvisioningError(ServiceError):
+    """An error the Device Provisioning Service answers with a status and a 6-digit error code
+    (whose first three digits are the status), over MQTT and HTTPS alike."""
+
+    def __init__(self, status: int, code: int, message: str) -> None:
+        super().__init__(status, str(code), message)
+        self.code = code
+
+
 class SasTokenError(HarnessError):
     """A shared access signature is malformed, expired or does not verify."""
 

@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives import serialization
 
 from azure_iot_harness.certs import thumbprints
 from azure_iot_harness.config import (
+    WELL_KNOWN_DPS_POLICY,
     WELL_KNOWN_MODULE_KEYS,
     WELL_KNOWN_POLICIES,
     WELL_KNOWN_SAS_DEVICE_KEYS,
@@ -172,6 +173,7 @@ def test_ca_before_the_first_serve_creates_the_pki_serve_uses(tmp_path: Path) ->
         (["--device", "x509-device1"], "x509Device"),
         (["--service"], "service"),
         (["--service", "--policy", "iothubowner"], "service"),
+        (["--dps-service"], "dpsService"),
     ],
 )
 def test_connection_string_of_well_known_identities(served: Serve, args: list[str], name: str) -> None:
@@ -192,12 +194,13 @@ def test_connection_strings_are_exactly_azures(served: Serve) -> None:
     )
     service_key = next(p.key for p in WELL_KNOWN_POLICIES if p.name == "service")
     assert out["service"] == f"HostName=localhost:{port};SharedAccessKeyName=service;SharedAccessKey={service_key}"
+    dps = run_cli("connection-string", "--dps-service", *data_args(served)).stdout.strip()
+    assert dps == f"HostName=localhost:{port};SharedAccessKeyName=provisioningserviceowner;SharedAccessKey={WELL_KNOWN_DPS_POLICY.key}"
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--dps-service"], "error: --dps-service: the Device Provisioning Service is not supported by the emulator yet"),
         (["--edge-device", "edge1"], "error: --edge-device: IoT Edge is not supported by the emulator yet"),
         (["--device", "device1", "--policy", "service"], "error: --policy goes with --service only"),
         (["--module", "device1"], "error: --module wants DEVICE/MODULE, not 'device1'"),

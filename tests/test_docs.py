@@ -4,7 +4,14 @@ import dataclasses
 from pathlib import Path
 
 from azure_iot_harness import support
-from azure_iot_harness.config import ENV_PREFIX, WELL_KNOWN_POLICIES, WELL_KNOWN_SAS_DEVICE_KEYS, Config
+from azure_iot_harness.config import (
+    ENV_PREFIX,
+    WELL_KNOWN_DPS_POLICY,
+    WELL_KNOWN_POLICIES,
+    WELL_KNOWN_SAS_DEVICE_KEYS,
+    WELL_KNOWN_SYMMETRIC_GROUP_KEYS,
+    Config,
+)
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 
@@ -24,6 +31,8 @@ def test_published_keys_are_the_real_ones():
     for policy in WELL_KNOWN_POLICIES:
         assert f"`{policy.name}` | `{policy.key}`" in README
     assert all(key in README for key in WELL_KNOWN_SAS_DEVICE_KEYS)
+    assert f"`{WELL_KNOWN_DPS_POLICY.name}` | `{WELL_KNOWN_DPS_POLICY.key}`" in README
+    assert all(key in README for key in WELL_KNOWN_SYMMETRIC_GROUP_KEYS)
 
 
 def test_readme_starts_with_the_two_commands():

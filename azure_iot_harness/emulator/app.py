@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from ..certs import DevPKI
-from ..config import WELL_KNOWN_POLICIES, Config, Policy
+from ..config import WELL_KNOWN_POLICIES, WELL_KNOWN_SYMMETRIC_GROUP, WELL_KNOWN_X509_GROUP, Config, Policy
 from ..errors import ConfigError, HarnessError
+from .dps.dps import Dps
 from .frontdoor import FrontDoor
 from .hub.hub import Hub
 from .hub.registry import Registry
@@ -43,6 +44,7 @@ class Emulator:
         self.store: Store
         self.registry: Registry
         self.hub: Hub
+        self.dps: Dps
         self.mqtt: MqttListener
         self.https: HttpsServer
         self._started = False
@@ -70,23 +72,36 @@ class Emulator:
             trusted_cas=[self.pki.device_ca_cert],
             c2d_lock_seconds=cfg.c2d_lock_seconds,
         )
+        self.dps = Dps(
+            config=cfg,
+            store=self.store,
+            registry=self.registry,
+            device_ca_pem=self.pki.device_ca_pem,
+            hub_trusted_cas=[self.pki.device_ca_cert],
+            twins=lambda: getattr(self.hub, "twins", None),
+        )
         await self.store.start()
         try:
             await self.registry.load()
             await self.registry.seed_well_known()
             await self.hub.load()
+            await self.dps.load()
+            await self.dps.seed_well_known()
             mqtt_ctx = self.pki.server_context()
             request_any_client_certificate(mqtt_ctx)
             self.mqtt = MqttListener(
                 host=cfg.bind,
                 port=cfg.mqtt_port,
                 ssl_context=mqtt_ctx,
-                router=FrontDoor(self.hub),
+                router=FrontDoor(self.hub, self.dps),
                 max_idle=cfg.max_idle_seconds,
                 connect_timeout=cfg.connect_timeout,
             )
             await _bind("MQTT", cfg.bind, cfg.mqtt_port, self.mqtt.start)
-            self.https = HttpsServer(build_app(self), host=cfg.bind, port=cfg.https_port, ssl_context=self.pki.server_context())
+            # DPS's REST API attests X.509 devices by their TLS client certificate.
+            https_ctx = self.pki.server_context()
+            request_any_client_certificate(https_ctx)
+            self.https = HttpsServer(build_app(self), host=cfg.bind, port=cfg.https_port, ssl_context=https_ctx)
             try:
                 await _bind("HTTPS", cfg.bind, cfg.https_port, self.https.start)
             except BaseException:
@@ -148,6 +163,11 @@ class Emulator:
             "bind": self.config.bind,
             "mqtt": {"host": self.host, "port": self.mqtt_port},
             "https": {"host": self.host, "port": self.https_port, "url": f"https://{self._host_port(self.https_port, 443)}"},
+            "dps": {
+                "host": self.host,
+                "idScope": self.config.dps_id_scope,
+                "url": f"https://{self._host_port(self.https_port, 443)}",
+            },
             "caFile": str(self.ca_file),
             "dataDir": None if self.config.in_memory else str(self.config.data_dir),
             "pid": os.getpid(),
@@ -172,6 +192,22 @@ class Emulator:
             "policies": [{"name": p.name, "key": p.key, "permissions": sorted(p.permissions)} for p in self.policies],
             "devices": [identity(WELL_KNOWN_SAS_DEVICE), identity(WELL_KNOWN_CA_DEVICE)],
             "modules": [identity(WELL_KNOWN_SAS_DEVICE, WELL_KNOWN_MODULE)],
+            "dps": self.dps_identities(),
+        }
+
+    def dps_identities(self) -> dict:
+        groups = []
+        for group in self.dps.list_enrollments("group"):
+            if group["enrollmentGroupId"] not in (WELL_KNOWN_SYMMETRIC_GROUP, WELL_KNOWN_X509_GROUP):
+                continue
+            attestation = group["attestation"]
+            out = {"enrollmentGroupId": group["enrollmentGroupId"], "attestation": attestation["type"]}
+            out.update(attestation.get("symmetricKey") or {})
+            groups.append(out)
+        return {
+            "idScope": self.config.dps_id_scope,
+            "policies": [{"name": p.name, "key": p.key, "permissions": sorted(p.permissions)} for p in self.dps.policies],
+            "enrollmentGroups": groups,
         }
 
     def well_known_connection_strings(self) -> dict[str, str]:
@@ -182,7 +218,17 @@ class Emulator:
             "device": self.connection_string(device=WELL_KNOWN_SAS_DEVICE),
             "module": self.connection_string(device=WELL_KNOWN_SAS_DEVICE, module=WELL_KNOWN_MODULE),
             "x509Device": self.connection_string(device=WELL_KNOWN_CA_DEVICE),
+            "dpsService": self.dps_connection_string(),
         }
+
+    def dps_connection_string(self) -> str:
+        """The DPS service connection string (HostName carries the HTTPS port when it is not 443)."""
+        pol = self.dps.policies[0]
+        return f"HostName={self._host_port(self.https_port, 443)};SharedAccessKeyName={pol.name};SharedAccessKey={pol.key}"
+
+    def dps_service_token(self, ttl: int = 3600) -> str:
+        pol = self.dps.policies[0]
+        return sas.generate(self._host_port(self.https_port, 443), pol.key, key_name=pol.name, ttl=ttl)
 
     def connection_string(self, *, device: str | None = None, module: str | None = None, policy: str | None = None) -> str:
         """A connection string exactly in Azure's format (Azure's keys only).

@@ -1,6 +1,7 @@
 """One ASGI app for every HTTPS surface, served by hypercorn on the emulator's event loop.
 
-Routes, in order: the emulator's own `/_emulator/` API, then IoT Hub's service REST API.
+Routes, in order: the emulator's own `/_emulator/` API, IoT Hub's service REST API, DPS's service
+API and DPS's device API (`/{idScope}/registrations/…`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ from .hub import rest as hub_rest
 from .hub import twin_rest
 from .protocol.errors import error_body, not_supported
 from . import emulator_api
+from .dps import rest as dps_rest
+from .dps import service_rest as dps_service_rest
+from .tls_peers import connection_writers
 
 if TYPE_CHECKING:
     from .app import Emulator
@@ -38,6 +42,8 @@ def build_app(emulator: "Emulator") -> Starlette:
         *emulator_api.routes(emulator),
         *hub_rest.routes(emulator),
         *twin_rest.routes(emulator),
+        *dps_service_rest.routes(emulator),
+        *dps_rest.routes(emulator),
         Route("/{path:path}", _unrouted, methods=["GET", "PUT", "POST", "PATCH", "DELETE"]),
     ]
     app = Starlette(routes=routes, exception_handlers={ServiceError: _service_error})
@@ -119,22 +125,9 @@ class HttpsServer:
         await started.wait()
 
     def _open_writers(self) -> list[asyncio.StreamWriter]:
-        """The stream writers of hypercorn's connections on this server's port.
-
-        Reads hypercorn 0.18's per-connection task (`worker_serve.<locals>._server_callback`),
-        which is why hypercorn is pinned; tests/emulator/test_web.py fails if this stops working.
-        """
-        writers = []
-        for task in asyncio.all_tasks():
-            coro = task.get_coro()
-            if getattr(coro, "__qualname__", "") != "worker_serve.<locals>._server_callback":
-                continue
-            frame = getattr(coro, "cr_frame", None)
-            writer = frame.f_locals.get("writer") if frame is not None else None
-            sockname = writer.get_extra_info("sockname") if writer is not None else None
-            if sockname and sockname[1] == self.port:
-                writers.append(writer)
-        return writers
+        """The stream writers of hypercorn's connections on this server's port (see tls_peers;
+        tests/emulator/test_web.py fails if this stops working)."""
+        return list(connection_writers(self.port))
 
     async def _serve(self, started: asyncio.Event) -> None:
         async def trigger() -> None:

@@ -1,17 +1,19 @@
 """MQTT 3.1.1 packets on amqtt's codec: the only module that imports amqtt's packet classes.
 
 Framing reads the fixed header first, so an oversized packet is refused before its body is
-read. PUBLISH is decoded here rather than by amqtt: it is the hot path, and amqtt turns a
-topic that is not UTF-8 into the repr of its bytes instead of refusing it.
+read. The hot path is done here rather than by amqtt: the fixed header, PUBLISH (amqtt also
+turns a topic that is not UTF-8 into the repr of its bytes instead of refusing it), PUBACK.
 """
 
 from __future__ import annotations
 
+import asyncio
 import struct
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from amqtt.adapters import BufferReader, ReaderAdapter
-from amqtt.errors import AMQTTError, MQTTError, NoDataError
+from amqtt.errors import AMQTTError, NoDataError
 from amqtt.mqtt.connack import ConnackPacket, ConnackVariableHeader
 from amqtt.mqtt.connect import ConnectPayload, ConnectVariableHeader
 from amqtt.mqtt.packet import (
@@ -28,8 +30,6 @@ from amqtt.mqtt.packet import (
     MQTTFixedHeader,
     PacketIdVariableHeader,
 )
-from amqtt.mqtt.pingresp import PingRespPacket
-from amqtt.mqtt.puback import PubackPacket
 from amqtt.mqtt.publish import PublishPacket
 from amqtt.mqtt.suback import SubackPacket
 from amqtt.mqtt.subscribe import SubscribePayload
@@ -61,35 +61,51 @@ PACKET_NAMES = {
 _REQUIRED_FLAGS = {CONNECT: 0, PUBACK: 0, PUBREC: 0, PUBREL: 2, PUBCOMP: 0, SUBSCRIBE: 2, UNSUBSCRIBE: 2, PINGREQ: 0, DISCONNECT: 0}
 
 
-@dataclass(frozen=True)
-class Frame:
+class Frame(NamedTuple):
     packet_type: int
     flags: int
     body: bytes
 
 
+_EOF = (asyncio.IncompleteReadError, ConnectionResetError, BrokenPipeError)
+
+
 async def read_frame(reader: ReaderAdapter, max_body: int) -> Frame | None:
-    """The next packet, or None at end of stream. Raises ProtocolViolation for bad framing."""
+    """The next packet, or None at end of stream. Raises ProtocolViolation for bad framing.
+
+    The fixed header is parsed here rather than by amqtt, which reads it a byte at a time:
+    every packet is at least two bytes, so one read gets the type and (mostly) the length.
+    """
     try:
-        header = await MQTTFixedHeader.from_stream(reader)
-    except MQTTError as exc:
-        raise ProtocolViolation(f"bad fixed header: {exc}") from None
-    if header is None:
+        head = await reader.read(2)
+        if len(head) < 2:
+            return None
+        first, byte = head[0], head[1]
+        length, shift = byte & 0x7F, 7
+        while byte & 0x80:
+            if shift > 21:
+                raise ProtocolViolation("bad fixed header: remaining length longer than 4 bytes")
+            more = await reader.read(1)
+            if not more:
+                return None
+            byte = more[0]
+            length |= (byte & 0x7F) << shift
+            shift += 7
+    except _EOF:
         return None
-    if header.remaining_length > max_body:
-        raise ProtocolViolation(
-            f"{PACKET_NAMES.get(header.packet_type)} of {header.remaining_length} bytes exceeds the {max_body}-byte limit"
-        )
-    required = _REQUIRED_FLAGS.get(header.packet_type)
-    if required is not None and header.flags != required:
-        raise ProtocolViolation(f"{PACKET_NAMES[header.packet_type]} with reserved flags {header.flags:#x}")
+    packet_type, flags = first >> 4, first & 0x0F
+    if length > max_body:
+        raise ProtocolViolation(f"{PACKET_NAMES.get(packet_type)} of {length} bytes exceeds the {max_body}-byte limit")
+    required = _REQUIRED_FLAGS.get(packet_type)
+    if required is not None and flags != required:
+        raise ProtocolViolation(f"{PACKET_NAMES[packet_type]} with reserved flags {flags:#x}")
     try:
-        body = await reader.read(header.remaining_length) if header.remaining_length else b""
+        body = await reader.read(length) if length else b""
     except Exception:  # IncompleteReadError and friends: the peer went away mid-packet
         return None
-    if len(body) < header.remaining_length:
+    if len(body) < length:
         return None
-    return Frame(header.packet_type, header.flags, body)
+    return Frame(packet_type, flags, body)
 
 
 # ---- CONNECT ----------------------------------------------------------------------------------
@@ -205,7 +221,11 @@ def decode_packet_id(body: bytes) -> int:
 
 
 def encode_puback(packet_id: int) -> bytes:
-    return PubackPacket.build(packet_id).to_bytes()
+    # By hand: one per QoS 1 message, and amqtt builds three objects for these four bytes.
+    return _PUBACK.pack(0x40, 2, packet_id)
+
+
+_PUBACK = struct.Struct("!BBH")
 
 
 # ---- SUBSCRIBE / UNSUBSCRIBE ------------------------------------------------------------------
@@ -243,4 +263,4 @@ def encode_unsuback(packet_id: int) -> bytes:
 
 
 def encode_pingresp() -> bytes:
-    return PingRespPacket.build().to_bytes()
+    return b"\xd0\x00"

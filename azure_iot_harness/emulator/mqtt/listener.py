@@ -15,6 +15,10 @@ log = logging.getLogger("azure_iot_harness.mqtt")
 
 # Seconds a closing connection may take to flush what it still has to send.
 _FLUSH_SECONDS = 5.0
+# Pending connections the kernel queues (capped by net.core.somaxconn). asyncio's default of
+# 100 drops SYNs when a fleet reconnects at once, and each dropped SYN costs the device a
+# 1 s retransmit: 500 concurrent connects had a p99 of 1.3 s with it.
+_BACKLOG = 1024
 
 
 class MqttListener:
@@ -44,7 +48,9 @@ class MqttListener:
         return self._server.sockets[0].getsockname()[1]
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, self.host, self.requested_port, reuse_address=True)
+        self._server = await asyncio.start_server(
+            self._handle, self.host, self.requested_port, reuse_address=True, backlog=_BACKLOG
+        )
 
     async def stop(self) -> None:
         if self._server is None:

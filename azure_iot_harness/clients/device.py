@@ -1,0 +1,77 @@
+"""`client device`: the paho device script from the field.
+
+MQTT 3.1.1 over TLS 1.2, client id = device id, username `{hub}/{device}/?api-version=…`, a SAS
+token or a client certificate; N messages at QoS 1 to `devices/{id}/messages/events/`, with
+`$.ct=application%2Fjson&$.ce=utf-8` when the body is JSON; reports each PUBACK.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from .common import (
+    ClientError,
+    WorkDir,
+    add_hub_arguments,
+    add_message_arguments,
+    is_json,
+    message_body,
+    parse_props,
+    property_bag,
+    resolve_hub,
+    telemetry_topic,
+)
+from .link import MqttLink
+
+HELP = "the paho device script: N telemetry messages at QoS 1, SAS or X.509, direct or through a gateway"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_hub_arguments(p)
+    add_message_arguments(p)
+    p.add_argument("--ack-timeout", type=float, default=30.0, metavar="S", help="seconds to wait for the last PUBACK (default: 30)")
+
+
+def run(args: argparse.Namespace) -> int:
+    props = parse_props(args.prop)
+    if args.count < 1:
+        raise ClientError("--count must be at least 1", 2)
+    work = WorkDir(None, "device")
+    try:
+        target = resolve_hub(args, work)
+        link = MqttLink(
+            address=target.address,
+            port=target.port,
+            client_id=target.device_id,
+            username=target.username(),
+            password=target.password,
+            tls=target.ssl_context(),
+            ca_file=target.ca_file,
+        )
+        link.connect()
+        print(f"connected to {target.describe()}", flush=True)
+        try:
+            return _send(link, target.device_id, args, props)
+        finally:
+            link.close()
+    finally:
+        work.cleanup()
+
+
+def _send(link: MqttLink, device_id: str, args: argparse.Namespace, props: dict[str, str]) -> int:
+    mids: list[int] = []
+    for seq in range(1, args.count + 1):
+        body = message_body(args.data, seq)
+        topic = telemetry_topic(device_id, property_bag(props, json_body=is_json(body)))
+        mids.append(link.publish(topic, body, qos=1))
+        print(f"sent {seq}/{args.count} to {topic}", flush=True)
+        if seq < args.count and args.interval > 0:
+            time.sleep(args.interval)
+    link.wait_acked(mids, args.ack_timeout)
+    acked = sum(1 for m in mids if m in link.acked)
+    print(f"acknowledged {acked} of {args.count} messages", flush=True)
+    if acked < args.count:
+        why = "the hub closed the connection" if not link.connected else f"no PUBACK within {args.ack_timeout:g} s"
+        raise ClientError(f"{args.count - acked} of {args.count} messages were not acknowledged: {why}")
+    return 0

@@ -1,0 +1,349 @@
+"""The Device Provisioning Service: attestation, registration operations, assignment, enrollments.
+
+The MQTT session (session.py) and the device REST API (rest.py) are thin adapters over
+`authenticate`, `register`, `poll` and `lookup`, which answer with `protocol.Answer`s. Assignment
+creates or updates the device in the emulator's hub (the one linked hub) and applies the
+enrollment's initial twin. Operations live in memory only, as they do in DPS for a while.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+from cryptography import x509 as cx509
+from cryptography.hazmat.primitives import serialization
+
+from ...certs.pki import thumbprints
+from ...config import (
+    WELL_KNOWN_DPS_POLICY,
+    WELL_KNOWN_SYMMETRIC_GROUP,
+    WELL_KNOWN_SYMMETRIC_GROUP_KEYS,
+    WELL_KNOWN_X509_GROUP,
+    Config,
+    Policy,
+)
+from ...errors import ConnectRefused, ProvisioningError, ServiceError
+from ..hub.registry import Registry, etag_matches
+from ..mqtt.codec import Connect
+from ..mqtt.connection import MqttConnection
+from ..protocol.topics import DpsUsername
+from ..store import Store
+from . import allocation, attestation, enrollments, webhook
+from . import protocol as p
+from .attestation import Attestation
+from .session import DpsSession
+from .state import GROUP, INDIVIDUAL, DpsState
+
+log = logging.getLogger("azure_iot_harness.dps")
+
+IDENTIFIER_REJECTED = 2
+NOT_AUTHORIZED = 5
+MAX_OPERATIONS = 10_000  # finished operations kept for late polls, oldest forgotten first
+
+
+@dataclass
+class Operation:
+    registration_key: str  # lower-case registration id
+    pending: int  # answers still to say "assigning"
+    state: dict  # the registration state it ends with
+
+
+class Dps:
+    def __init__(
+        self,
+        *,
+        config: Config,
+        store: Store,
+        registry: Registry,
+        device_ca_pem: bytes,
+        hub_trusted_cas: Iterable[cx509.Certificate],
+        twins: Callable[[], Any] = lambda: None,
+    ) -> None:
+        self.id_scope = config.dps_id_scope
+        self.host = config.host
+        self.linked_hubs = [config.host]
+        self.assigning_polls = config.dps_assigning_polls
+        self.retry_after = config.dps_retry_after
+        self.per_minute = config.dps_registrations_per_minute
+        self.policies: tuple[Policy, ...] = (WELL_KNOWN_DPS_POLICY,)
+        self.registry = registry
+        self.state = DpsState(store)
+        self._device_ca_pem = device_ca_pem
+        self._hub_cas = [c.public_bytes(serialization.Encoding.DER) for c in hub_trusted_cas]
+        self._twins = twins
+        self._operations: collections.OrderedDict[str, Operation] = collections.OrderedDict()
+        self._recent: collections.deque[float] = collections.deque()
+        # Enrollment writes check a precondition, then await the store; an assignment reads, then
+        # writes its registration record (and may wait for a webhook): both are serialised, the
+        # latter per registration id.
+        self._lock = asyncio.Lock()
+        self._registration_locks: dict[str, asyncio.Lock] = {}
+
+    async def load(self) -> None:
+        await self.state.load()
+
+    async def seed_well_known(self) -> None:
+        """Create the published development enrollment groups when they are missing."""
+        if self.state.enrollment(GROUP, WELL_KNOWN_SYMMETRIC_GROUP) is None:
+            keys = dict(zip(("primaryKey", "secondaryKey"), WELL_KNOWN_SYMMETRIC_GROUP_KEYS))
+            body = {"attestation": {"type": "symmetricKey", "symmetricKey": keys}}
+            await self.put_enrollment(GROUP, WELL_KNOWN_SYMMETRIC_GROUP, body, if_match=None)
+        if self.state.enrollment(GROUP, WELL_KNOWN_X509_GROUP) is None:
+            ca = {"primary": {"certificate": self._device_ca_pem.decode()}}
+            body = {"attestation": {"type": "x509", "x509": {"signingCertificates": ca}}}
+            await self.put_enrollment(GROUP, WELL_KNOWN_X509_GROUP, body, if_match=None)
+
+    # ---- the device side ------------------------------------------------------------------
+
+    async def connect(self, conn: MqttConnection, connect: Connect, username: DpsUsername) -> tuple[DpsSession, bool]:
+        """An MQTT registration connection: refused with CONNACK 2 or 5, as DPS does."""
+        registration_id = username.registration_id
+        if connect.client_id != registration_id:
+            raise ConnectRefused(
+                IDENTIFIER_REJECTED, f"client id {connect.client_id!r} is not the registration id {registration_id!r}"
+            )
+        try:
+            p.check_registration_id(registration_id)
+        except ProvisioningError as exc:
+            raise ConnectRefused(IDENTIFIER_REJECTED, exc.message) from None
+        password = connect.password or None  # X.509 devices send none or an empty one
+        try:
+            self.authenticate(username.id_scope, registration_id, password=password, certificate=conn.peer_cert)
+        except ProvisioningError as exc:
+            raise ConnectRefused(NOT_AUTHORIZED, exc.message) from None
+        log.info("registration %s connected from %s (%s)", registration_id, conn.peer, "SAS" if password else "X.509")
+        return DpsSession(self, conn, username.id_scope, registration_id, password), False
+
+    def authenticate(self, scope: str, registration_id: str, *, password: str | None, certificate: bytes | None) -> Attestation:
+        if scope.lower() != self.id_scope.lower():
+            raise p.dps_error("ScopeNotFound", f"no Device Provisioning Service has ID scope {scope!r} (this one: {self.id_scope})")
+        p.check_registration_id(registration_id)
+        individual = self.state.enrollment(INDIVIDUAL, registration_id)
+        groups = self.state.enrollments(GROUP)
+        if password:
+            return attestation.by_sas(password, scope, registration_id, individual, groups)
+        if certificate:
+            return attestation.by_certificate(certificate, registration_id, individual, groups)
+        raise p.dps_error("Unauthorized", f"registration {registration_id}: neither a SAS token nor a client certificate")
+
+    async def register(self, att: Attestation, body: bytes) -> p.Answer:
+        throttled = self._throttle()
+        if throttled is not None:
+            return throttled
+        request = p.parse_registration(body, att.registration_id)
+        key = att.registration_id.lower()
+        lock = self._registration_locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            state = await self._assign(att, request.payload)
+        operation_id = p.new_operation_id()
+        if self.assigning_polls == 0:
+            return p.Answer(200, p.finished(operation_id, state))
+        self._remember(operation_id, Operation(att.registration_id.lower(), self.assigning_polls - 1, state))
+        return p.Answer(202, p.assigning(operation_id), self.retry_after)
+
+    def poll(self, registration_id: str, operation_id: str) -> p.Answer:
+        op = self._operations.get(operation_id)
+        if op is None or op.registration_key != registration_id.lower():
+            raise p.dps_error("OperationNotFound", f"registration {registration_id} has no operation {operation_id!r}")
+        if op.pending > 0:
+            op.pending -= 1
+            return p.Answer(202, p.assigning(operation_id, registration_id), self.retry_after)
+        return p.Answer(200, p.finished(operation_id, op.state))
+
+    def lookup(self, registration_id: str) -> p.Answer:
+        record = self.state.registration(registration_id)
+        if record is None:
+            raise p.dps_error("RegistrationNotFound", f"registration {registration_id} has never registered")
+        return p.Answer(200, record["state"])
+
+    def _throttle(self) -> p.Answer | None:
+        if not self.per_minute:
+            return None
+        now = time.monotonic()
+        while self._recent and now - self._recent[0] >= 60:
+            self._recent.popleft()
+        if len(self._recent) >= self.per_minute:
+            wait = max(1, math.ceil(60 - (now - self._recent[0])))
+            err = p.dps_error("Throttled", f"more than {self.per_minute} registrations a minute (dps_registrations_per_minute)")
+            return p.Answer.error(err, wait)
+        self._recent.append(now)
+        return None
+
+    def _remember(self, operation_id: str, op: Operation) -> None:
+        self._operations[operation_id] = op
+        while len(self._operations) > MAX_OPERATIONS:
+            self._operations.popitem(last=False)
+
+    # ---- assignment -------------------------------------------------------------------------
+
+    async def _assign(self, att: Attestation, payload: Any) -> dict:
+        """Assign the device to a hub (or fail, or find it disabled) and record the outcome."""
+        registration_id = att.registration_id
+        record = self.state.registration(registration_id)
+        previous = record["state"] if record else None
+        created = previous["createdDateTimeUtc"] if previous else p.timestamp()
+        outcome: dict
+        try:
+            if att.enrollment.get("provisioningStatus") == "disabled":
+                what = f"enrollment group {att.group_id}" if att.group_id else "its individual enrollment"
+                log.info("registration %s: %s is disabled", registration_id, what)
+                outcome = {"status": p.DISABLED}
+            else:
+                outcome = await self._assign_to_hub(att, previous, record, payload)
+        except ServiceError as exc:
+            code = exc.code if isinstance(exc, ProvisioningError) else exc.status * 1000 + 1
+            log.warning("registration %s failed: %s", registration_id, exc.message)
+            outcome = {"status": p.FAILED, "errorCode": code, "errorMessage": exc.message}
+        state = p.registration_state(registration_id, created, outcome, self._attestation_block(att))
+        initial_hub = (record or {}).get("initialHub") or state.get("assignedHub")
+        await self.state.put_registration({"state": state, "initialHub": initial_hub})
+        return state
+
+    async def _assign_to_hub(self, att: Attestation, previous: dict | None, record: dict | None, payload: Any) -> dict:
+        enrollment = att.enrollment
+        decision = None
+        if enrollment.get("allocationPolicy") == "custom":
+            url = enrollment["customAllocationDefinition"]["webhookUrl"]
+            answer = await webhook.call(url, webhook.request_body(att, payload, previous, self.linked_hubs))
+            decision = webhook.decision(answer, self.linked_hubs)
+            hub = decision.hub
+        else:
+            hub = allocation.choose_hub(enrollment, self.linked_hubs, att.registration_id)
+        plan = allocation.plan(previous, enrollment, hub, (record or {}).get("initialHub"))
+        if plan.unchanged and previous is not None:
+            device_id = previous["deviceId"]
+        else:
+            device_id = enrollment.get("deviceId") or att.registration_id
+        twin = None
+        if plan.apply_initial_twin:
+            twin = decision.initial_twin if decision and decision.initial_twin else enrollment.get("initialTwin")
+        twins = self._twins()
+        if twin and (twin["tags"] or twin["properties"]["desired"]) and twins is None:
+            raise p.dps_error("ArgumentInvalid", "an initial twin needs device twins, which the emulator does not support yet")
+        if plan.hub.lower() != self.host.lower():  # only reachable through a stale record
+            raise p.dps_error("NoHubLinked", f"IoT hub {plan.hub} is not linked to this Device Provisioning Service")
+        if not plan.unchanged or self.registry.get(device_id) is None:
+            body = {
+                "deviceId": device_id,
+                "authentication": self._hub_authentication(att),
+                "capabilities": {"iotEdge": bool(enrollment.get("capabilities", {}).get("iotEdge"))},
+            }
+            await self.registry.put_device(body, if_match="*")
+        if twin and twins is not None:
+            body = {"tags": twin["tags"], "properties": {"desired": twin["properties"]["desired"]}}
+            await twins.service_update((device_id, None), body, if_match=None, replace=True)
+        log.info("registration %s assigned to %s as device %s (%s)", att.registration_id, plan.hub, device_id, plan.substatus)
+        outcome = {"status": p.ASSIGNED, "assignedHub": plan.hub, "deviceId": device_id, "substatus": plan.substatus}
+        if decision is not None:
+            outcome["payload"] = decision.payload
+        return outcome
+
+    def _hub_authentication(self, att: Attestation) -> dict:
+        if att.kind == "symmetricKey":
+            assert att.keys is not None
+            return {"type": "sas", "symmetricKey": {"primaryKey": att.keys[0], "secondaryKey": att.keys[1]}}
+        if att.signer is not None and att.signer in self._hub_cas:
+            return {"type": "certificateAuthority"}
+        # An individual enrollment's own certificates; a group's device by its certificate when
+        # the hub does not trust the group's CA (the emulator's hub trusts its device CA only).
+        certs = enrollments.stored_certificates(att.enrollment) if att.signer is None else [att.certificate]
+        prints = [thumbprints(c)[1] for c in certs if c]
+        return {
+            "type": "selfSigned",
+            "x509Thumbprint": {"primaryThumbprint": prints[0], "secondaryThumbprint": prints[1] if len(prints) > 1 else None},
+        }
+
+    @staticmethod
+    def _attestation_block(att: Attestation) -> dict:
+        if att.kind == "symmetricKey":
+            return {"symmetricKey": {"enrollmentGroupId": att.group_id}} if att.group_id else {"symmetricKey": {}}
+        assert att.certificate is not None
+        block: dict = {"certificateInfo": enrollments.certificate_info(att.certificate)}
+        if att.group_id:
+            block["enrollmentGroupId"] = att.group_id
+        if att.signer is not None:
+            block["signingCertificateInfo"] = enrollments.certificate_info(att.signer)
+        return {"x509": block}
+
+    # ---- the service API --------------------------------------------------------------------
+
+    def get_enrollment(self, kind: str, key: str) -> dict:
+        doc = self.state.enrollment(kind, key)
+        if doc is None:
+            raise self._not_found(kind, key)
+        return enrollments.view(doc)
+
+    def list_enrollments(self, kind: str) -> list[dict]:
+        return [enrollments.view(d) for d in self.state.enrollments(kind)]
+
+    async def put_enrollment(self, kind: str, key: str, body: dict, *, if_match: str | None) -> dict:
+        async with self._lock:
+            existing = self.state.enrollment(kind, key)
+            self._precondition(kind, key, existing, if_match, creating=True)
+            if kind == INDIVIDUAL:
+                doc = enrollments.individual(body, key, existing, self.linked_hubs)
+            else:
+                doc = enrollments.group(body, key, existing, self.linked_hubs)
+            await self.state.put_enrollment(kind, key, doc)
+        return enrollments.view(doc)
+
+    async def delete_enrollment(self, kind: str, key: str, *, if_match: str | None) -> None:
+        async with self._lock:
+            existing = self.state.enrollment(kind, key)
+            if existing is None:
+                raise self._not_found(kind, key)
+            self._precondition(kind, key, existing, if_match, creating=False)
+            await self.state.delete_enrollment(kind, key)
+
+    def get_registration(self, registration_id: str) -> dict:
+        record = self.state.registration(registration_id)
+        if record is None:
+            raise p.dps_error("RegistrationNotFound", f"no registration record for {registration_id}")
+        return record["state"]
+
+    def group_registrations(self, group_id: str) -> list[dict]:
+        if self.state.enrollment(GROUP, group_id) is None:
+            raise self._not_found(GROUP, group_id)
+        out = []
+        for record in self.state.registrations():
+            state = record["state"]
+            block = state.get("symmetricKey") or state.get("x509") or {}
+            if (block.get("enrollmentGroupId") or "").lower() == group_id.lower():
+                out.append(state)
+        return out
+
+    async def delete_registration(self, registration_id: str, *, if_match: str | None) -> None:
+        async with self._lock:
+            state = self.get_registration(registration_id)
+            if if_match is not None and not etag_matches(if_match, state["etag"]):
+                raise p.dps_error("PreconditionFailed", f"etag {if_match} does not match {state['etag']}")
+            await self.state.delete_registration(registration_id)
+
+    @staticmethod
+    def _not_found(kind: str, key: str) -> ProvisioningError:
+        if kind == INDIVIDUAL:
+            return p.dps_error("EnrollmentNotFound", f"no individual enrollment for registration {key}")
+        return p.dps_error("EnrollmentGroupNotFound", f"no enrollment group {key}")
+
+    @staticmethod
+    def _precondition(kind: str, key: str, existing: dict | None, if_match: str | None, *, creating: bool) -> None:
+        what = f"individual enrollment {key}" if kind == INDIVIDUAL else f"enrollment group {key}"
+        if existing is None:
+            if if_match is not None and if_match.strip().strip('"') != "*":
+                raise Dps._not_found(kind, key)
+            return
+        if if_match is None:
+            if creating:
+                raise p.dps_error(
+                    "EnrollmentExists" if kind == INDIVIDUAL else "EnrollmentGroupExists",
+                    f"{what} already exists; send its etag in If-Match to update it",
+                )
+            return
+        if not etag_matches(if_match, existing["etag"]):
+            raise p.dps_error("PreconditionFailed", f"etag {if_match} does not match {existing['etag']} of {what}")

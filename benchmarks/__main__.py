@@ -1,0 +1,110 @@
+"""`python -m benchmarks`: run the side-by-side benchmarks, write JSON, print the table."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .context import Context, Options
+from .report import Section, render
+from .servers import mosquitto_version
+
+SECTIONS = ("telemetry", "connect", "dps", "startup", "memory", "suite")
+SERVERS = ("emulator", "emulator-normal", "mosquitto", "mosquitto-default", "amqtt")
+DEFAULT_OUT = Path(__file__).parent / "results" / "latest.json"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    p.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections ({', '.join(SECTIONS)})")
+    p.add_argument("--skip", default="", help="comma-separated sections to leave out")
+    p.add_argument("--servers", default=",".join(SERVERS), help=f"comma-separated servers ({', '.join(SERVERS)})")
+    p.add_argument("--repeat", type=int, default=3, help="runs of each measurement (medians are reported)")
+    p.add_argument("--messages", type=int, default=20_000)
+    p.add_argument("--payload-bytes", type=int, default=200)
+    p.add_argument("--publishers", type=int, default=10)
+    p.add_argument("--connections", type=int, default=500)
+    p.add_argument("--memory-devices", type=int, default=1_000)
+    p.add_argument("--startup-repeat", type=int, default=5)
+    p.add_argument("--suite-repeat", type=int, default=1)
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON results (default {DEFAULT_OUT})")
+    args = p.parse_args(argv)
+    for name, allowed in (("only", SECTIONS), ("skip", SECTIONS), ("servers", SERVERS)):
+        bad = [x for x in _split(getattr(args, name)) if x not in allowed]
+        if bad:
+            p.error(f"--{name}: unknown {', '.join(bad)}")
+    return args
+
+
+def _split(s: str) -> list[str]:
+    return [x.strip() for x in s.split(",") if x.strip()]
+
+
+def _raise_open_files_limit() -> None:
+    # 1,000 connected clients in this process need 1,000 descriptors, the servers as many.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else 65536
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    _raise_open_files_limit()
+    options = Options(
+        repeat=args.repeat,
+        messages=args.messages,
+        payload_bytes=args.payload_bytes,
+        publishers=args.publishers,
+        connections=args.connections,
+        memory_devices=args.memory_devices,
+        startup_repeat=args.startup_repeat,
+        suite_repeat=args.suite_repeat,
+        servers=tuple(_split(args.servers)),
+    )
+    chosen = [s for s in _split(args.only) if s not in _split(args.skip)]
+    started = time.time()
+    sections: list[Section] = []
+    with tempfile.TemporaryDirectory(prefix="azure-iot-harness-bench-") as tmp:
+        ctx = Context(options, Path(tmp))
+        if ctx.mosquitto is None:
+            print("mosquitto is not installed: its columns are left out (bash benchmarks/run installs it)", file=sys.stderr)
+        for name in SECTIONS:
+            if name not in chosen:
+                continue
+            print(f"{name} …", file=sys.stderr, flush=True)
+            module = __import__(f"benchmarks.{'ingest' if name == 'telemetry' else name}", fromlist=["run"])
+            sections.append(module.run(ctx))
+    table = render(sections)
+    doc = {
+        "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "seconds": round(time.time() - started, 1),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "loadavg_after": os.getloadavg(),
+            "mosquitto": mosquitto_version(),
+        },
+        "options": vars(options),
+        "sections": [{"title": s.title, "rows": [r.to_json() for r in s.rows], "notMeasured": s.not_measured} for s in sections],
+        "table": table,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(doc, indent=2) + "\n")
+    print(table)
+    print(f"\n{len(sections)} sections in {doc['seconds']:.0f} s; medians of repeats, (min–max) after each; "
+          f"ratio = emulator / compared. JSON: {args.out}")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,234 @@
+"""The load: paho publishers, mosquitto_pub and mosquitto_sub, and raw MQTT-over-TLS connects.
+
+Every wait is bounded; a load that does not finish in time reports what it got, not a number.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import ssl
+import struct
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+
+from .identities import HOST, Identity
+
+LOAD_TIMEOUT = 300.0
+
+
+def new_paho(client_id: str) -> mqtt.Client:
+    """A paho client with the 1.x callback signatures, on paho 1.6 and 2.x alike."""
+    if hasattr(mqtt, "CallbackAPIVersion"):
+        return mqtt.Client(mqtt.CallbackAPIVersion.VERSION1, client_id=client_id, protocol=mqtt.MQTTv311)
+    return mqtt.Client(client_id=client_id, protocol=mqtt.MQTTv311)
+
+
+class PahoPublisher:
+    def __init__(self, ident: Identity, port: int, ca_file: Path, on_ack) -> None:
+        self.client = new_paho(ident.client_id)
+        self.client.username_pw_set(ident.username, ident.password)
+        self.client.tls_set(ca_certs=str(ca_file))
+        self.topic = ident.topic
+        self.port = port
+        self.connack: int | None = None
+        self.connected = threading.Event()
+        self.client.on_connect = self._on_connect
+        self.client.on_publish = lambda c, u, mid: on_ack()
+
+    def _on_connect(self, client, userdata, flags, rc) -> None:
+        self.connack = rc
+        self.connected.set()
+
+    def connect(self) -> None:
+        self.client.connect(HOST, self.port, keepalive=120)
+        self.client.loop_start()
+        if not self.connected.wait(30) or self.connack != 0:
+            raise RuntimeError(f"paho CONNECT failed: CONNACK {self.connack}")
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@dataclass
+class LoadResult:
+    seconds: float
+    acked: int
+    error: str = ""
+
+
+class Counter:
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.count = 0
+        self.lock = threading.Lock()
+        self.done = threading.Event()
+
+    def __call__(self) -> None:
+        with self.lock:
+            self.count += 1
+            if self.count >= self.target:
+                self.done.set()
+
+
+class PahoLoad:
+    """n paho publishers sharing `messages` QoS 1 publishes; connected before the clock starts."""
+
+    def __init__(self, idents: list[Identity], port: int, ca_file: Path, messages: int, payload: bytes) -> None:
+        self.messages, self.payload = messages, payload
+        self.acks = Counter(messages)
+        self.publishers = [PahoPublisher(i, port, ca_file, self.acks) for i in idents]
+
+    def connect(self) -> None:
+        for p in self.publishers:
+            p.connect()
+
+    def run(self) -> LoadResult:
+        """Publish everything (paho queues beyond its 20 in flight) and wait for every PUBACK."""
+        t0 = time.perf_counter()
+        n = len(self.publishers)
+        for k in range(self.messages):
+            p = self.publishers[k % n]
+            p.client.publish(p.topic, self.payload, qos=1)
+        finished = self.acks.done.wait(LOAD_TIMEOUT)
+        seconds = time.perf_counter() - t0
+        return LoadResult(seconds, self.acks.count, "" if finished else f"timed out after {LOAD_TIMEOUT:.0f} s")
+
+    def close(self) -> None:
+        for p in self.publishers:
+            p.close()
+
+
+def mosquitto_pub(binary: str, ident: Identity, port: int, ca_file: Path, lines_file: Path) -> tuple[subprocess.Popen, float]:
+    """Start mosquitto_pub sending one QoS 1 message per line of lines_file; returns (proc, start)."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        [binary, "-h", HOST, "-p", str(port), "--cafile", str(ca_file), "--tls-version", "tlsv1.2",
+         "-V", "mqttv311", "-q", "1", "-i", ident.client_id, "-u", ident.username, "-P", ident.password,
+         "-t", ident.topic, "-l"],
+        stdin=open(lines_file, "rb"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    return proc, t0
+
+
+class MosquittoSub:
+    """The brokers' one subscriber (QoS 1): mosquitto_sub -C N, its debug output in a file so
+    that SUBACK can be seen before the publishers start."""
+
+    def __init__(self, binary: str, ident: Identity, topic: str, port: int, ca_file: Path, count: int, out: Path) -> None:
+        self.out = out
+        self.fh = open(out, "wb")
+        # stdbuf: line-buffered stdout, or SUBACK sits in stdio's buffer when written to a file.
+        stdbuf = ["stdbuf", "-oL"] if shutil.which("stdbuf") else []
+        self.proc = subprocess.Popen(
+            [*stdbuf, binary, "-h", HOST, "-p", str(port), "--cafile", str(ca_file), "--tls-version", "tlsv1.2",
+             "-V", "mqttv311", "-q", "1", "-i", ident.client_id, "-u", ident.username, "-P", ident.password,
+             "-t", topic, "-C", str(count), "-d"],
+            stdout=self.fh, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+    def wait_subscribed(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while b"SUBACK" not in self.out.read_bytes():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"mosquitto_sub did not subscribe: {self.out.read_bytes()[-500:]!r}")
+            time.sleep(0.01)
+
+    def wait(self, timeout: float) -> bool:
+        try:
+            self.proc.wait(timeout)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+
+    def received(self) -> int:
+        return self.out.read_bytes().count(b"received PUBLISH")
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.fh.close()
+
+
+# ---- raw MQTT CONNECT over TLS -----------------------------------------------------------------
+
+
+def _string(s: str) -> bytes:
+    data = s.encode()
+    return struct.pack("!H", len(data)) + data
+
+
+def _remaining(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n % 128, n // 128
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def connect_packet(ident: Identity, keepalive: int = 60) -> bytes:
+    body = _string("MQTT") + bytes([4, 0x02 | 0x80 | 0x40]) + struct.pack("!H", keepalive)
+    body += _string(ident.client_id) + _string(ident.username) + _string(ident.password)
+    return bytes([0x10]) + _remaining(len(body)) + body
+
+
+DISCONNECT = b"\xe0\x00"
+
+
+def client_context(ca_file: Path) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(ca_file))
+
+
+def connect_once(ctx: ssl.SSLContext, port: int, ident: Identity) -> None:
+    """TLS handshake, CONNECT, CONNACK 0, DISCONNECT: one sequential connection."""
+    raw = socket.create_connection(("127.0.0.1", port), timeout=30)
+    raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    with ctx.wrap_socket(raw, server_hostname=HOST) as sock:
+        sock.sendall(connect_packet(ident))
+        connack = b""
+        while len(connack) < 4:
+            chunk = sock.recv(4 - len(connack))
+            if not chunk:
+                raise RuntimeError(f"{ident.client_id}: connection closed before CONNACK")
+            connack += chunk
+        if connack[0] != 0x20 or connack[3] != 0:
+            raise RuntimeError(f"{ident.client_id}: CONNACK {connack!r}")
+        sock.sendall(DISCONNECT)
+
+
+async def open_connected(ctx: ssl.SSLContext, port: int, ident: Identity, keepalive: int = 60):
+    """One connected MQTT client (asyncio streams); returns (reader, writer, seconds taken)."""
+    t0 = time.perf_counter()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx, server_hostname=HOST, ssl_handshake_timeout=60)
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    writer.write(connect_packet(ident, keepalive))
+    connack = await reader.readexactly(4)
+    if connack[0] != 0x20 or connack[3] != 0:
+        writer.close()
+        raise RuntimeError(f"{ident.client_id}: CONNACK {connack!r}")
+    return reader, writer, time.perf_counter() - t0
+
+
+async def close_all(writers) -> None:
+    for w in writers:
+        try:
+            w.write(DISCONNECT)
+            w.close()
+        except Exception:
+            pass
+    for w in writers:
+        try:
+            await asyncio.wait_for(w.wait_closed(), 5)
+        except Exception:
+            pass

@@ -1,0 +1,88 @@
+"""TLS connect + SAS authenticate: n sequential connections (handshake, CONNECT, CONNACK 0,
+DISCONNECT, one after another) and n concurrent ones (all at once, kept until every CONNACK
+arrived). mosquitto checks the same tokens against its password file."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from .clients import client_context, close_all, connect_once, open_connected
+from .context import Context
+from .identities import identities
+from .report import Row, Section
+from .servers import EmulatorServer, Server
+from .stats import Samples
+
+SETTLE_SECONDS = 0.5  # lets the server finish closing one round's connections
+
+
+def run(ctx: Context) -> Section:
+    o = ctx.options
+    section = Section("Connect")
+    if ctx.mosquitto is None:
+        section.not_measured.append("mosquitto comparison (mosquitto not installed)")
+    servers: list[Server] = [ctx.emulator("full")] if ctx.wants("emulator") else []
+    servers += ctx.comparison_servers(o.connections, default_mosquitto=True)
+    idents = identities(o.connections)
+    seq: dict[str, Samples] = {}
+    conc: dict[str, Samples] = {}
+    p99: dict[str, Samples] = {}
+    cpu: dict[str, Samples] = {}
+    started: list[Server] = []
+    try:
+        for server in servers:
+            server.start()
+            started.append(server)
+            if isinstance(server, EmulatorServer):
+                server.create_devices(idents)
+        for rep in range(o.repeat):
+            for server in started:
+                c = client_context(server.ca_file)
+                cpu0, t0 = server.cpu_seconds(), time.perf_counter()
+                for ident in idents:
+                    connect_once(c, server.port, ident)
+                seconds, cpu1 = time.perf_counter() - t0, server.cpu_seconds()
+                seq.setdefault(server.label, Samples()).add(len(idents) / seconds)
+                cpu.setdefault(server.label, Samples()).add((cpu1 - cpu0) / len(idents) * 1000)
+                time.sleep(SETTLE_SECONDS)
+                rate, lat99 = asyncio.run(_concurrent(server, idents))
+                conc.setdefault(server.label, Samples()).add(rate)
+                p99.setdefault(server.label, Samples()).add(lat99 * 1000)
+                time.sleep(SETTLE_SECONDS)
+                ctx.log(f"connect → {server.label} #{rep + 1}: sequential {seq[server.label].values[-1]:.0f}/s, "
+                        f"concurrent {rate:.0f}/s (p99 {lat99 * 1000:.0f} ms)")  # fmt: skip
+    finally:
+        for server in started:
+            server.stop()
+    emu = "emulator"
+    others = [s.label for s in servers if s.label != emu]
+    n = o.connections
+    for other in others:
+        primary = other == "mosquitto (nodelay)"
+        rows = [
+            Row(f"TLS connect + SAS, {n} sequential", "connects/s", seq.get(emu), other, seq.get(other)),
+            Row(f"TLS connect + SAS, {n} concurrent", "connects/s", conc.get(emu), other, conc.get(other)),
+        ]
+        for r in rows:
+            if primary:
+                r.goal = "≥ 1.0×"
+                r.met = r.ratio is not None and r.ratio >= 1.0
+        rows.append(Row(f"TLS connect + SAS, {n} concurrent, p99 latency", "ms", p99.get(emu), other, p99.get(other)))
+        rows.append(Row(f"TLS connect + SAS, {n} sequential, server CPU", "CPU ms / connect", cpu.get(emu), other, cpu.get(other)))
+        section.rows += rows
+    return section
+
+
+async def _concurrent(server: Server, idents) -> tuple[float, float]:
+    c = client_context(server.ca_file)
+    t0 = time.perf_counter()
+    results = await asyncio.gather(*(open_connected(c, server.port, i) for i in idents), return_exceptions=True)
+    seconds = time.perf_counter() - t0
+    ok = [r for r in results if not isinstance(r, BaseException)]
+    await close_all([w for _, w, _ in ok])
+    failed = [r for r in results if isinstance(r, BaseException)]
+    if failed:
+        raise RuntimeError(f"{server.label}: {len(failed)} of {len(idents)} concurrent connects failed: {failed[0]!r}")
+    lat = sorted(t for _, _, t in ok)
+    return len(idents) / seconds, lat[min(len(lat) - 1, int(len(lat) * 0.99))]
