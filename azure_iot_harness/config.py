@@ -77,6 +77,18 @@ WELL_KNOWN_SYMMETRIC_GROUP_KEYS = (
 # X.509 enrollment group whose signing certificate is the development device CA.
 WELL_KNOWN_X509_GROUP = "x509-group1"
 
+# IoT Edge: the edge device (the gateway) and a leaf device in its scope.
+WELL_KNOWN_EDGE_DEVICE = "edge-device1"
+WELL_KNOWN_EDGE_DEVICE_KEYS = (
+    "f75Os+2CvU17qmnr7D8Okrjrg3wkza4GBEYfajA1vBs=",
+    "3yvXb4dDj1QW5KkWzwA5t4Qm5AotR+nJbyKzeydE35I=",
+)
+WELL_KNOWN_LEAF_DEVICE = "leaf-device1"
+WELL_KNOWN_LEAF_DEVICE_KEYS = (
+    "pi553HkN6ryyMp4ITWM9+KCYUfOLKpEFSmOj4+7VzFk=",
+    "3yl9sGUXWVZKcUZFXTNyBRrkt9rwVvMsH2zA9WUzMDA=",
+)
+
 
 def default_data_dir() -> Path:
     return Path.home() / ".azure-iot-harness"
@@ -112,6 +124,15 @@ class Config:
     dps_assigning_polls: int = 1
     dps_retry_after: int = 3
     dps_registrations_per_minute: int = 0
+    # IoT Edge (`serve --edge`): an edgeHub next to the hub, on 8883 of its own loopback address
+    # by default, since the Python device SDK reaches a gateway on port 8883 only.
+    edge: bool = False
+    edge_bind: str = "127.0.0.2"
+    edge_host: str = ""  # the gateway host name devices use; empty: edge_bind
+    edge_mqtt_port: int = 8883
+    edge_device_id: str = WELL_KNOWN_EDGE_DEVICE
+    edge_routes: str = ""  # a JSON file with $edgeHub desired properties; empty: FROM /* INTO $upstream
+    edge_workload_port: int = 0
     log_level: str = "info"
 
     @property
@@ -119,7 +140,7 @@ class Config:
         return self.host.split(".", 1)[0]
 
     def validate(self) -> "Config":
-        for name in ("mqtt_port", "https_port"):
+        for name in ("mqtt_port", "https_port", "edge_mqtt_port", "edge_workload_port"):
             port = getattr(self, name)
             if not 0 <= port <= 65535:
                 raise ConfigError(f"{name} must be between 0 and 65535, not {port}")

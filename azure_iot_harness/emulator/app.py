@@ -15,6 +15,7 @@ from ..certs import DevPKI
 from ..config import WELL_KNOWN_POLICIES, WELL_KNOWN_SYMMETRIC_GROUP, WELL_KNOWN_X509_GROUP, Config, Policy
 from ..errors import ConfigError, HarnessError
 from .dps.dps import Dps
+from .edge.edge import Edge
 from .frontdoor import FrontDoor
 from .hub.hub import Hub
 from .hub.registry import Registry
@@ -45,6 +46,7 @@ class Emulator:
         self.registry: Registry
         self.hub: Hub
         self.dps: Dps
+        self.edge: Edge | None = None
         self.mqtt: MqttListener
         self.https: HttpsServer
         self._started = False
@@ -80,6 +82,15 @@ class Emulator:
             hub_trusted_cas=[self.pki.device_ca_cert],
             twins=lambda: getattr(self.hub, "twins", None),
         )
+        self.edge = Edge(
+            self,
+            device_id=cfg.edge_device_id,
+            host=cfg.edge_host or cfg.edge_bind,
+            bind=cfg.edge_bind,
+            mqtt_port=cfg.edge_mqtt_port,
+            workload_port=cfg.edge_workload_port,
+            routes=_read_routes(cfg.edge_routes),
+        ) if cfg.edge else None
         await self.store.start()
         try:
             await self.registry.load()
@@ -104,8 +115,11 @@ class Emulator:
             self.https = HttpsServer(build_app(self), host=cfg.bind, port=cfg.https_port, ssl_context=https_ctx)
             try:
                 await _bind("HTTPS", cfg.bind, cfg.https_port, self.https.start)
+                if self.edge is not None:
+                    await self._start_edge()
             except BaseException:
                 await self.mqtt.stop()
+                await self.https.stop()
                 raise
         except BaseException:
             await self.store.close()
@@ -121,12 +135,41 @@ class Emulator:
         self._started = False
         if not self.config.in_memory:
             (self.config.data_dir / ENDPOINTS_FILE).unlink(missing_ok=True)
+        if self.edge is not None:
+            await self.edge.stop()
         await self.mqtt.stop()
         await self.https.stop()
         await self.store.close()
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
+
+    async def _start_edge(self) -> None:
+        assert self.edge is not None
+        if self.registry.get(self.edge.device_id) is None:
+            raise ConfigError(f"edge device {self.edge.device_id!r} is not in the registry")
+        if not (self.registry.get(self.edge.device_id).get("capabilities") or {}).get("iotEdge"):
+            raise ConfigError(f"device {self.edge.device_id!r} is not an IoT Edge device (capabilities.iotEdge)")
+        folder = None if self.config.in_memory else self.config.data_dir / "pki"
+        try:
+            await self.edge.start(folder)
+        except PermissionError as exc:
+            raise ConfigError(f"cannot bind the edge's MQTT port {self.edge.bind}:{self.edge.requested_mqtt_port}: {exc.strerror}") from None
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot start the edge on {self.edge.bind}:{self.edge.requested_mqtt_port}: {exc.strerror or exc} "
+                "(choose another address with --edge-bind or port with --edge-mqtt-port)"
+            ) from None
+
+    async def suspend_hub(self) -> None:
+        """Stop the hub's MQTT listener and drop its connections, as in an outage (tests of the
+        edge's store-and-forward use this); resume_hub() listens on the same port again."""
+        port = self.mqtt.port
+        await self.mqtt.stop()
+        self.mqtt.requested_port = port
+
+    async def resume_hub(self) -> None:
+        await self.mqtt.start()
 
     async def __aenter__(self) -> "Emulator":
         return await self.start()
@@ -173,6 +216,7 @@ class Emulator:
             "pid": os.getpid(),
             "connectionStrings": self.well_known_connection_strings(),
             "wellKnownIdentities": self.well_known_identities(),
+            "edge": self.edge.info() if self.edge is not None else None,
         }
 
     def well_known_identities(self) -> dict:
@@ -211,7 +255,7 @@ class Emulator:
         }
 
     def well_known_connection_strings(self) -> dict[str, str]:
-        from ..config import WELL_KNOWN_CA_DEVICE, WELL_KNOWN_MODULE, WELL_KNOWN_SAS_DEVICE
+        from ..config import WELL_KNOWN_CA_DEVICE, WELL_KNOWN_LEAF_DEVICE, WELL_KNOWN_MODULE, WELL_KNOWN_SAS_DEVICE
 
         return {
             "service": self.connection_string(policy="iothubowner"),
@@ -219,6 +263,11 @@ class Emulator:
             "module": self.connection_string(device=WELL_KNOWN_SAS_DEVICE, module=WELL_KNOWN_MODULE),
             "x509Device": self.connection_string(device=WELL_KNOWN_CA_DEVICE),
             "dpsService": self.dps_connection_string(),
+            **(
+                {"leafDevice": self.connection_string(device=WELL_KNOWN_LEAF_DEVICE) + f";GatewayHostName={self.edge.host}"}
+                if self.edge is not None
+                else {}
+            ),
         }
 
     def dps_connection_string(self) -> str:
@@ -286,6 +335,15 @@ async def _bind(what: str, host: str, port: int, start: Any) -> None:
         ) from None
     except OSError as exc:
         raise ConfigError(f"cannot bind {what} to {host}:{port}: {exc.strerror or exc}") from None
+
+
+def _read_routes(path: str) -> dict | None:
+    if not path:
+        return None
+    try:
+        return json.loads(Path(path).expanduser().read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read edge routes from {path}: {exc}") from None
 
 
 class EmulatorThread:

@@ -72,9 +72,9 @@ async def _unrouted(request: Request) -> Response:
 
 
 class _HypercornConfig(hypercorn.config.Config):
-    """Hands hypercorn our own TLS context instead of file names."""
+    """Hands hypercorn our own TLS context instead of file names (None: plain HTTP)."""
 
-    def __init__(self, ssl_context: ssl.SSLContext) -> None:
+    def __init__(self, ssl_context: ssl.SSLContext | None) -> None:
         super().__init__()
         self._ssl_context = ssl_context
 
@@ -83,15 +83,17 @@ class _HypercornConfig(hypercorn.config.Config):
 
     @property
     def ssl_enabled(self) -> bool:
-        return True
+        return self._ssl_context is not None
 
 
 class HttpsServer:
-    def __init__(self, app: Starlette, *, host: str, port: int, ssl_context: ssl.SSLContext) -> None:
+    def __init__(self, app: Starlette, *, host: str, port: int, ssl_context: ssl.SSLContext | None) -> None:
+        """ssl_context None serves plain HTTP (the edge's workload API on loopback)."""
         self.app = app
         self.host = host
         self.requested_port = port
-        ssl_context.set_alpn_protocols(["http/1.1"])
+        if ssl_context is not None:
+            ssl_context.set_alpn_protocols(["http/1.1"])
         self.config = _HypercornConfig(ssl_context)
         self.config.accesslog = None
         self.config.errorlog = logging.getLogger("azure_iot_harness.https.server")
@@ -119,7 +121,7 @@ class HttpsServer:
         sock.listen(128)
         self._sock = sock
         # hypercorn closes the socket it is given: hand it a duplicate and keep ours.
-        self.config.bind = [f"fd://{os.dup(sock.fileno())}"]
+        self.config.bind = [f"fd://{os.dup(sock.fileno())}"]  # plain HTTP too when TLS is off
         started = asyncio.Event()
         self._task = asyncio.create_task(self._serve(started))
         await started.wait()

@@ -19,6 +19,10 @@ from typing import Callable, TypeVar
 
 from ...config import (
     WELL_KNOWN_CA_DEVICE,
+    WELL_KNOWN_EDGE_DEVICE,
+    WELL_KNOWN_EDGE_DEVICE_KEYS,
+    WELL_KNOWN_LEAF_DEVICE,
+    WELL_KNOWN_LEAF_DEVICE_KEYS,
     WELL_KNOWN_MODULE,
     WELL_KNOWN_MODULE_KEYS,
     WELL_KNOWN_SAS_DEVICE,
@@ -122,6 +126,29 @@ class Registry:
         if (WELL_KNOWN_CA_DEVICE, None) not in self._docs:
             await self.put_device(
                 {"deviceId": WELL_KNOWN_CA_DEVICE, "authentication": {"type": "certificateAuthority"}},
+                if_match=None,
+            )
+        await self._seed_edge()
+
+    async def _seed_edge(self) -> None:
+        """The well-known IoT Edge device and a leaf device in its scope (parent/child)."""
+        if (WELL_KNOWN_EDGE_DEVICE, None) not in self._docs:
+            keys = dict(zip(("primaryKey", "secondaryKey"), WELL_KNOWN_EDGE_DEVICE_KEYS))
+            body = {"authentication": {"type": "sas", "symmetricKey": keys}, "capabilities": {"iotEdge": True}}
+            doc = await self.put_device({"deviceId": WELL_KNOWN_EDGE_DEVICE, **body}, if_match=None)
+            # The scope names the edge device's generation, which exists only once it does.
+            scope = f"ms-azure-iot-edge://{WELL_KNOWN_EDGE_DEVICE}-{doc['generationId']}"
+            await self.put_device({"deviceId": WELL_KNOWN_EDGE_DEVICE, **body, "deviceScope": scope}, if_match="*")
+        scope = self._docs[(WELL_KNOWN_EDGE_DEVICE, None)].get("deviceScope")
+        if (WELL_KNOWN_LEAF_DEVICE, None) not in self._docs and scope:
+            keys = dict(zip(("primaryKey", "secondaryKey"), WELL_KNOWN_LEAF_DEVICE_KEYS))
+            await self.put_device(
+                {
+                    "deviceId": WELL_KNOWN_LEAF_DEVICE,
+                    "authentication": {"type": "sas", "symmetricKey": keys},
+                    "deviceScope": scope,
+                    "parentScopes": [scope],
+                },
                 if_match=None,
             )
 
