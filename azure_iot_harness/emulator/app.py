@@ -94,7 +94,7 @@ class Emulator:
         await self.store.start()
         try:
             await self.registry.load()
-            await self.registry.seed_well_known()
+            await self.registry.seed_well_known(edge=cfg.edge)
             await self.hub.load()
             await self.dps.load()
             await self.dps.seed_well_known()

@@ -98,8 +98,9 @@ class Registry:
         for doc in await self.store.load_identities():
             self._docs[(doc["deviceId"], doc.get("moduleId"))] = doc
 
-    async def seed_well_known(self) -> None:
-        """Create the published development identities when they are missing."""
+    async def seed_well_known(self, *, edge: bool = False) -> None:
+        """Create the published development identities when they are missing (the IoT Edge
+        ones only for an emulator with an edge)."""
         if (WELL_KNOWN_SAS_DEVICE, None) not in self._docs:
             await self.put_device(
                 {
@@ -128,7 +129,8 @@ class Registry:
                 {"deviceId": WELL_KNOWN_CA_DEVICE, "authentication": {"type": "certificateAuthority"}},
                 if_match=None,
             )
-        await self._seed_edge()
+        if edge:
+            await self._seed_edge()
 
     async def _seed_edge(self) -> None:
         """The well-known IoT Edge device and a leaf device in its scope (parent/child)."""
