@@ -130,10 +130,13 @@ def unreachable(info: dict, exc: BaseException) -> CliError:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    if args.edge:
-        raise CliError("--edge: IoT Edge's edgeHub is not supported by the emulator yet", 2)
     cfg = load_config(
         args,
+        edge=args.edge or None,
+        edge_bind=args.edge_bind,
+        edge_host=args.edge_host,
+        edge_mqtt_port=args.edge_mqtt_port,
+        edge_routes=args.edge_routes,
         host=args.host,
         bind=args.bind,
         mqtt_port=args.mqtt_port,
@@ -199,6 +202,10 @@ def print_banner(info: dict, cfg: Config) -> None:
     ]
     if "dps" in info:
         rows.insert(4, ("DPS ID scope", f"{info['dps']['idScope']}  (DPS host {info['dps']['host']}, same ports)"))
+    if info.get("edge"):
+        edge = info["edge"]
+        rows.insert(5, ("edgeHub", f"mqtts://{edge['mqtt']['host']}:{edge['mqtt']['port']}  (edge device {edge['deviceId']}, GatewayHostName={edge['host']})"))
+        rows.insert(6, ("edge routes", "; ".join(f"{k}: {v}" for k, v in edge["routes"]["routes"].items()) or "none"))
     out = [f"azure-iot-harness {__version__}: IoT Hub emulator, pid {info['pid']}"]
     out += [f"  {name + ':':<16}{value}" for name, value in rows]
     out.append("connection strings:")
@@ -260,11 +267,9 @@ def cmd_sas_token(args: argparse.Namespace) -> int:
 
 
 def cmd_connection_string(args: argparse.Namespace) -> int:
-    if args.edge_device is not None:
-        raise not_supported_yet("--edge-device: IoT Edge")
     if args.policy is not None and not args.service:
         raise CliError("--policy goes with --service only", 2)
-    device, module = args.device, None
+    device, module = args.device or args.edge_device, None
     if args.module is not None:
         device, sep, module = args.module.partition("/")
         if not sep or not device or not module or "/" in module:
@@ -276,6 +281,8 @@ def cmd_connection_string(args: argparse.Namespace) -> int:
     if args.service:
         print(service_connection_string(info, args.policy or "iothubowner"))
         return 0
+    if args.edge_device is not None and not (get_identity(info, device, None).get("capabilities") or {}).get("iotEdge"):
+        raise CliError(f"{device} is not an IoT Edge device (capabilities.iotEdge is false)")
     print(rest_connection_string(info, device, module))
     return 0
 
@@ -515,7 +522,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mqtt-port", type=int, metavar="N", help="MQTT/TLS port, 0 picks a free one (default: 8883)")
     p.add_argument("--https-port", type=int, metavar="N", help="HTTPS port, 0 picks a free one (default: 443)")
     p.add_argument("--in-memory", action="store_true", default=None, help="keep nothing on disk (no endpoints file either)")
-    p.add_argument("--edge", action="store_true", help="also run IoT Edge's edgeHub (not supported yet)")
+    p.add_argument("--edge", action="store_true", help="also run IoT Edge's edgeHub, a transparent gateway")
+    p.add_argument("--edge-bind", metavar="ADDR", help="the edgeHub's address (default: 127.0.0.2)")
+    p.add_argument("--edge-host", metavar="NAME", help="the gateway host name devices use (default: the edge address)")
+    p.add_argument("--edge-mqtt-port", type=int, metavar="N", help="the edgeHub's MQTT port (default: 8883)")
+    p.add_argument("--edge-routes", metavar="FILE", help="a JSON file of $edgeHub desired properties (routes)")
     p.add_argument("--log-level", metavar="LEVEL", help="debug, info, warning or error (default: info)")
     p.set_defaults(func=cmd_serve)
 
@@ -536,7 +547,7 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--module", metavar="ID/MOD")
     which.add_argument("--service", action="store_true", help="the hub's service connection string")
     which.add_argument("--dps-service", action="store_true", help="the Device Provisioning Service's service connection string")
-    which.add_argument("--edge-device", metavar="ID", help="(not supported yet)")
+    which.add_argument("--edge-device", metavar="ID", help="an IoT Edge device's connection string")
     p.add_argument("--policy", metavar="NAME", help="with --service: the shared access policy (default: iothubowner)")
     p.set_defaults(func=cmd_connection_string)
 

@@ -90,10 +90,20 @@ def test_serve_refuses_a_second_emulator_on_the_same_data_folder(served: Serve) 
     assert (served.data_dir / "endpoints.json").exists()  # the running one's file is untouched
 
 
-def test_serve_edge_is_not_supported_yet(tmp_path: Path) -> None:
-    res = run_cli("serve", "--edge", "--data-dir", str(tmp_path))
-    assert res.returncode == 2
-    assert res.stderr.strip() == "error: --edge: IoT Edge's edgeHub is not supported by the emulator yet"
+def test_serve_edge(tmp_path: Path) -> None:
+    from tests.conftest import free_loopback_address
+
+    address = free_loopback_address()
+    with Serve(tmp_path / "data", "--edge", "--edge-bind", address, "--edge-mqtt-port", "0") as serve:
+        info = serve.info
+        assert info["edge"]["host"] == address and info["edge"]["mqtt"]["port"] > 0
+        assert any(line.strip().startswith("edgeHub:") for line in serve.banner)
+        assert info["connectionStrings"]["leafDevice"].endswith(f";GatewayHostName={address}")
+        data = ["--data-dir", str(serve.data_dir)]
+        edge = run_cli("connection-string", "--edge-device", "edge-device1", *data)
+        assert edge.returncode == 0 and edge.stdout.startswith("HostName=localhost;DeviceId=edge-device1;SharedAccessKey=")
+        not_edge = run_cli("connection-string", "--edge-device", "device1", *data)
+        assert not_edge.returncode == 1 and "not an IoT Edge device" in not_edge.stderr
 
 
 def test_serve_bad_config_exits_2(tmp_path: Path) -> None:
@@ -201,7 +211,6 @@ def test_connection_strings_are_exactly_azures(served: Serve) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--edge-device", "edge1"], "error: --edge-device: IoT Edge is not supported by the emulator yet"),
         (["--device", "device1", "--policy", "service"], "error: --policy goes with --service only"),
         (["--module", "device1"], "error: --module wants DEVICE/MODULE, not 'device1'"),
     ],

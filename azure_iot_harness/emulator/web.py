@@ -139,6 +139,8 @@ class HttpsServer:
         await hypercorn.asyncio.serve(self.app, self.config, shutdown_trigger=trigger)  # type: ignore[arg-type]
 
     async def stop(self) -> None:
+        if self._sock is None:
+            return  # never started (or already stopped)
         self._stop.set()
         await asyncio.sleep(0.05)  # let in-flight responses finish
         # On Python 3.11 hypercorn's shutdown waits for idle keep-alive connections to time out
