@@ -1,10 +1,12 @@
-"""Values, operators and built-in functions of the IoT Edge route condition language. Pure.
+"""The run time of the IoT Edge route condition language: values, operators, built-in
+functions, and what a condition reads from a message (`MessageView`: properties, the one table
+of system-property names, the `$body` JSON). Pure; the grammar is in routes.py.
 
 edgeHub compiles a condition with static types and rejects ill-typed ones when the route is
 loaded; at run time every operation that meets an undefined (or, for strings, a null) operand
 yields *undefined*, and a route is taken only when its condition is exactly `true`.
 
-Static types (`STRING`, `NUMBER`, `BOOL`, `NULL`, `UNDEFINED`, `DYNAMIC`): literals have their
+Static types (`STRING`, `NUMBER`, `BOOL`, `NULL_TYPE`, `UNDEFINED_TYPE`, `DYNAMIC`): literals have their
 own type, application and system properties are strings, and a `$body` query is `DYNAMIC` (its
 type is known only once the JSON body is read). A `DYNAMIC` operand is accepted wherever a
 string, number, bool or null is.
@@ -15,10 +17,12 @@ sentinels `NULL` and `UNDEFINED`.
 
 from __future__ import annotations
 
+import json
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Callable, Union
+from typing import Any, Callable, Union
 
 STRING, NUMBER, BOOL, NULL_TYPE, UNDEFINED_TYPE, DYNAMIC = (
     "string",
@@ -386,3 +390,125 @@ BUILTINS: dict[str, list[Signature]] = {
     "ends_with": [Signature((STRING, STRING), BOOL, _strings(str.endswith))],
     "contains": [Signature((STRING, STRING), BOOL, _strings(lambda s, f: f in s))],
 }
+
+
+# ---- what a condition reads from a message -----------------------------------------------------
+
+# Route-language system property (`$name`, case-insensitive) -> the `Telemetry.system_properties`
+# key holding it (Event Hubs-style names, see protocol/messages.py). The one table of this.
+SYSTEM_PROPERTIES: dict[str, str] = {
+    "messageId": "message-id",
+    "correlationId": "correlation-id",
+    "cid": "correlation-id",  # where edgeHub itself files a device's $.cid
+    "userId": "user-id",
+    "to": "to",
+    "ack": "iothub-ack",
+    "contentType": "content-type",
+    "contentEncoding": "content-encoding",
+    "absolute-expiry-time": "absolute-expiry-time",
+    "creationTime": "creation-time",
+    "enqueuedTime": "iothub-enqueuedtime",
+    "connectionDeviceId": "iothub-connection-device-id",
+    "connectionModuleId": "iothub-connection-module-id",
+    "connectionDeviceGenerationId": "iothub-connection-auth-generation-id",
+    "connectionAuthMethod": "iothub-connection-auth-method",
+    "outputName": "output-name",
+    "inputName": "input-name",
+    "messageSchema": "message-schema",
+    "operation": "iothub-operation",
+    "iothub-interface-id": "iothub-interface-id",
+    "componentName": "dt-subject",
+    "dt-subject": "dt-subject",
+    "modelId": "dt-dataschema",
+}
+_SYSTEM_KEYS = {name.lower(): key for name, key in SYSTEM_PROPERTIES.items()}
+_BODY_ENCODINGS = {"utf-8": "utf-8", "utf-16": "utf-16-le", "utf-32": "utf-32-le"}
+
+
+_UNSET = object()
+
+
+def _fold(properties: Mapping[str, Any]) -> dict[str, Any]:
+    folded: dict[str, Any] = {}
+    for key, value in properties.items():
+        folded.setdefault(key.lower(), value)
+    return folded
+
+
+def _json_value(value: Any) -> Value:
+    if value is None:
+        return NULL
+    if isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, (int, float)):
+        try:
+            return number(float(value))
+        except OverflowError:
+            return float("inf") if value > 0 else float("-inf")
+    return UNDEFINED  # an object or an array: only leaf values compare
+
+
+class MessageView:
+    """One message as a condition reads it: case-insensitive property names, system properties
+    by their route-language names, and the JSON body parsed once, on first use."""
+
+    def __init__(self, telemetry: Any) -> None:
+        self.telemetry = telemetry
+        self.app = _fold(telemetry.properties)
+        self.system = _fold(telemetry.system_properties)
+        self._body: Any = _UNSET
+
+    def has_app(self, name: str) -> bool:
+        return name.lower() in self.app
+
+    def app_property(self, name: str) -> Value:
+        key = name.lower()
+        if key not in self.app:
+            return UNDEFINED
+        value = self.app[key]
+        return NULL if value is None else value
+
+    def system_property(self, name: str) -> Value:
+        key = _SYSTEM_KEYS.get(name.lower())
+        if key is None:
+            return UNDEFINED
+        value = self.system.get(key)
+        if value is None and key == "iothub-connection-device-id":
+            value = self.telemetry.device_id or None
+        if value is None and key == "iothub-connection-module-id":
+            value = self.telemetry.module_id or None
+        return UNDEFINED if value is None else value
+
+    def body(self) -> Any:
+        if self._body is _UNSET:
+            self._body = self._parse_body()
+        return self._body
+
+    def _parse_body(self) -> Any:
+        content_type = self.system_property("contentType")
+        encoding = self.system_property("contentEncoding")
+        if not isinstance(content_type, str) or content_type.lower() != "application/json":
+            return UNDEFINED
+        codec = _BODY_ENCODINGS.get(encoding.lower()) if isinstance(encoding, str) else None
+        if codec is None:
+            return UNDEFINED
+        text = bytes(self.telemetry.body).decode(codec, errors="replace").lstrip("\ufeff")
+        try:
+            document = json.loads(text)
+        except (ValueError, RecursionError):
+            return UNDEFINED
+        return document if isinstance(document, dict) else UNDEFINED
+
+    def body_query(self, path: tuple[tuple[str, int | None], ...]) -> Value:
+        current = self.body()
+        if current is UNDEFINED:
+            return UNDEFINED
+        for name, index in path:
+            if not isinstance(current, dict) or name not in current:
+                return NULL  # edgeHub: a path that selects nothing is null
+            current = current[name]
+            if index is not None:
+                if not isinstance(current, list) or index >= len(current):
+                    return NULL
+                current = current[index]
+        return _json_value(current)

@@ -6,17 +6,19 @@ way edgeHub compiles it: an ill-typed condition is a route error when the routes
 not a silent `false` at run time. In particular application and system properties are
 strings: `temperature > 30` is refused ("have 'string' and 'number'") and must be written
 `as_number(temperature) > 30`, while `$body.temperature > 30` is fine (a `$body` value's type
-is known only at run time; of different types, `=` is false and `!=` true).
+is known only at run time; of different types, `=` is false and `!=` true; a path that
+selects nothing is null, an object or array undefined).
 
 Evaluation is three-valued: anything that meets *undefined* (a missing property, a `$body`
 query without JSON content type and encoding, …) is undefined, `false AND undefined` is
 false, `true OR undefined` true, and a route is taken only when its condition is `true`.
 
-Deliberate differences from edgeHub (each one stricter or a bug fix, none more lenient):
-text after the sink, a BrokeredEndpoint whose segments are not `modules`/`inputs`, and
-`twin_change_includes` (never compilable in edgeHub) are errors; one bad route does not make
-the whole `$edgeHub` configuration fail (it is reported in `RouteSet.errors`); `is_null` on a
-`$body` value is true only for null; AND/OR accept a `$body` operand on either side.
+Deliberate differences from edgeHub. Stricter: text after the sink, a BrokeredEndpoint whose
+segments are not `modules`/`inputs`, and `twin_change_includes` (which edgeHub never manages to
+compile) are errors. Kinder: one bad route does not fail the whole `$edgeHub` configuration,
+it is reported in `RouteSet.errors` and the others work. edgeHub bugs not reproduced:
+`is_null` on a `$body` value is true only for null; AND/OR take a `$body` operand on the
+right as well as on the left.
 """
 
 from __future__ import annotations
@@ -36,8 +38,10 @@ from .route_functions import (
     NULL_TYPE,
     NUMBER,
     STRING,
+    SYSTEM_PROPERTIES,
     UNDEFINED,
     UNDEFINED_TYPE,
+    MessageView,
     Signature,
     Value,
     arithmetic,
@@ -52,40 +56,34 @@ from .route_functions import (
     type_label,
 )
 
+__all__ = [
+    "DEFAULT_PRIORITY",
+    "DEFAULT_TTL_SECS",
+    "SUPPORTED_SCHEMA_VERSIONS",
+    "SYSTEM_PROPERTIES",
+    "BrokeredEndpoint",
+    "Route",
+    "RouteError",
+    "RouteSet",
+    "Sink",
+    "Upstream",
+    "default_routes",
+    "evaluate",
+    "evaluate_condition",
+    "format_condition",
+    "load_routes",
+    "matches",
+    "message_source",
+    "normalize_source",
+    "parse_condition",
+    "parse_route",
+    "source_matches",
+]
+
 DEFAULT_PRIORITY = 2_000_000_000  # edgeHub's RouteFactory.DefaultPriority: below every 0-9
 DEFAULT_TTL_SECS = 7200
 SUPPORTED_SCHEMA_VERSIONS = ("1.0", "1.1", "1.2", "1.3")
 MAX_ROUTE_TTL_SECS = 2**32 - 1  # timeToLiveSecs is a uint in edgeHub
-
-# Route-language system property (`$name`, case-insensitive) -> the `Telemetry.system_properties`
-# key holding it (Event Hubs-style names, see protocol/messages.py). The one table of this.
-SYSTEM_PROPERTIES: dict[str, str] = {
-    "messageId": "message-id",
-    "correlationId": "correlation-id",
-    "cid": "correlation-id",  # where edgeHub itself files a device's $.cid
-    "userId": "user-id",
-    "to": "to",
-    "ack": "iothub-ack",
-    "contentType": "content-type",
-    "contentEncoding": "content-encoding",
-    "absolute-expiry-time": "absolute-expiry-time",
-    "creationTime": "creation-time",
-    "enqueuedTime": "iothub-enqueuedtime",
-    "connectionDeviceId": "iothub-connection-device-id",
-    "connectionModuleId": "iothub-connection-module-id",
-    "connectionDeviceGenerationId": "iothub-connection-auth-generation-id",
-    "connectionAuthMethod": "iothub-connection-auth-method",
-    "outputName": "output-name",
-    "inputName": "input-name",
-    "messageSchema": "message-schema",
-    "operation": "iothub-operation",
-    "iothub-interface-id": "iothub-interface-id",
-    "componentName": "dt-subject",
-    "dt-subject": "dt-subject",
-    "modelId": "dt-dataschema",
-}
-_SYSTEM_KEYS = {name.lower(): key for name, key in SYSTEM_PROPERTIES.items()}
-_BODY_ENCODINGS = {"utf-8": "utf-8", "utf-16": "utf-16-le", "utf-32": "utf-32-le"}
 
 
 class RouteError(HarnessError):
@@ -133,6 +131,9 @@ Sink = Union[Upstream, BrokeredEndpoint]
 
 @dataclass(frozen=True)
 class Route:
+    """One parsed route; `name`, `priority` and `time_to_live_secs` come from the `$edgeHub`
+    route specification (`load_routes`), the rest from the route text (`parse_route`)."""
+
     text: str
     source: str  # the FROM path as written, e.g. "/messages/*"
     condition: Node | None
@@ -386,7 +387,8 @@ class _Parser:
         if self.tok.kind != "INTO":
             if self.tok.kind == ")":
                 raise self.error("unmatched closing ')'")
-            raise self.error(f"expected {'INTO' if condition else 'WHERE or INTO'}, found {self.found()}")
+            expected = "INTO" if condition is not None else "WHERE or INTO"
+            raise self.error(f"expected {expected}, found {self.found()}")
         self.advance()
         sink = self.sink()
         if self.tok.kind != "EOF":
@@ -639,95 +641,7 @@ def format_condition(node: Node | None) -> str:
 
 # ---- evaluation -------------------------------------------------------------------------------
 
-_UNSET = object()
-
-
-def _fold(properties: Mapping[str, Any]) -> dict[str, Any]:
-    folded: dict[str, Any] = {}
-    for key, value in properties.items():
-        folded.setdefault(key.lower(), value)
-    return folded
-
-
-def _json_value(value: Any) -> Value:
-    if value is None:
-        return NULL
-    if isinstance(value, (bool, str)):
-        return value
-    if isinstance(value, (int, float)):
-        try:
-            return number(float(value))
-        except OverflowError:
-            return float("inf") if value > 0 else float("-inf")
-    return UNDEFINED  # an object or an array: only leaf values compare
-
-
-class _Message:
-    """One message as conditions see it: case-insensitive property names, a lazily parsed body."""
-
-    def __init__(self, telemetry: Any) -> None:
-        self.telemetry = telemetry
-        self.app = _fold(telemetry.properties)
-        self.system = _fold(telemetry.system_properties)
-        self._body: Any = _UNSET
-
-    def has_app(self, name: str) -> bool:
-        return name.lower() in self.app
-
-    def app_property(self, name: str) -> Value:
-        key = name.lower()
-        if key not in self.app:
-            return UNDEFINED
-        value = self.app[key]
-        return NULL if value is None else value
-
-    def system_property(self, name: str) -> Value:
-        key = _SYSTEM_KEYS.get(name.lower())
-        if key is None:
-            return UNDEFINED
-        value = self.system.get(key)
-        if value is None and key == "iothub-connection-device-id":
-            value = self.telemetry.device_id or None
-        if value is None and key == "iothub-connection-module-id":
-            value = self.telemetry.module_id or None
-        return UNDEFINED if value is None else value
-
-    def body(self) -> Any:
-        if self._body is _UNSET:
-            self._body = self._parse_body()
-        return self._body
-
-    def _parse_body(self) -> Any:
-        content_type = self.system_property("contentType")
-        encoding = self.system_property("contentEncoding")
-        if not isinstance(content_type, str) or content_type.lower() != "application/json":
-            return UNDEFINED
-        codec = _BODY_ENCODINGS.get(encoding.lower()) if isinstance(encoding, str) else None
-        if codec is None:
-            return UNDEFINED
-        text = bytes(self.telemetry.body).decode(codec, errors="replace").lstrip("\ufeff")
-        try:
-            document = json.loads(text)
-        except ValueError:
-            return UNDEFINED
-        return document if isinstance(document, dict) else UNDEFINED
-
-    def body_query(self, path: tuple[tuple[str, int | None], ...]) -> Value:
-        current = self.body()
-        if current is UNDEFINED:
-            return UNDEFINED
-        for name, index in path:
-            if not isinstance(current, dict) or name not in current:
-                return NULL  # edgeHub: a path that selects nothing is null
-            current = current[name]
-            if index is not None:
-                if not isinstance(current, list) or index >= len(current):
-                    return NULL
-                current = current[index]
-        return _json_value(current)
-
-
-def _eval(node: Node, msg: _Message) -> Value:
+def _eval(node: Node, msg: MessageView) -> Value:
     if isinstance(node, Literal):
         return node.value
     if isinstance(node, AppProperty):
@@ -768,17 +682,17 @@ def _eval(node: Node, msg: _Message) -> Value:
 
 def evaluate_condition(condition: Node, telemetry: Any) -> Value:
     """The value of a condition for a message: str, float, bool, NULL or UNDEFINED."""
-    return _eval(condition, _Message(telemetry))
+    return _eval(condition, MessageView(telemetry))
 
 
-def _holds(route: Route, msg: _Message) -> bool:
+def _holds(route: Route, msg: MessageView) -> bool:
     return route.condition is None or _eval(route.condition, msg) is True
 
 
 def evaluate(route: Route, telemetry: Any) -> bool:
     """Whether the route's condition is true for the message (undefined, null or a value
     that is not a bool count as false). The source is not looked at: see `matches`."""
-    return _holds(route, _Message(telemetry))
+    return _holds(route, MessageView(telemetry))
 
 
 def matches(route: Route, telemetry: Any) -> bool:
@@ -802,7 +716,7 @@ class RouteSet:
         same sink the one with the highest priority (lowest number) wins, the first listed
         on a tie, and its priority and TTL apply. Ordered by the sinks' first match."""
         source = message_source(telemetry)
-        msg = _Message(telemetry)
+        msg = MessageView(telemetry)
         chosen: dict[Sink, Route] = {}
         for route in self.routes:
             if route.matches_source(source) and _holds(route, msg):
