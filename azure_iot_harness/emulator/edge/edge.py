@@ -63,7 +63,7 @@ class Edge:
             edge_device_id=self.device_id,
             hub_host=hub_host,
             hub_address=emu.config.bind,
-            hub_port=lambda: emu.mqtt_port,
+            hub_port=lambda: emu.mqtt.port if emu.mqtt.running else emu.mqtt.requested_port,
             ssl_context=client_ctx,
             token=lambda: sas.generate(f"{hub_host}/devices/{self.device_id}", edge_key),
             queues=self.queues,

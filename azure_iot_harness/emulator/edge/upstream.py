@@ -127,8 +127,10 @@ class Upstream:
             try:
                 client = await self.client(t.device_id, t.module_id)
                 await asyncio.wait_for(client.publish(telemetry_topic(t), t.body, 1), 30)
-            except (OSError, ConnectionLost, ConnectRefused, asyncio.TimeoutError) as exc:
+            except Exception as exc:  # whatever it is, the pump must live on: nothing may be lost
                 item.in_flight = False
+                if not isinstance(exc, (OSError, ConnectionLost, ConnectRefused, asyncio.TimeoutError)):
+                    log.exception("upstream: unexpected error; retrying")
                 if self.online.is_set() or backoff == 0.1:
                     log.warning("upstream (the hub) unreachable, messages are kept until it returns: %s", exc)
                 self.online.clear()

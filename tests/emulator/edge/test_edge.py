@@ -1,0 +1,245 @@
+"""edgeHub as a transparent gateway, over real sockets: leaf devices and modules, routes,
+module inputs, store-and-forward, and the relay of twins and methods."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from azure_iot_harness.config import WELL_KNOWN_LEAF_DEVICE_KEYS
+from azure_iot_harness.emulator.app import EmulatorThread
+from azure_iot_harness.emulator.protocol import sas
+from tests.conftest import free_loopback_address
+from tests.helpers import PahoDevice, https, wait_for
+
+ALERTS = {
+    "schemaVersion": "1.1",
+    "routes": {
+        "alerts": 'FROM /messages/* WHERE $body.messageType = \'alert\' INTO BrokeredEndpoint("/modules/alerts/inputs/in1")',
+        "rest": "FROM /messages/* WHERE $body.messageType != 'alert' OR NOT IS_DEFINED($body.messageType) INTO $upstream",
+        "broken": "FROM /messages/* WHERE ( INTO $upstream",
+    },
+}
+
+
+def _edge(routes=None, **settings):
+    thread = EmulatorThread(in_memory=True, mqtt_port=0, https_port=0, edge=True, edge_bind=free_loopback_address(),
+                            edge_mqtt_port=0, **settings)
+    emu = thread.start()
+    if routes is not None:
+        emu.edge.router.replace(routes)
+    return thread, emu
+
+
+@pytest.fixture
+def edge():
+    thread, emu = _edge()
+    yield thread, emu
+    thread.stop()
+
+
+class EdgeClient(PahoDevice):
+    """A paho client pointed at the edge's listener (the gateway), trusting the same root CA."""
+
+    def connect(self, timeout: float = 10.0) -> int:
+        self.client.connect(self.emu.edge.bind, self.emu.edge.mqtt_port, keepalive=self.keepalive)
+        self.client.loop_start()
+        wait_for(lambda: self.connack is not None or self.disconnected.is_set(), timeout)
+        return self.connack if self.connack is not None else -1
+
+
+def _leaf(emu, username="localhost/leaf-device1/api-version=2016-11-14", key=WELL_KNOWN_LEAF_DEVICE_KEYS[0]):
+    return EdgeClient(emu, "leaf-device1", username=username, password=sas.generate("localhost/devices/leaf-device1", key))
+
+
+def _module(thread, emu, module_id, auth=None):
+    body = {"moduleId": module_id, **({"authentication": auth} if auth else {})}
+    doc = thread.call(emu.registry.put_module("edge-device1", body, if_match=None))
+    token = sas.generate(f"localhost/devices/edge-device1/modules/{module_id}", doc["authentication"]["symmetricKey"]["primaryKey"])
+    return EdgeClient(emu, f"edge-device1/{module_id}", username=f"localhost/edge-device1/{module_id}/?api-version=2021-04-12", password=token)
+
+
+def _hub_messages(emu):
+    return https(emu, "GET", "/_emulator/telemetry?limit=1000")[2]["messages"]
+
+
+def test_the_gateway_guide_script_reaches_the_hub_as_the_leaf(edge):
+    thread, emu = edge
+    leaf = _leaf(emu)
+    assert leaf.connect() == 0
+    mid = leaf.publish("devices/leaf-device1/messages/events/$.ct=application%2Fjson&$.ce=utf-8", json.dumps({"t": 21}))
+    wait_for(lambda: mid in leaf.acked)
+    msg = wait_for(lambda: _hub_messages(emu))[0]
+    assert msg["deviceId"] == "leaf-device1" and json.loads(msg["body"]) == {"t": 21}
+    assert msg["systemProperties"]["iothub-connection-device-id"] == "leaf-device1"
+    assert msg["systemProperties"]["content-type"] == "application/json"
+    leaf.close()
+
+
+def test_sas_audience_may_name_the_edge_host(edge):
+    thread, emu = edge
+    token = sas.generate(f"{emu.edge.host}/devices/leaf-device1", WELL_KNOWN_LEAF_DEVICE_KEYS[0])
+    leaf = EdgeClient(emu, "leaf-device1", username="localhost/leaf-device1/?api-version=2021-04-12", password=token)
+    assert leaf.connect() == 0
+    leaf.close()
+
+
+@pytest.mark.parametrize(
+    "client_id, username, why",
+    [
+        ("leaf-device1", "localhost/leaf-device1", "no api-version (edgeHub requires it)"),
+        ("device1", "localhost/device1/?api-version=2021-04-12", "not in the edge's scope"),
+    ],
+)
+def test_refusals(edge, client_id, username, why):
+    thread, emu = edge
+    key = emu.registry.get(client_id)["authentication"]["symmetricKey"]["primaryKey"]
+    c = EdgeClient(emu, client_id, username=username, password=sas.generate(f"localhost/devices/{client_id}", key))
+    assert c.connect() == 5, why
+    c.close()
+
+
+def test_modules_connect_with_sas_but_not_x509(edge, tmp_path):
+    thread, emu = edge
+    mod = _module(thread, emu, "filter")
+    assert mod.connect() == 0
+    mod.close()
+    thread.call(emu.registry.put_module("edge-device1", {"moduleId": "camera", "authentication": {"type": "certificateAuthority"}}, if_match=None))
+    certfile, keyfile = emu.pki.issue_device_cert("edge-device1/camera").write(tmp_path)
+    cam = EdgeClient(emu, "edge-device1/camera", username="localhost/edge-device1/camera/?api-version=2021-04-12",
+                     certfile=str(certfile), keyfile=str(keyfile))
+    assert cam.connect() == 5
+
+
+def test_alert_route_to_a_module_and_the_rest_upstream():
+    thread, emu = _edge(ALERTS)
+    try:
+        assert set(emu.edge.router.describe()["errors"]) == {"broken"}  # the others keep working
+        alerts = _module(thread, emu, "alerts")
+        assert alerts.connect() == 0
+        alerts.client.subscribe("devices/edge-device1/modules/alerts/inputs/#", 1)
+        leaf = _leaf(emu)
+        assert leaf.connect() == 0
+        json_props = "$.ct=application%2Fjson&$.ce=utf-8"
+        sent = [
+            (json_props, {"messageType": "alert", "n": 1}),  # to the module
+            ("", {"messageType": "alert", "n": 2}),  # no content type: $body is undefined, upstream
+            (json_props, {"messageType": "info", "n": 3}),  # upstream
+        ]
+        mids = [leaf.publish(f"devices/leaf-device1/messages/events/{props}", json.dumps(body)) for props, body in sent]
+        wait_for(lambda: set(mids) <= set(leaf.acked))
+        got = wait_for(lambda: alerts.messages and alerts.messages[0])
+        assert json.loads(got.payload)["n"] == 1
+        assert got.topic.startswith("devices/edge-device1/modules/alerts/inputs/in1/") and "%24.cdid=leaf-device1" in got.topic
+        upstream = wait_for(lambda: len(_hub_messages(emu)) == 2 and _hub_messages(emu))
+        assert sorted(json.loads(m["body"])["n"] for m in upstream) == [2, 3]
+        time.sleep(0.3)
+        assert len(alerts.messages) == 1
+        leaf.close()
+        alerts.close()
+    finally:
+        thread.stop()
+
+
+def test_module_input_waits_for_the_module():
+    thread, emu = _edge({"schemaVersion": "1.0", "routes": {"r": 'FROM /messages/* INTO BrokeredEndpoint("/modules/late/inputs/in")'}})
+    try:
+        leaf = _leaf(emu)
+        assert leaf.connect() == 0
+        mid = leaf.publish("devices/leaf-device1/messages/events/", b"queued")
+        wait_for(lambda: mid in leaf.acked)
+        late = _module(thread, emu, "late")
+        assert late.connect() == 0
+        late.client.subscribe("devices/edge-device1/modules/late/#", 1)
+        assert wait_for(lambda: late.messages)[0].payload == b"queued"
+        leaf.close()
+        late.close()
+    finally:
+        thread.stop()
+
+
+def test_module_outputs_route_by_output_name():
+    routes = {"schemaVersion": "1.1", "routes": {"out1": "FROM /messages/modules/filter/outputs/out1 INTO $upstream"}}
+    thread, emu = _edge(routes)
+    try:
+        mod = _module(thread, emu, "filter")
+        assert mod.connect() == 0
+        for out in ("out1", "out2"):
+            mid = mod.publish(f"devices/edge-device1/modules/filter/messages/events/%24.on={out}", out.encode())
+            wait_for(lambda: mid in mod.acked)
+        msg = wait_for(lambda: _hub_messages(emu))[0]
+        assert msg["body"] == "out1" and msg["moduleId"] == "filter"
+        time.sleep(0.3)
+        assert len(_hub_messages(emu)) == 1
+        mod.close()
+    finally:
+        thread.stop()
+
+
+def test_store_and_forward_in_order_when_the_hub_returns():
+    thread, emu = _edge()
+    try:
+        leaf = _leaf(emu)
+        assert leaf.connect() == 0
+        thread.call(emu.suspend_hub())
+        mids = [leaf.publish("devices/leaf-device1/messages/events/", f"m{i}") for i in range(10)]
+        wait_for(lambda: set(mids) <= set(leaf.acked))  # committed at the edge, acknowledged
+        time.sleep(0.5)
+        assert _hub_messages(emu) == []
+        thread.call(emu.resume_hub())
+        msgs = wait_for(lambda: len(_hub_messages(emu)) == 10 and _hub_messages(emu), timeout=20)
+        assert [m["body"] for m in msgs] == [f"m{i}" for i in range(10)]
+        leaf.close()
+    finally:
+        thread.stop()
+
+
+def test_messages_past_their_ttl_are_not_forwarded():
+    routes = {"schemaVersion": "1.1", "routes": {"r": {"route": "FROM /* INTO $upstream", "timeToLiveSecs": 1}}}
+    thread, emu = _edge(routes)
+    try:
+        leaf = _leaf(emu)
+        assert leaf.connect() == 0
+        thread.call(emu.suspend_hub())
+        mid = leaf.publish("devices/leaf-device1/messages/events/", b"stale")
+        wait_for(lambda: mid in leaf.acked)
+        time.sleep(1.5)
+        thread.call(emu.resume_hub())
+        mid = leaf.publish("devices/leaf-device1/messages/events/", b"fresh")
+        wait_for(lambda: [m["body"] for m in _hub_messages(emu)] == ["fresh"], timeout=20)
+        leaf.close()
+    finally:
+        thread.stop()
+
+
+def test_oversized_message_closes_the_connection(edge):
+    thread, emu = edge
+    leaf = _leaf(emu)
+    assert leaf.connect() == 0
+    leaf.publish("devices/leaf-device1/messages/events/", b"x" * (256 * 1024 + 1))
+    assert leaf.disconnected.wait(10)
+
+
+def test_twin_and_methods_are_relayed_for_a_leaf(edge):
+    thread, emu = edge
+    leaf = _leaf(emu)
+    assert leaf.connect() == 0
+
+    def answer(client, userdata, msg):
+        leaf.messages.append(msg)
+        if msg.topic.startswith("$iothub/methods/POST/"):
+            client.publish(f"$iothub/methods/res/200/?$rid={msg.topic.split('$rid=')[1]}", b'{"ok": true}')
+
+    leaf.client.on_message = answer
+    leaf.client.subscribe([("$iothub/twin/res/#", 0), ("$iothub/methods/POST/#", 0)])
+    wait_for(lambda: "$iothub/methods/POST/#" in getattr(emu.hub.sessions.get(("leaf-device1", None)), "state", None).subscriptions
+             if emu.hub.sessions.get(("leaf-device1", None)) else False)
+    leaf.publish("$iothub/twin/PATCH/properties/reported/?$rid=7", json.dumps({"via": "edge"}), qos=0)
+    wait_for(lambda: any(m.topic.startswith("$iothub/twin/res/204/?$rid=7") for m in leaf.messages))
+    status, _, twin = https(emu, "GET", "/twins/leaf-device1?api-version=2021-04-12")
+    assert twin["properties"]["reported"]["via"] == "edge"
+    status, _, body = https(emu, "POST", "/twins/leaf-device1/methods?api-version=2021-04-12", {"methodName": "ping"})
+    assert status == 200 and body == {"status": 200, "payload": {"ok": True}}
+    leaf.close()
