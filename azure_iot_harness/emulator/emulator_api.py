@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from ..config import SERVICE_CONNECT
+from ..errors import HarnessError
 from .hub import http
 from .hub.service_auth import require
 from .protocol.errors import hub_error
@@ -105,7 +106,20 @@ def routes(emulator: "Emulator") -> list[BaseRoute]:
             ]
         )
 
+    async def edge_routes(request: Request) -> Response:
+        authorize(request)
+        if emulator.edge is None:
+            raise hub_error("NotImplemented", "this emulator runs without an edge (serve --edge)")
+        if request.method == "PUT":
+            spec = await http.json_object(request)
+            try:
+                emulator.edge.router.replace(spec)
+            except HarnessError as exc:
+                raise hub_error("ArgumentInvalid", str(exc)) from None
+        return JSONResponse(emulator.edge.router.describe())
+
     return [
+        Route("/_emulator/edge/routes", edge_routes, methods=["GET", "PUT"]),
         Route("/_emulator/c2d/{id}", send_c2d, methods=["POST"]),
         Route("/_emulator/c2d/{id}", pending_c2d, methods=["GET"]),
         Route("/_emulator/telemetry", read, methods=["GET"]),

@@ -243,3 +243,19 @@ def test_twin_and_methods_are_relayed_for_a_leaf(edge):
     status, _, body = https(emu, "POST", "/twins/leaf-device1/methods?api-version=2021-04-12", {"methodName": "ping"})
     assert status == 200 and body == {"status": 200, "payload": {"ok": True}}
     leaf.close()
+
+
+def test_routes_are_replaced_at_run_time_over_rest(edge):
+    thread, emu = edge
+    spec = {"schemaVersion": "1.1", "routes": {"only": "FROM /messages/modules/* INTO $upstream", "bad": "nonsense"}}
+    status, _, body = https(emu, "PUT", "/_emulator/edge/routes", spec)
+    assert status == 200 and body["routes"] == {"only": "FROM /messages/modules/* INTO $upstream"} and "bad" in body["errors"]
+    leaf = _leaf(emu)
+    assert leaf.connect() == 0
+    mid = leaf.publish("devices/leaf-device1/messages/events/", b"no route takes me")
+    wait_for(lambda: mid in leaf.acked)
+    time.sleep(0.3)
+    assert _hub_messages(emu) == []
+    status, _, body = https(emu, "PUT", "/_emulator/edge/routes", {"schemaVersion": "9.9", "routes": {}})
+    assert status == 400 and "schemaVersion" in body["Message"]
+    leaf.close()
