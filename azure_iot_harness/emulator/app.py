@@ -40,7 +40,7 @@ class Emulator:
     def __init__(self, config: Config | None = None, **overrides: Any) -> None:
         self.config = (config or Config()).with_overrides(**overrides)
         self.policies: tuple[Policy, ...] = WELL_KNOWN_POLICIES
-        self._tmp: tempfile.TemporaryDirectory | None = None
+        self._tmp: tempfile.TemporaryDirectory | None = None  # in-memory emulators' CA file
         self.pki: DevPKI
         self.store: Store
         self.registry: Registry
@@ -57,9 +57,10 @@ class Emulator:
         cfg = self.config
         names = [cfg.host, cfg.bind, *cfg.host_names]
         if cfg.in_memory:
-            self.pki = DevPKI.generate(names)
-            self._tmp = tempfile.TemporaryDirectory(prefix="azure-iot-harness-")
-            self.pki.write_ca(self._tmp.name)
+            if self._tmp is None:  # reset() keeps the PKI, so clients keep trusting the CA file
+                self.pki = DevPKI.generate(names)
+                self._tmp = tempfile.TemporaryDirectory(prefix="azure-iot-harness-")
+                self.pki.write_ca(self._tmp.name)
             self.store = Store(None)
         else:
             self.pki = DevPKI.load_or_create(cfg.data_dir / "pki", names)
@@ -129,7 +130,30 @@ class Emulator:
             self._write_endpoints()
         return self
 
+    async def reset(self) -> None:
+        """Back to a fresh state, on the same ports and with the same CA: every connection is
+        closed, every identity, twin, message, enrollment and registration not well-known is
+        gone. For in-memory emulators (the pytest plugin resets between tests)."""
+        if not self.config.in_memory:
+            raise HarnessError("reset() is for in-memory emulators; a data folder keeps its state")
+        ports = {"mqtt_port": self.mqtt_port, "https_port": self.https_port}
+        if self.edge is not None:
+            ports.update(edge_mqtt_port=self.edge.mqtt_port, edge_workload_port=self.edge.workload.port)
+        await self._shutdown()
+        requested = {k: getattr(self.config, k) for k in ports}
+        self.config = self.config.with_overrides(**ports)
+        try:
+            await self.start()
+        finally:
+            self.config = self.config.with_overrides(**requested)
+
     async def stop(self) -> None:
+        await self._shutdown()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    async def _shutdown(self) -> None:
         if not self._started:
             return
         self._started = False
@@ -140,9 +164,6 @@ class Emulator:
         await self.mqtt.stop()
         await self.https.stop()
         await self.store.close()
-        if self._tmp is not None:
-            self._tmp.cleanup()
-            self._tmp = None
 
     async def _start_edge(self) -> None:
         assert self.edge is not None

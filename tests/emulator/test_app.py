@@ -21,3 +21,35 @@ def test_connection_strings_use_only_azure_keys(emulator):
         assert set(keys) <= allowed and len(keys) == len(set(keys)), cs
     assert emulator.connection_string(device="x509-device1").endswith(";x509=true")
     assert f"HostName=localhost:{emulator.https_port};" in emulator.connection_string(policy="service")
+
+
+def test_reset_keeps_ports_and_ca_and_forgets_everything_else(emulator_thread, emulator):
+    from tests.helpers import https, raw_sas_connect
+
+    ports, ca = (emulator.mqtt_port, emulator.https_port), emulator.ca_file.read_bytes()
+    assert https(emulator, "PUT", "/devices/extra?api-version=2021-04-12", {"deviceId": "extra"})[0] == 200
+    https(emulator, "POST", "/_emulator/c2d/device1", {"data": "x"})
+    conn = raw_sas_connect(emulator)
+    emulator_thread.call(emulator.reset())
+    assert conn.closed_by_server()
+    assert (emulator.mqtt_port, emulator.https_port) == ports and emulator.ca_file.read_bytes() == ca
+    assert https(emulator, "GET", "/devices/extra?api-version=2021-04-12")[0] == 404
+    assert emulator.registry.view("device1")["cloudToDeviceMessageCount"] == 0
+    raw_sas_connect(emulator).close()  # the well-known identities are back, the CA still trusted
+
+
+def test_reset_refuses_a_data_folder_emulator(tmp_path):
+    import pytest
+
+    from azure_iot_harness.emulator.app import EmulatorThread
+    from azure_iot_harness.errors import HarnessError
+
+    with EmulatorThread(data_dir=tmp_path, mqtt_port=0, https_port=0) as emu:
+        with pytest.raises(HarnessError, match="in-memory"):
+            asyncio_run(emu)
+
+
+def asyncio_run(emu):
+    import asyncio
+
+    return asyncio.run_coroutine_threadsafe(emu.reset(), emu.store._loop).result(10)

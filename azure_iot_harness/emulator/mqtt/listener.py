@@ -58,6 +58,7 @@ class MqttListener:
         self.connections: set[MqttConnection] = set()
         self._server: asyncio.base_events.Server | None = None
         self._handlers: set[asyncio.Task] = set()
+        self._transports: dict[MqttConnection, asyncio.BaseTransport] = {}
 
     @property
     def running(self) -> bool:
@@ -81,6 +82,10 @@ class MqttListener:
         for conn in list(self.connections):
             conn.close("emulator stopping")
         if self._handlers:
+            # A moment to flush; then no waiting for peers that never answer TLS close_notify.
+            await asyncio.wait(list(self._handlers), timeout=0.2)
+            for transport in list(self._transports.values()):
+                transport.abort()
             await asyncio.wait(list(self._handlers), timeout=_FLUSH_SECONDS)
         await self._server.wait_closed()
         self._server = None
@@ -125,10 +130,12 @@ class MqttListener:
             connect_timeout=self.connect_timeout,
         )
         self.connections.add(conn)
+        self._transports[conn] = transport
         try:
             await conn.serve()
         finally:
             self.connections.discard(conn)
+            self._transports.pop(conn, None)
 
 
 def _peer(writer: asyncio.StreamWriter) -> str:
