@@ -86,6 +86,7 @@ class MqttListener:
             await asyncio.wait(list(self._handlers), timeout=0.2)
             for transport in list(self._transports.values()):
                 transport.abort()
+        if self._handlers:
             await asyncio.wait(list(self._handlers), timeout=_FLUSH_SECONDS)
         await self._server.wait_closed()
         self._server = None
