@@ -99,13 +99,14 @@ class Emulator:
             await self.hub.load()
             await self.dps.load()
             await self.dps.seed_well_known()
+            self.front_door = FrontDoor(self.hub, self.dps)
             mqtt_ctx = self.pki.server_context()
             request_any_client_certificate(mqtt_ctx)
             self.mqtt = MqttListener(
                 host=cfg.bind,
                 port=cfg.mqtt_port,
                 ssl_context=mqtt_ctx,
-                router=FrontDoor(self.hub, self.dps),
+                router=self.front_door,
                 max_idle=cfg.max_idle_seconds,
                 connect_timeout=cfg.connect_timeout,
             )

@@ -11,17 +11,18 @@ import logging
 import os
 import socket
 import ssl
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import hypercorn.asyncio
 import hypercorn.config
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from ..errors import ServiceError
 from .hub import rest as hub_rest
+from .mqtt import websocket as mqtt_websocket
 from .hub import twin_rest
 from .protocol.errors import error_body, not_supported
 from . import emulator_api
@@ -44,6 +45,7 @@ def build_app(emulator: "Emulator") -> Starlette:
         *twin_rest.routes(emulator),
         *dps_service_rest.routes(emulator),
         *dps_rest.routes(emulator),
+        WebSocketRoute(mqtt_websocket.PATH, _MqttOverWebSocket(emulator)),
         Route("/{path:path}", _unrouted, methods=["GET", "PUT", "POST", "PATCH", "DELETE"]),
     ]
     app = Starlette(routes=routes, exception_handlers={ServiceError: _service_error})
@@ -69,6 +71,19 @@ async def _unrouted(request: Request) -> Response:
     if path.startswith(_AZURE_PREFIXES) or "/registrations/" in path:
         raise not_supported(f"{request.method} /{path}")
     raise ServiceError(404, "NotFound", f"no such resource: {request.method} /{path}")
+
+
+class _MqttOverWebSocket:
+    """The ASGI app behind `/$iothub/websocket`: MQTT connections through the same front door."""
+
+    def __init__(self, emulator: "Emulator") -> None:
+        self.emulator = emulator
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        cfg = self.emulator.config
+        await mqtt_websocket.serve(
+            scope, receive, send, self.emulator.front_door, max_idle=cfg.max_idle_seconds, connect_timeout=cfg.connect_timeout
+        )
 
 
 class _HypercornConfig(hypercorn.config.Config):

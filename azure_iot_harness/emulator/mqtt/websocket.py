@@ -1,0 +1,116 @@
+"""MQTT over WebSocket at `/$iothub/websocket` on the HTTPS port (subprotocol `mqtt`).
+
+The ASGI app receives WebSocket frames; these adapters turn them into the byte stream the MQTT
+connection layer reads, and its writes into binary frames, so the same session code serves
+devices on 443 (the SDKs' `websockets=True`) as on 8883.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from typing import Any, Awaitable, Callable
+
+from amqtt.adapters import StreamReaderAdapter, WriterAdapter
+
+from ..tls_peers import client_certificate
+from .connection import MqttConnection, Router
+
+log = logging.getLogger("azure_iot_harness.mqtt")
+
+PATH = "/$iothub/websocket"
+Receive = Callable[[], Awaitable[dict]]
+Send = Callable[[dict], Awaitable[None]]
+
+
+class _FrameWriter(WriterAdapter):
+    """Collects what the connection writes and sends it as binary frames, in order."""
+
+    def __init__(self, send: Send, peer: tuple[str, int] | None) -> None:
+        self._send = send
+        self._peer = peer
+        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._task = asyncio.create_task(self._pump())
+
+    def write(self, data: bytes) -> None:
+        self._queue.put_nowait(bytes(data))
+
+    async def drain(self) -> None:
+        await asyncio.sleep(0)
+
+    def write_eof(self) -> None:
+        """No more frames after what is queued; the close frame follows them."""
+        self._queue.put_nowait(None)
+
+    def get_peer_info(self) -> tuple[str, int] | None:
+        return self._peer
+
+    def get_ssl_info(self) -> ssl.SSLObject | None:
+        return None
+
+    async def close(self) -> None:
+        """Send what is queued (a CONNACK refusal), then the close frame."""
+        if not self._task.done():
+            self._queue.put_nowait(None)
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), 5)
+            except asyncio.TimeoutError:
+                self._task.cancel()
+
+    async def _pump(self) -> None:
+        while True:
+            data = await self._queue.get()
+            if data is None:
+                break
+            try:
+                await self._send({"type": "websocket.send", "bytes": data})
+            except Exception:  # the peer is gone; the reader side notices too
+                break
+        try:
+            await self._send({"type": "websocket.close", "code": 1000})
+        except Exception:
+            pass
+
+
+async def serve(scope: dict[str, Any], receive: Receive, send: Send, router: Router, *, max_idle: float, connect_timeout: float) -> None:
+    """One WebSocket connection carrying one MQTT connection."""
+    message = await receive()
+    if message["type"] != "websocket.connect":
+        return
+    if "mqtt" not in scope.get("subprotocols", []):
+        log.info("WebSocket at %s without the 'mqtt' subprotocol refused", PATH)
+        await send({"type": "websocket.close", "code": 1002})
+        return
+    await send({"type": "websocket.accept", "subprotocol": "mqtt"})
+    stream = asyncio.StreamReader()
+    client = scope.get("client")
+    writer = _FrameWriter(send, tuple(client) if client else None)
+
+    async def feed() -> None:
+        while True:
+            event = await receive()
+            if event["type"] == "websocket.receive":
+                data = event.get("bytes") or (event.get("text") or "").encode()
+                stream.feed_data(data)
+            elif event["type"] == "websocket.disconnect":
+                break
+        stream.feed_eof()
+
+    feeder = asyncio.create_task(feed())
+    conn = MqttConnection(
+        StreamReaderAdapter(stream),
+        writer,
+        close_transport=lambda: writer.write_eof(),
+        peer=f"{client[0]}:{client[1]} (WebSocket)" if client else "WebSocket peer",
+        peer_cert=client_certificate(scope),
+        router=router,
+        max_idle=max_idle,
+        connect_timeout=connect_timeout,
+    )
+    try:
+        await conn.serve()
+    finally:
+        await writer.close()
+        feeder.cancel()
+
