@@ -607,6 +607,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ttl", type=float, metavar="SECONDS", help="time to live (default: 3600)")
     p.set_defaults(func=cmd_c2d_send)
 
+    # Listed for --help only: main() hands `conformance …` to pytest before argparse sees it.
+    verbs.add_parser("conformance", help="run the conformance checks (pytest options pass through; conformance --help)")
+
     from .clients import add_parser as add_client_parser
 
     add_client_parser(verbs, data)
@@ -614,6 +617,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["conformance"]:  # its options are pytest's: no argparse in between
+        from .conformance.run import main as conformance
+
+        return conformance(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

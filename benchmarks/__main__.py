@@ -34,7 +34,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--connections", type=int, default=500)
     p.add_argument("--memory-devices", type=int, default=1_000)
     p.add_argument("--startup-repeat", type=int, default=5)
+    p.add_argument("--connect-repeat", type=int, default=5, help="runs of the connect benchmark (the noisiest)")
     p.add_argument("--suite-repeat", type=int, default=1)
+    p.add_argument("--dps-devices", type=int, default=1_000)
+    p.add_argument("--dps-concurrency", type=int, default=20, help="registrations in flight in the storm's first form")
+    p.add_argument("--settle", type=float, default=1.0, help="seconds a server settles before a memory reading")
+    p.add_argument("--profile", type=Path, metavar="DIR", help="write a py-spy flame graph of each emulator process to DIR")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON results (default {DEFAULT_OUT})")
     args = p.parse_args(argv)
     for name, allowed in (("only", SECTIONS), ("skip", SECTIONS), ("servers", SERVERS)):
@@ -67,11 +72,17 @@ def main(argv: list[str] | None = None) -> int:
         connections=args.connections,
         memory_devices=args.memory_devices,
         startup_repeat=args.startup_repeat,
+        connect_repeat=args.connect_repeat,
         suite_repeat=args.suite_repeat,
+        dps_devices=args.dps_devices,
+        dps_concurrency=args.dps_concurrency,
+        settle=args.settle,
+        profile=args.profile.resolve() if args.profile else None,
         servers=tuple(_split(args.servers)),
     )
     chosen = [s for s in _split(args.only) if s not in _split(args.skip)]
     started = time.time()
+    load_before = os.getloadavg()
     sections: list[Section] = []
     with tempfile.TemporaryDirectory(prefix="azure-iot-harness-bench-") as tmp:
         ctx = Context(options, Path(tmp))
@@ -81,8 +92,10 @@ def main(argv: list[str] | None = None) -> int:
             if name not in chosen:
                 continue
             print(f"{name} …", file=sys.stderr, flush=True)
+            t0 = time.perf_counter()
             module = __import__(f"benchmarks.{'ingest' if name == 'telemetry' else name}", fromlist=["run"])
             sections.append(module.run(ctx))
+            print(f"{name}: {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
     table = render(sections)
     doc = {
         "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -91,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
             "platform": platform.platform(),
+            # Other work on the machine shows here (1, 5, 15 minute load averages).
+            "loadavg_before": load_before,
             "loadavg_after": os.getloadavg(),
             "mosquitto": mosquitto_version(),
         },
@@ -102,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(json.dumps(doc, indent=2) + "\n")
     print(table)
     print(f"\n{len(sections)} sections in {doc['seconds']:.0f} s; medians of repeats, (min–max) after each; "
-          f"ratio = emulator / compared. JSON: {args.out}")  # fmt: skip
+          f"ratio = emulator / compared; load average {load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after "
+          f"(the {os.cpu_count()} cores are shared). JSON: {args.out}")  # fmt: skip
     return 0
 
 

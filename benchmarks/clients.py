@@ -175,10 +175,15 @@ def _remaining(n: int) -> bytes:
             return bytes(out)
 
 
-def connect_packet(ident: Identity, keepalive: int = 60) -> bytes:
+def connect_bytes(client_id: str, username: str, password: str, keepalive: int = 60) -> bytes:
+    """CONNECT, MQTT 3.1.1, clean session, with username and password."""
     body = _string("MQTT") + bytes([4, 0x02 | 0x80 | 0x40]) + struct.pack("!H", keepalive)
-    body += _string(ident.client_id) + _string(ident.username) + _string(ident.password)
+    body += _string(client_id) + _string(username) + _string(password)
     return bytes([0x10]) + _remaining(len(body)) + body
+
+
+def connect_packet(ident: Identity, keepalive: int = 60) -> bytes:
+    return connect_bytes(ident.client_id, ident.username, ident.password, keepalive)
 
 
 DISCONNECT = b"\xe0\x00"
@@ -232,3 +237,43 @@ async def close_all(writers) -> None:
             await asyncio.wait_for(w.wait_closed(), 5)
         except Exception:
             pass
+
+
+# ---- packets over asyncio streams (the DPS storm) ----------------------------------------------
+
+
+async def read_packet(reader: asyncio.StreamReader) -> tuple[int, int, bytes]:
+    """(type, flags, body) of the next packet."""
+    first = (await reader.readexactly(1))[0]
+    length, shift = 0, 0
+    while True:
+        byte = (await reader.readexactly(1))[0]
+        length |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            break
+    return first >> 4, first & 0x0F, await reader.readexactly(length) if length else b""
+
+
+def subscribe_packet(topic: str, packet_id: int = 1, qos: int = 1) -> bytes:
+    body = struct.pack("!H", packet_id) + _string(topic) + bytes([qos])
+    return bytes([0x82]) + _remaining(len(body)) + body
+
+
+def publish_packet(topic: str, payload: bytes, packet_id: int | None) -> bytes:
+    """QoS 1 when packet_id is given, else QoS 0."""
+    body = _string(topic) + (struct.pack("!H", packet_id) if packet_id else b"") + payload
+    return bytes([0x32 if packet_id else 0x30]) + _remaining(len(body)) + body
+
+
+def puback_packet(packet_id: int) -> bytes:
+    return struct.pack("!BBH", 0x40, 2, packet_id)
+
+
+def decode_publish(flags: int, body: bytes) -> tuple[str, int | None, bytes]:
+    (n,) = struct.unpack_from("!H", body)
+    topic = body[2 : 2 + n].decode()
+    if (flags >> 1) & 3:
+        (pid,) = struct.unpack_from("!H", body, 2 + n)
+        return topic, pid, body[4 + n :]
+    return topic, None, body[2 + n :]

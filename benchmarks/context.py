@@ -18,7 +18,12 @@ class Options:
     connections: int = 500
     memory_devices: int = 1_000
     startup_repeat: int = 5
+    connect_repeat: int = 5
     suite_repeat: int = 1
+    dps_devices: int = 1_000
+    dps_concurrency: int = 20
+    settle: float = 1.0  # seconds a server gets to settle before memory is read or after connects
+    profile: Path | None = None  # py-spy flame graphs of every emulator started
     servers: tuple[str, ...] = ("emulator", "emulator-normal", "mosquitto", "mosquitto-default", "amqtt")
 
 
@@ -40,7 +45,7 @@ class Context:
 
     # Servers by name; each call starts nothing (use as a context manager).
     def emulator(self, durability: str = "full") -> EmulatorServer:
-        return EmulatorServer(self.workdir, durability=durability)
+        return EmulatorServer(self.workdir, durability=durability, profile_dir=self.options.profile)
 
     def mosquitto_server(self, *, nodelay: bool, devices: int) -> MosquittoServer:
         return MosquittoServer(self.workdir, self.tls, nodelay=nodelay, devices=devices)
@@ -52,7 +57,7 @@ class Context:
         out: list[Server] = []
         if self.mosquitto is not None and self.wants("mosquitto"):
             out.append(self.mosquitto_server(nodelay=True, devices=devices))
-        if self.mosquitto is not None and default_mosquitto and self.wants("mosquitto-default"):
+        if self.mosquitto is not None and default_mosquitto and self.wants("mosquitto-default"):  # Nagle's 40 ms stall: slow
             out.append(self.mosquitto_server(nodelay=False, devices=devices))
         if self.wants("amqtt"):
             out.append(self.amqtt())

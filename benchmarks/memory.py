@@ -5,7 +5,6 @@ read again. (after − before) / n is the cost of one connected device."""
 from __future__ import annotations
 
 import asyncio
-import time
 
 from .clients import client_context, close_all, open_connected
 from .context import Context
@@ -14,7 +13,6 @@ from .report import Row, Section
 from .servers import EmulatorServer, Server
 from .stats import Samples
 
-SETTLE_SECONDS = 1.0
 CONNECT_PARALLEL = 50
 KEEPALIVE = 600  # no PINGREQ during the measurement
 
@@ -44,7 +42,7 @@ def run(ctx: Context) -> Section:
             with server:
                 if isinstance(server, EmulatorServer):
                     server.create_devices(identities(n))
-                kb = asyncio.run(_measure(server, n)) / 1024
+                kb = asyncio.run(_measure(server, n, o.settle)) / 1024
             labels[kind] = server.label
             per_device.setdefault(kind, Samples()).add(kb)
             ctx.log(f"memory → {server.label} #{rep + 1}: {kb:.1f} KB per connected device")
@@ -59,9 +57,9 @@ def run(ctx: Context) -> Section:
     return section
 
 
-async def _measure(server: Server, n: int) -> float:
+async def _measure(server: Server, n: int, settle: float) -> float:
     ctx = client_context(server.ca_file)
-    await asyncio.sleep(SETTLE_SECONDS)
+    await asyncio.sleep(settle)
     before = server.rss()
     gate = asyncio.Semaphore(CONNECT_PARALLEL)
 
@@ -75,7 +73,7 @@ async def _measure(server: Server, n: int) -> float:
     try:
         if failed:
             raise RuntimeError(f"{server.label}: {len(failed)} of {n} connects failed: {failed[0]!r}")
-        await asyncio.sleep(SETTLE_SECONDS)
+        await asyncio.sleep(settle)
         after = server.rss()
     finally:
         await close_all([w for _, w, _ in ok])

@@ -130,9 +130,11 @@ class Server:
 class EmulatorServer(Server):
     _count = 0
 
-    def __init__(self, workdir: Path, *, durability: str = "full") -> None:
+    def __init__(self, workdir: Path, *, durability: str = "full", profile_dir: Path | None = None) -> None:
         self.workdir = workdir
         self.durability = durability
+        self.profile_dir = profile_dir
+        self.spy: subprocess.Popen | None = None
         self.label = "emulator" if durability == "full" else f"emulator ({durability} durability)"
         EmulatorServer._count += 1  # a fresh data folder for every server started
         self.data_dir = workdir / f"emulator-{durability}-{EmulatorServer._count}"
@@ -158,7 +160,28 @@ class EmulatorServer(Server):
         self.ca_file = Path(self.info["caFile"])
         owner = next(p for p in self.info["wellKnownIdentities"]["policies"] if p["name"] == "iothubowner")
         self.service_token = sas.generate(f"{HOST}:{self.https_port}", owner["key"], key_name="iothubowner", ttl=24 * 3600)
+        if self.profile_dir is not None:
+            self._start_profiler()
         return self
+
+    def _start_profiler(self) -> None:
+        """py-spy samples the whole life of the server (all threads) into a flame graph."""
+        assert self.profile_dir is not None
+        spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+        self.profile_dir.mkdir(parents=True, exist_ok=True)
+        out = self.profile_dir / f"{self.data_dir.name}.svg"
+        self.spy = subprocess.Popen([spy, "record", "--pid", str(self.pid), "--output", str(out), "--rate", "250",
+                                     "--threads", "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+
+    def stop(self) -> None:
+        if self.spy is not None:
+            self.spy.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+            try:
+                self.spy.wait(60)
+            except subprocess.TimeoutExpired:
+                self.spy.kill()
+            self.spy = None
+        super().stop()
 
     def rest(self) -> "Rest":
         return Rest(self.https_port, self.ca_file, self.service_token)

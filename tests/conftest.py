@@ -6,6 +6,9 @@ import pytest
 
 from azure_iot_harness.emulator.app import Emulator, EmulatorThread
 
+# A separate project that uses only the installed plugin; tests/conformance runs it on its own.
+collect_ignore = ["example_project"]
+
 
 @pytest.fixture
 def emulator_thread():

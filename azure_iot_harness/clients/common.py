@@ -15,6 +15,7 @@ import shutil
 import socket
 import ssl
 import tempfile
+import time
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from ..errors import HarnessError
 API_VERSION = "2021-04-12"
 DEFAULT_DEVICE = "device1"
 DEFAULT_X509_DEVICE = "x509-device1"
+DEFAULT_LEAF_DEVICE = "leaf-device1"  # the child of the emulator's edge device
 JSON_BAG = "$.ct=application%2Fjson&$.ce=utf-8"
 
 CONNACK_CODES = {
@@ -55,8 +57,9 @@ def connack_text(rc: int) -> str:
 class RunningEmulator:
     """The running emulator of a data folder, read lazily: only when a value is not given."""
 
-    def __init__(self, args: argparse.Namespace) -> None:
+    def __init__(self, args: argparse.Namespace, other: str = "--host (and credentials)") -> None:
         self._args = args
+        self._other = other  # what to give instead, for the error message
         self._info: dict | None = None
 
     @property
@@ -67,7 +70,7 @@ class RunningEmulator:
             try:
                 self._info = read_endpoints(load_config(self._args).data_dir)
             except CliError as exc:
-                raise ClientError(f"{exc}; or give --host (and credentials) to use another hub") from None
+                raise ClientError(f"{exc}; or give {self._other} to use another one") from None
         return self._info
 
     @property
@@ -144,6 +147,11 @@ class HubTarget:
     def auth(self) -> str:
         return "X.509" if self.cert_file else "SAS"
 
+    @property
+    def peer(self) -> str:
+        """Who answers the connection, for messages."""
+        return "the gateway" if self.via_gateway else "the hub"
+
     def username(self, api_version: str | None | bool = True) -> str:
         """`{host}/{device}/?api-version=…`; api_version=False gives the bare `{host}/{device}`."""
         version = self.api_version if api_version is True else api_version
@@ -166,7 +174,8 @@ def add_hub_arguments(p: argparse.ArgumentParser, *, ttl: int = 3600, default_de
     g = p.add_argument_group("the hub (default: the emulator running with --data-dir)")
     g.add_argument("--host", metavar="NAME", help="the hub's host name, e.g. myhub.azure-devices.net; the emulator is then not consulted")
     g.add_argument("--port", type=int, metavar="N", help="MQTT/TLS port (default: the emulator's, or 8883 with --host)")
-    g.add_argument("--gateway", metavar="HOST", help="open the TCP/TLS connection to this gateway (IoT Edge); username and SAS keep the hub's host name")
+    g.add_argument("--gateway", metavar="HOST[:PORT]", help="open the TCP/TLS connection to this gateway (IoT Edge) instead; username and SAS keep the hub's host name")
+    g.add_argument("--edge", action="store_true", help=f"through the running emulator's edgeHub (serve --edge), as {DEFAULT_LEAF_DEVICE} unless --device-id says otherwise")
     g.add_argument("--ca-file", metavar="FILE", help="CA certificates to trust (default: the emulator's development CA, or the system's with --host)")
     g.add_argument("--connection-string", metavar="CS", help="HostName=…;DeviceId=…;SharedAccessKey=…[;GatewayHostName=…] or …;x509=true")
     g = p.add_argument_group("the device's identity and credentials")
@@ -200,13 +209,21 @@ def resolve_hub(args: argparse.Namespace, work: WorkDir, *, default_device: str 
     explicit = bool(args.host or cs)
     emu = RunningEmulator(args)
     host = args.host or cs.get("HostName") or emu.info["hubHostName"]
-    gateway = args.gateway or cs.get("GatewayHostName")
+    gateway, gateway_port = split_host_port(args.gateway or cs.get("GatewayHostName"))
+    if getattr(args, "edge", False):
+        if explicit or gateway:
+            raise ClientError("--edge is the running emulator's edgeHub: not with --host, --connection-string or --gateway", 2)
+        edge = emu.info.get("edge")
+        if not edge:
+            raise ClientError("the running emulator has no edgeHub (start it with `azure-iot-harness serve --edge`)")
+        gateway, gateway_port = edge["mqtt"]["host"], edge["mqtt"]["port"]
+        default_device = DEFAULT_LEAF_DEVICE
     if explicit:
-        port = args.port or 8883
+        port = gateway_port or args.port or 8883
         address = gateway or host
         ca_file = args.ca_file
     else:
-        port = args.port or emu.info["mqtt"]["port"]
+        port = gateway_port or args.port or emu.info["mqtt"]["port"]
         address = gateway or emu.address
         ca_file = args.ca_file or emu.info["caFile"]
     check_file(ca_file, "--ca-file")
@@ -240,6 +257,16 @@ def resolve_hub(args: argparse.Namespace, work: WorkDir, *, default_device: str 
         else:
             raise ClientError(f"device {device_id} authenticates with {auth.get('type')!r}: give --cert and --cert-key", 2)
     return target
+
+
+def split_host_port(value: str | None) -> tuple[str | None, int | None]:
+    """`host` or `host:port` (an IPv6 address only in brackets with a port)."""
+    if not value:
+        return None, None
+    host, sep, port = value.rpartition(":")
+    if sep and port.isdigit() and (":" not in host or host.startswith("[")):
+        return host.strip("[]"), int(port)
+    return value, None
 
 
 def device_sas(host: str, device_id: str, key: str, ttl: int) -> str:
@@ -283,9 +310,9 @@ def system_ca_file() -> str:
     raise ClientError("no CA file: give --ca-file", 2)
 
 
-def tls_failure(exc: BaseException, address: str, port: int, ca_file: str | None) -> ClientError:
+def tls_failure(exc: BaseException, address: str, port: int, ca_file: str | None, what: str = "") -> ClientError:
     """A one-line reason for a failed connection: unreachable, untrusted, or refused by TLS."""
-    where = f"{address}:{port}"
+    where = f"{what} at {address}:{port}" if what else f"{address}:{port}"
     trust = f"the CA file {ca_file}" if ca_file else "the system's CA store"
     if isinstance(exc, ssl.SSLCertVerificationError):
         reason = exc.verify_message or str(exc)
@@ -297,7 +324,7 @@ def tls_failure(exc: BaseException, address: str, port: int, ca_file: str | None
     if isinstance(exc, socket.gaierror):
         return ClientError(f"cannot resolve {address}: {exc.strerror or exc}")
     if isinstance(exc, ConnectionRefusedError):
-        return ClientError(f"cannot reach {where}: connection refused (is the emulator running, on that port?)")
+        return ClientError(f"cannot reach {where}: connection refused (is it running, on that port?)")
     if isinstance(exc, (TimeoutError, socket.timeout)):
         return ClientError(f"cannot reach {where}: timed out")
     if isinstance(exc, OSError):
@@ -308,9 +335,11 @@ def tls_failure(exc: BaseException, address: str, port: int, ca_file: str | None
 # ---- messages ----------------------------------------------------------------------------------
 
 
-def add_message_arguments(p: argparse.ArgumentParser, *, count: int = 3, interval: float = 1.0) -> None:
+def add_message_arguments(p: argparse.ArgumentParser, *, count: int | None = 3, interval: float = 1.0) -> None:
+    """--count (unless None), --interval, --data, --prop."""
     g = p.add_argument_group("telemetry")
-    g.add_argument("--count", type=int, default=count, metavar="N", help=f"messages to send (default: {count})")
+    if count is not None:
+        g.add_argument("--count", type=int, default=count, metavar="N", help=f"messages to send (default: {count})")
     g.add_argument("--interval", type=float, default=interval, metavar="S", help=f"seconds between messages (default: {interval:g})")
     g.add_argument("--data", metavar="TEXT", help='the body; {seq} is replaced by the message number (default: {"temperature": …, "seq": N})')
     g.add_argument("--prop", action="append", default=[], metavar="KEY=VALUE", help="an application property (repeatable)")
@@ -369,6 +398,19 @@ def find_tool(name: str, flag_value: str | None, install_hint: str) -> str:
     return found
 
 
+def wait_listening(bind: str, port: int, timeout: float = 10.0) -> bool:
+    """Whether something accepts TCP on bind:port within the timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection((bind, port), timeout=1).close()
+            return True
+        except OSError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+
+
 def free_port(bind: str = "127.0.0.1") -> int:
     """A port nobody listens on right now (tools such as mosquitto cannot pick one themselves)."""
     with socket.socket(socket.AF_INET6 if ":" in bind else socket.AF_INET) as s:
@@ -376,7 +418,9 @@ def free_port(bind: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def probe_tls(address: str, port: int, ca_file: str | None, cert_file: str | None = None, key_file: str | None = None) -> ClientError | None:
+def probe_tls(
+    address: str, port: int, ca_file: str | None, cert_file: str | None = None, key_file: str | None = None, what: str = ""
+) -> ClientError | None:
     """Why a tool could not connect, found by doing its TCP and TLS steps ourselves; None when
     both work (then the MQTT step is what failed)."""
     ctx = tls_context(ca_file, cert_file, key_file)
@@ -385,5 +429,5 @@ def probe_tls(address: str, port: int, ca_file: str | None, cert_file: str | Non
             with ctx.wrap_socket(raw, server_hostname=address):
                 pass
     except (OSError, ssl.SSLError) as exc:
-        return tls_failure(exc, address, port, ca_file)
+        return tls_failure(exc, address, port, ca_file, what)
     return None

@@ -12,6 +12,7 @@ import time
 
 from .common import (
     ClientError,
+    HubTarget,
     WorkDir,
     add_hub_arguments,
     add_message_arguments,
@@ -22,7 +23,7 @@ from .common import (
     resolve_hub,
     telemetry_topic,
 )
-from .link import MqttLink
+from .link import hub_link
 
 HELP = "the paho device script: N telemetry messages at QoS 1, SAS or X.509, direct or through a gateway"
 
@@ -34,44 +35,37 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    props = parse_props(args.prop)
     if args.count < 1:
         raise ClientError("--count must be at least 1", 2)
+    parse_props(args.prop)  # usage errors before connecting
     work = WorkDir(None, "device")
     try:
-        target = resolve_hub(args, work)
-        link = MqttLink(
-            address=target.address,
-            port=target.port,
-            client_id=target.device_id,
-            username=target.username(),
-            password=target.password,
-            tls=target.ssl_context(),
-            ca_file=target.ca_file,
-        )
-        link.connect()
-        print(f"connected to {target.describe()}", flush=True)
-        try:
-            return _send(link, target.device_id, args, props)
-        finally:
-            link.close()
+        return send_telemetry(resolve_hub(args, work), args.count, args)
     finally:
         work.cleanup()
 
 
-def _send(link: MqttLink, device_id: str, args: argparse.Namespace, props: dict[str, str]) -> int:
-    mids: list[int] = []
-    for seq in range(1, args.count + 1):
-        body = message_body(args.data, seq)
-        topic = telemetry_topic(device_id, property_bag(props, json_body=is_json(body)))
-        mids.append(link.publish(topic, body, qos=1))
-        print(f"sent {seq}/{args.count} to {topic}", flush=True)
-        if seq < args.count and args.interval > 0:
-            time.sleep(args.interval)
-    link.wait_acked(mids, args.ack_timeout)
-    acked = sum(1 for m in mids if m in link.acked)
-    print(f"acknowledged {acked} of {args.count} messages", flush=True)
-    if acked < args.count:
-        why = "the hub closed the connection" if not link.connected else f"no PUBACK within {args.ack_timeout:g} s"
-        raise ClientError(f"{args.count - acked} of {args.count} messages were not acknowledged: {why}")
-    return 0
+def send_telemetry(target: HubTarget, count: int, args: argparse.Namespace) -> int:
+    """Connect, send `count` messages (args: interval, data, prop, ack_timeout), report the PUBACKs."""
+    props = parse_props(args.prop)
+    link = hub_link(target)
+    link.connect()
+    print(f"connected to {target.describe()}", flush=True)
+    try:
+        mids: list[int] = []
+        for seq in range(1, count + 1):
+            body = message_body(args.data, seq)
+            topic = telemetry_topic(target.device_id, property_bag(props, json_body=is_json(body)))
+            mids.append(link.publish(topic, body, qos=1))
+            print(f"sent {seq}/{count} to {topic}", flush=True)
+            if seq < count and args.interval > 0:
+                time.sleep(args.interval)
+        link.wait_acked(mids, args.ack_timeout)
+        acked = sum(1 for m in mids if m in link.acked)
+        print(f"acknowledged {acked} of {count} messages", flush=True)
+        if acked < count:
+            why = "the hub closed the connection" if not link.connected else f"no PUBACK within {args.ack_timeout:g} s"
+            raise ClientError(f"{count - acked} of {count} messages were not acknowledged: {why}")
+        return 0
+    finally:
+        link.close()

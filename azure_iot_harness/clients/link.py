@@ -13,7 +13,7 @@ import time
 import warnings
 from typing import Any
 
-from .common import ClientError, connack_text, tls_failure
+from .common import ClientError, HubTarget, connack_text, tls_failure
 
 
 def paho_client(client_id: str, *, clean_session: bool = True) -> Any:
@@ -58,10 +58,12 @@ class MqttLink:
         self.connack: int | None = None
         self.disconnect_rc: int | None = None
         self.acked: set[int] = set()
+        self.subacked: set[int] = set()
         self.on_message: Any = None
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_publish = self._on_publish
+        self.client.on_subscribe = self._on_subscribe
         self.client.on_message = lambda c, u, msg: self.on_message and self.on_message(msg)
 
     # paho calls these on its network thread.
@@ -80,13 +82,18 @@ class MqttLink:
             self.acked.add(mid)
             self._cond.notify_all()
 
+    def _on_subscribe(self, client: Any, userdata: Any, mid: int, *rest: Any) -> None:
+        with self._cond:
+            self.subacked.add(mid)
+            self._cond.notify_all()
+
     def connect(self, timeout: float = 15.0) -> None:
         """Connect and wait for CONNACK 0; ClientError naming the reason otherwise."""
         scheme = "mqtts" if self.tls is not None else "mqtt"
         try:
             self.client.connect(self.address, self.port, keepalive=self.keepalive)
         except (OSError, ssl.SSLError) as exc:
-            raise tls_failure(exc, self.address, self.port, self.ca_file) from None
+            raise tls_failure(exc, self.address, self.port, self.ca_file, self.what) from None
         self.client.loop_start()
         with self._cond:
             self._cond.wait_for(lambda: self.connack is not None or self.disconnect_rc is not None, timeout)
@@ -117,10 +124,13 @@ class MqttLink:
                 lambda: set(mids) <= self.acked or self.disconnect_rc is not None, timeout
             ) and set(mids) <= self.acked
 
-    def subscribe(self, topic: str, qos: int = 1) -> None:
-        rc, _ = self.client.subscribe(topic, qos)
-        if rc != 0:
-            raise ClientError(f"cannot subscribe to {topic} on {self.what}")
+    def subscribe(self, topic: str, qos: int = 1, timeout: float = 15.0) -> None:
+        """Subscribe and wait for the SUBACK: what is published after this returns is received."""
+        rc, mid = self.client.subscribe(topic, qos)
+        with self._cond:
+            done = rc == 0 and self._cond.wait_for(lambda: mid in self.subacked or self.disconnect_rc is not None, timeout)
+        if not done or mid not in self.subacked:
+            raise ClientError(f"{self.what} did not accept a subscription to {topic}")
 
     def wait_closed(self, timeout: float | None) -> bool:
         with self._cond:
@@ -135,3 +145,17 @@ class MqttLink:
             while self.disconnect_rc is None and self.connack == 0 and time.monotonic() < deadline:
                 time.sleep(0.01)
             self.client.loop_stop()
+
+
+def hub_link(target: HubTarget, username: str | None = None) -> MqttLink:
+    """A device's connection to the hub (or its gateway): client id = device id, TLS 1.2."""
+    return MqttLink(
+        address=target.address,
+        port=target.port,
+        client_id=target.device_id,
+        username=username if username is not None else target.username(),
+        password=target.password,
+        tls=target.ssl_context(),
+        ca_file=target.ca_file,
+        what=target.peer,
+    )

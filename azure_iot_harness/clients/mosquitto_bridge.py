@@ -11,8 +11,8 @@ cloud-to-device messages. Brownfield devices publish plain MQTT to the local lis
 from __future__ import annotations
 
 import argparse
+import os
 import re
-import socket
 import subprocess
 import time
 
@@ -57,7 +57,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--c2d-prefix", default="local/c2d/", metavar="TOPIC/", help="where cloud-to-device messages are published locally (default: local/c2d/; empty: none)")
     g.add_argument("--mosquitto", metavar="PATH", help="the mosquitto executable (default: mosquitto on PATH or /usr/sbin)")
     g.add_argument("--work-dir", metavar="DIR", help="where mosquitto.conf (and an issued certificate) go (default: a temporary folder)")
-    g.add_argument("--print-config", action="store_true", help="print the configuration and exit")
+    g.add_argument("--print-config", action="store_true", help="print the configuration and exit (with --work-dir, the certificate files it names are kept)")
     g.add_argument("--connect-timeout", type=float, default=20.0, metavar="S", help="seconds for the bridge to connect (default: 20)")
     g.add_argument("--verbose", action="store_true", help="also show mosquitto's per-message log lines")
 
@@ -74,6 +74,12 @@ def bridge_config(target: HubTarget, *, local_port: int, local_bind: str, teleme
         "log_type all",
         "log_timestamp_format %H:%M:%S",
         f"listener {local_port} {local_bind}",
+    ]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        # Started as root, mosquitto switches to user `mosquitto` before it reads the bridge's
+        # CA, certificate and key, which then need not be readable by that user.
+        lines.append("user root")
+    lines += [
         "",
         f"connection {CONNECTION}",
         f"address {target.address}:{target.port}",
@@ -132,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
             try:
                 try:
                     _wait_connected(child, target, args)
-                except _PortTaken:
+                except PortTaken:
                     if pick and attempt < 2:  # another process took the free port first: draw again
                         continue
                     raise ClientError(f"mosquitto cannot listen on {args.local_bind}:{port}: address already in use") from None
@@ -153,20 +159,35 @@ def run(args: argparse.Namespace) -> int:
         work.cleanup()
 
 
-class _PortTaken(Exception):
+class PortTaken(Exception):
     pass
 
 
 def _wait_connected(child: Child, target: HubTarget, args: argparse.Namespace) -> None:
-    """Read mosquitto's log until the bridge is connected; ClientError with the reason otherwise."""
-    deadline = time.monotonic() + args.connect_timeout
+    wait_bridge_connected(
+        child, target.address, target.port, target.ca_file_for_tools(), target.cert_file, target.key_file, args.connect_timeout, target.peer
+    )
+
+
+def wait_bridge_connected(
+    child: Child,
+    address: str,
+    port: int,
+    ca_file: str,
+    cert_file: str | None,
+    key_file: str | None,
+    timeout: float,
+    peer: str = "the hub",
+) -> None:
+    """Read mosquitto's log until its bridge is connected; ClientError with the reason otherwise."""
+    deadline = time.monotonic() + timeout
     connack_at: float | None = None
     for line in child.read(deadline):
         if line is None:
             code = child.proc.wait()
             raise ClientError(f"mosquitto exited with code {code} before the bridge connected: {child.tail()}")
         if "Address already in use" in line:
-            raise _PortTaken()
+            raise PortTaken()
         if "Received CONNACK on connection" in line:
             connack_at = time.monotonic()
         refused = re.search(r"Connection Refused: (.+?)\.?$", line)
@@ -174,15 +195,15 @@ def _wait_connected(child: Child, target: HubTarget, args: argparse.Namespace) -
             words = refused.group(1).strip().lower()
             code = _REFUSALS.get(words)
             text = f"CONNACK {code} ({words})" if code is not None else words
-            raise ClientError(f"the hub refused the bridge's connection to {target.address}:{target.port}: {text}")
+            raise ClientError(f"{peer} refused the bridge's connection to {address}:{port}: {text}")
         if re.search(r"Received (UN)?SUBACK from", line):
-            return  # the hub answers subscriptions only on an accepted connection
+            return  # answers to subscriptions come only on an accepted connection
         if "OpenSSL Error" in line or "Error creating bridge" in line or ("disconnected" in line and connack_at is None):
-            why = probe_tls(target.address, target.port, target.ca_file_for_tools(), target.cert_file, target.key_file)
-            raise why or ClientError(f"the bridge could not connect to {target.address}:{target.port}: {line.split(': ', 1)[-1]}")
+            why = probe_tls(address, port, ca_file, cert_file, key_file, peer)
+            raise why or ClientError(f"the bridge could not connect to {address}:{port}: {line.split(': ', 1)[-1]}")
         if connack_at is not None and time.monotonic() - connack_at > 1.0:
             return  # accepted, and nothing to subscribe
-    raise ClientError(f"the bridge did not connect to {target.address}:{target.port} within {args.connect_timeout:g} s: {child.tail()}")
+    raise ClientError(f"the bridge did not connect to {address}:{port} within {timeout:g} s: {child.tail()}")
 
 
 def _forward_log(child: Child, verbose: bool) -> int:
@@ -200,14 +221,3 @@ def _forward_log(child: Child, verbose: bool) -> int:
         raise ClientError(f"mosquitto exited with code {code}: {child.tail()}")
     return 0
 
-
-def local_broker_ready(bind: str, port: int, timeout: float = 10.0) -> bool:
-    """Whether something accepts TCP on bind:port within the timeout."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection((bind, port), timeout=1).close()
-            return True
-        except OSError:
-            time.sleep(0.05)
-    return False

@@ -15,14 +15,26 @@ from typing import IO, Iterator
 from .common import ClientError
 
 
-def _die_with_parent() -> None:
-    # Linux: the child gets SIGTERM when this process dies, even by SIGKILL.
+def _load_prctl():
+    # Resolved here, in the parent: the child runs between fork and exec, where loading a
+    # library could wait forever on a lock another thread of ours held at the fork.
+    if not sys.platform.startswith("linux"):
+        return None
     try:
         import ctypes
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        return ctypes.CDLL("libc.so.6", use_errno=True).prctl
     except (OSError, AttributeError):
-        pass
+        return None
+
+
+_PRCTL = _load_prctl()
+
+
+def _die_with_parent() -> None:
+    # The child gets SIGTERM when this process dies, even by SIGKILL (PR_SET_PDEATHSIG).
+    if _PRCTL is not None:
+        _PRCTL(1, signal.SIGTERM)
 
 
 class Child:
@@ -39,7 +51,7 @@ class Child:
                 text=True,
                 env=env,
                 cwd=cwd,
-                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+                preexec_fn=_die_with_parent if _PRCTL is not None else None,
             )
         except OSError as exc:
             raise ClientError(f"cannot start {cmd[0]}: {exc.strerror or exc}", 2) from None

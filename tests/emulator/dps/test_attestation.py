@@ -25,7 +25,7 @@ def pki() -> DevPKI:
     return DevPKI.generate()
 
 
-def _token(key: str, rid: str = "dev1", *, skn: str | None = "registration", scope: str = SCOPE, ttl: int = 60) -> str:
+def _token(key: str, rid: str = "dev1", *, skn: str | None = "registration", scope: str = SCOPE, ttl: int = 3600) -> str:
     return sas.generate(f"{scope}/registrations/{rid}", key, key_name=skn, ttl=ttl)
 
 

@@ -1,0 +1,114 @@
+"""What a conformance run points at: the in-process emulator, an external emulator or service
+known by its connection strings, or real Azure. A target without its settings carries one
+skip reason that every check reports."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..certs.pki import self_signed_cert
+from .credentials import DeviceCredentials, write_cert
+from .provisioning import DpsEndpoint, Registrant
+from .service import HubService, parse_connection_string
+
+TARGETS = ("emulator", "external", "azure")
+GLOBAL_DPS = "global.azure-devices-provisioning.net"
+
+# option name → (environment variable, help)
+SETTINGS = {
+    "hub_connection_string": ("IOTHUB_CONNECTION_STRING", "the hub's service connection string (iothubowner)"),
+    "dps_connection_string": ("PROVISIONING_SERVICE_CONNECTION_STRING", "the DPS service connection string"),
+    "id_scope": ("PROVISIONING_ID_SCOPE", "the DPS ID scope"),
+    "ca_file": ("AZURE_IOT_CONFORMANCE_CA_FILE", "the CA file devices trust (external; default: the system's)"),
+    "mqtt_port": ("AZURE_IOT_CONFORMANCE_MQTT_PORT", "the MQTT/TLS port of hub and DPS (external; default 8883)"),
+    "eventhub_connection_string": ("EVENTHUB_CONNECTION_STRING", "the hub's Event Hubs-compatible connection string (azure)"),
+}
+
+
+@dataclass
+class Target:
+    name: str
+    skip_reason: str | None = None
+    service: HubService | None = None
+    hub_host: str = ""
+    mqtt_port: int = 8883
+    ca_file: str | None = None
+    dps: DpsEndpoint | None = None
+    work: Path = field(default_factory=Path)
+    keepalive: Any = None  # the in-process emulator's thread, kept alive with the target
+
+    @property
+    def sdk_reason(self) -> str | None:
+        """Why the official device SDK cannot reach this target, if it cannot."""
+        if self.mqtt_port != 8883:
+            return f"the azure-iot-device SDK can only use port 8883; this target's MQTT port is {self.mqtt_port}"
+        return None
+
+    def creds(self, device_id: str, *, key: str | None = None, cert: tuple[str, str] | None = None) -> DeviceCredentials:
+        return DeviceCredentials(
+            device_id=device_id, host=self.hub_host, mqtt_address=self.hub_host, mqtt_port=self.mqtt_port,
+            ca_file=self.ca_file, key=key, cert_file=cert and cert[0], key_file=cert and cert[1],
+        )
+
+    def new_cert(self, name: str) -> tuple[tuple[str, str], Any]:
+        """A self-signed certificate (registered by thumbprint: works on Azure without uploading a CA)."""
+        cert = self_signed_cert(name)
+        return write_cert(self.work, name, cert.cert_pem, cert.key_pem), cert
+
+    def registrant(self, registration_id: str, *, key: str | None = None, cert: tuple[str, str] | None = None) -> Registrant:
+        return Registrant(registration_id, key=key, cert_file=cert and cert[0], key_file=cert and cert[1])
+
+
+def setting(config: Any, name: str) -> str | None:
+    value = config.getoption(f"conformance_{name}")
+    return value if value not in (None, "") else os.environ.get(SETTINGS[name][0]) or None
+
+
+def emulator_target(factory: Any, work: Path) -> Target:
+    thread = factory.get(standard_ports=True)  # 8883/443 on a per-worker loopback address: every variant can run
+    emu = thread.emulator
+    service = HubService(
+        hub_connection_string=emu.connection_string(policy="iothubowner"),
+        dps_connection_string=emu.dps_connection_string(),
+        id_scope=emu.config.dps_id_scope,
+        ca_file=str(emu.ca_file),
+    )
+    dps = DpsEndpoint(emu.host, emu.mqtt_port, emu.https_port, emu.config.dps_id_scope, str(emu.ca_file))
+    return Target("emulator", None, service, emu.host, emu.mqtt_port, str(emu.ca_file), dps, work, thread)
+
+
+def external_target(config: Any, work: Path) -> Target:
+    hub_cs = setting(config, "hub_connection_string")
+    if not hub_cs:
+        return Target("external", skip_reason="target external: no hub connection string (--hub-connection-string or IOTHUB_CONNECTION_STRING)")
+    ca = setting(config, "ca_file")
+    port = int(setting(config, "mqtt_port") or 8883)
+    service = HubService(hub_connection_string=hub_cs, dps_connection_string=setting(config, "dps_connection_string"),
+                         id_scope=setting(config, "id_scope"), ca_file=ca)
+    host = service.hub_host
+    dps = None
+    dps_cs = setting(config, "dps_connection_string")
+    if dps_cs and setting(config, "id_scope"):
+        dps_host, _, https = parse_connection_string(dps_cs)["HostName"].partition(":")
+        dps = DpsEndpoint(dps_host, port, int(https or 443), setting(config, "id_scope") or "", ca)
+    return Target("external", None, service, host, port, ca, dps, work)
+
+
+def azure_target(config: Any, work: Path) -> Target:
+    names = ("hub_connection_string", "dps_connection_string", "id_scope", "eventhub_connection_string")
+    missing = [SETTINGS[n][0] for n in names if not setting(config, n)]
+    if missing:
+        return Target("azure", skip_reason=f"target azure: missing settings {', '.join(missing)}")
+    try:
+        from .eventhub import EventHubTelemetry
+        telemetry = EventHubTelemetry(setting(config, "eventhub_connection_string") or "")
+    except ImportError:
+        return Target("azure", skip_reason="target azure: azure-eventhub is not installed (pip install 'azure-iot-harness[azure]')")
+    service = HubService(hub_connection_string=setting(config, "hub_connection_string") or "",
+                         dps_connection_string=setting(config, "dps_connection_string"),
+                         id_scope=setting(config, "id_scope"), ca_file=None, telemetry=telemetry, c2d=None)
+    dps = DpsEndpoint(GLOBAL_DPS, 8883, 443, setting(config, "id_scope") or "", None)
+    return Target("azure", None, service, service.hub_host, 8883, None, dps, work)

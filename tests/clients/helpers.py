@@ -1,0 +1,130 @@
+"""Running the client variants as a user does (`azure-iot-harness client …` in subprocesses) and
+reading what reached the hub through the emulator's telemetry API."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import urllib.parse
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+
+from azure_iot_harness.cli import https_connection, service_token
+from tests.cli_helpers import CliProcess, Serve, cli_env, no_traceback, run_cli
+
+
+class ServeWith(Serve):
+    """`serve` on ephemeral ports with settings from the environment (DPS answer pacing, say)."""
+
+    def __init__(self, data_dir: Path, *extra: str, **env: str) -> None:
+        self.data_dir = data_dir
+        CliProcess.__init__(
+            self, "serve", "--data-dir", str(data_dir), "--mqtt-port", "0", "--https-port", "0", *extra, env=cli_env(**env)
+        )
+        self.banner = []
+
+
+def data(serve: Serve) -> list[str]:
+    return ["--data-dir", str(serve.data_dir)]
+
+
+def client(serve: Serve | None, variant: str, *args: str, timeout: float = 90, env: dict | None = None):
+    """Run a variant to its end; the CompletedProcess."""
+    return run_cli("client", variant, *(data(serve) if serve else []), *args, timeout=timeout, env=env)
+
+
+def ok(res) -> str:
+    assert res.returncode == 0, f"exit {res.returncode}\n{res.stdout}\n{res.stderr}"
+    return res.stdout
+
+
+def failed(res, code: int = 1) -> str:
+    """The one `error: …` line of a variant that failed as it should: no traceback."""
+    assert res.returncode == code, f"exit {res.returncode}, wanted {code}\n{res.stdout}\n{res.stderr}"
+    assert no_traceback(res.stderr) and no_traceback(res.stdout), res.stderr
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, res.stderr
+    return errors[0]
+
+
+def start(serve: Serve, variant: str, *args: str, ready: str = "ready") -> CliProcess:
+    """A long-running variant (bridge, translator), once it printed its ready line."""
+    proc = CliProcess("client", variant, *data(serve), *args)
+    try:
+        proc.stdout.until(ready, timeout=60)
+    except AssertionError:
+        proc.terminate()
+        raise AssertionError(f"{variant} did not get ready: {proc.stdout.seen} {proc.stderr.rest(5)}") from None
+    return proc
+
+
+def ready_port(proc: CliProcess) -> int:
+    """The local port of a `ready mqtt://127.0.0.1:PORT` (or `… listening on mqtt://…`) line."""
+    for line in proc.stdout.seen:
+        m = re.search(r"mqtt://127\.0\.0\.1:(\d+)", line)
+        if m:
+            return int(m.group(1))
+    raise AssertionError(f"no local port in {proc.stdout.seen}")
+
+
+def messages(info: dict, device: str) -> list[dict]:
+    """Every stored telemetry message of one device (GET /_emulator/telemetry)."""
+    out: list[dict] = []
+    after = 0
+    while True:
+        conn = https_connection(info)
+        try:
+            query = urllib.parse.urlencode({"deviceId": device, "after": after, "limit": 1000})
+            conn.request("GET", f"/_emulator/telemetry?{query}", headers={"Authorization": service_token(info)})
+            resp = conn.getresponse()
+            page = json.loads(resp.read())
+        finally:
+            conn.close()
+        assert resp.status == 200, page
+        out += page["messages"]
+        if not page["messages"]:
+            return out
+        after = page["last"]
+
+
+def wait_messages(info: dict, device: str, n: int, *, where: dict | None = None, timeout: float = 30) -> list[dict]:
+    """The device's messages whose properties include `where`, once there are at least n."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [m for m in messages(info, device) if all(m["properties"].get(k) == v for k, v in (where or {}).items())]
+        if len(found) >= n or time.monotonic() > deadline:
+            assert len(found) >= n, f"{len(found)} of {n} messages from {device} with {where}; all: {messages(info, device)}"
+            return found
+        time.sleep(0.1)
+
+
+def publish_plain(port: int, topic: str, payload: str, qos: int = 1) -> None:
+    """A brownfield device: plain MQTT to the local broker, QoS 1, acknowledged."""
+    c = mqtt.Client(client_id="", clean_session=True, protocol=mqtt.MQTTv311)
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    try:
+        info = c.publish(topic, payload, qos=qos)
+        info.wait_for_publish(10)
+        assert info.is_published()
+    finally:
+        c.disconnect()
+        c.loop_stop()
+
+
+def subscribe_plain(port: int, topic: str) -> tuple[mqtt.Client, list]:
+    got: list = []
+    c = mqtt.Client(client_id="", clean_session=True, protocol=mqtt.MQTTv311)
+    subscribed: list = []
+    c.on_subscribe = lambda *a: subscribed.append(1)
+    c.on_message = lambda cl, u, msg: got.append(msg)
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    c.subscribe(topic, 1)
+    deadline = time.monotonic() + 10
+    while not subscribed and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert subscribed
+    return c, got

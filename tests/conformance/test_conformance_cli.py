@@ -1,0 +1,114 @@
+"""`azure-iot-harness conformance` in subprocesses: against the in-process emulator, against a
+separately started `serve` (--target external), and --target azure without credentials."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.cli_helpers import Serve, cli_env, run_cli
+from tests.conftest import free_loopback_address
+
+pytest_plugins = ["pytester"]
+MATRIX_ROW = re.compile(r"^paho-sas-direct\s+(pass\s+|\.\s+)+")
+NO_CREDENTIALS = {"IOTHUB_CONNECTION_STRING", "PROVISIONING_SERVICE_CONNECTION_STRING", "PROVISIONING_ID_SCOPE", "EVENTHUB_CONNECTION_STRING"}
+
+
+def _env() -> dict[str, str]:
+    return {k: v for k, v in cli_env().items() if k not in NO_CREDENTIALS and not k.startswith("PYTEST_")}
+
+
+def _conformance(tmp_path: Path, *args: str):
+    return run_cli("conformance", "-n", "2", "--basetemp", str(tmp_path / "t"), *args, timeout=175, env=_env(), cwd=tmp_path)
+
+
+def _assert_all_passed(result, tmp_path: Path) -> None:
+    out = result.stdout
+    assert result.returncode == 0, out[-5000:] + result.stderr[-2000:]
+    assert re.search(r"\d+ passed", out) and " failed" not in out, out[-3000:]
+    assert "conformance PASS telemetry_with_properties [paho-sas-direct]" in out
+    assert "conformance matrix" in out and any(MATRIX_ROW.match(line) for line in out.splitlines()), out[-3000:]
+    assert (tmp_path / "conformance-junit.xml").read_text().count("<testcase") >= 50
+    assert "<table>" in (tmp_path / "conformance-report.html").read_text()
+
+
+def test_against_the_in_process_emulator(tmp_path: Path) -> None:
+    _assert_all_passed(_conformance(tmp_path), tmp_path)
+
+
+def test_against_a_separately_started_serve(tmp_path: Path) -> None:
+    # serve on 8883/443 of its own loopback address, so the official SDK's checks run too.
+    for _ in range(5):
+        address = free_loopback_address()
+        serve = Serve(tmp_path / "data", "--bind", address, "--host", address, "--mqtt-port", "8883", "--https-port", "443")
+        try:
+            serve.wait_ready()
+            break
+        except AssertionError:
+            serve.terminate()
+            if "in use" not in "\n".join(serve.stderr.seen):
+                raise
+    else:
+        pytest.fail("no free loopback address for 8883/443")
+    try:
+        info = serve.info
+        result = _conformance(
+            tmp_path, "--target", "external",
+            "--hub-connection-string", info["connectionStrings"]["service"],
+            "--dps-connection-string", info["connectionStrings"]["dpsService"],
+            "--id-scope", info["dps"]["idScope"], "--ca-file", info["caFile"], "--mqtt-port", str(info["mqtt"]["port"]),
+        )
+    finally:
+        serve.terminate()
+    _assert_all_passed(result, tmp_path)
+    assert "skipped" not in result.stdout.splitlines()[-1]
+
+
+def test_external_on_ephemeral_ports_skips_the_sdk_with_a_reason(tmp_path: Path) -> None:
+    with Serve(tmp_path / "data") as serve:
+        info = serve.info
+        result = _conformance(
+            tmp_path, "--target", "external", "-k", "telemetry",
+            "--hub-connection-string", info["connectionStrings"]["service"], "--ca-file", info["caFile"],
+            "--mqtt-port", str(info["mqtt"]["port"]),
+        )
+    out = result.stdout
+    assert result.returncode == 0, out[-4000:]
+    assert "conformance PASS telemetry_with_properties [paho-sas-direct]" in out
+    assert f"the azure-iot-device SDK can only use port 8883; this target's MQTT port is {info['mqtt']['port']}" in out
+    assert "no DPS settings" in out
+
+
+def test_azure_without_credentials_skips_everything_for_one_reason(tmp_path: Path) -> None:
+    result = _conformance(tmp_path, "--target", "azure")
+    out = result.stdout
+    assert result.returncode == 0, out[-4000:]
+    assert re.search(r"^=+ \d+ skipped in ", out.splitlines()[-1]), out[-2000:]
+    reasons = {line for line in out.splitlines() if line.startswith("skip reason: ")}
+    assert reasons == {"skip reason: target azure: missing settings IOTHUB_CONNECTION_STRING, PROVISIONING_SERVICE_CONNECTION_STRING, PROVISIONING_ID_SCOPE, EVENTHUB_CONNECTION_STRING"}
+
+
+def test_a_check_without_exactly_one_validation_marker_is_a_collection_error(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest("from azure_iot_harness.conformance.suite import *\n")
+    pytester.makepyfile(
+        test_checks='''
+        import pytest
+
+        def test_unmarked():
+            pass
+
+        @pytest.mark.azure_validated
+        @pytest.mark.azure_unvalidated
+        def test_both():
+            pass
+
+        @pytest.mark.azure_unvalidated
+        def test_fine():
+            pass
+        '''
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*exactly one of azure_validated, azure_unvalidated*", "*test_unmarked: no marker*", "*test_both: ?'azure_validated', 'azure_unvalidated'?"])

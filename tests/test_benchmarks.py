@@ -1,0 +1,47 @@
+"""The benchmark harness runs end to end in miniature (no timing is asserted: the numbers only
+have to exist and be consistent)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from benchmarks.report import Row, Section, render
+from benchmarks.stats import Samples, cell, ratio
+
+ROOT = Path(__file__).parent.parent
+
+
+def test_cells_and_ratios() -> None:
+    assert cell(Samples([3.0, 1.0, 2.0])) == "2.00 (1.00–3.00)"
+    assert cell(Samples([12345.0])) == "12,345"
+    assert cell(None) == "–"
+    assert ratio(Samples([4.0]), Samples([2.0])) == 2.0
+    assert ratio(Samples([4.0]), Samples([])) is None
+    table = render([Section("x", [Row("ingest", "msg/s", Samples([4.0]), "mosquitto", Samples([2.0]), "≥ 1.0×", True)], ["DPS: not built"])])
+    assert "| ingest | msg/s | 4.00 | mosquitto | 2.00 | 2.00× | ≥ 1.0× | yes |" in table
+    assert "not measured" in table
+
+
+def test_harness_runs_a_tiny_configuration(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    res = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--only", "telemetry,connect,memory,dps",
+         "--servers", "emulator,mosquitto,amqtt", "--repeat", "1", "--connect-repeat", "1", "--messages", "40", "--publishers", "2",
+         "--connections", "4", "--memory-devices", "4", "--dps-devices", "4", "--dps-concurrency", "2", "--settle", "0.1",
+         "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    doc = json.loads(out.read_text())
+    titles = [s["title"] for s in doc["sections"]]
+    assert titles == ["Telemetry ingest", "Connect", "Provisioning storm", "Memory"]
+    for section in doc["sections"]:
+        for row in section["rows"]:
+            assert row["emulator"]["median"] is not None, row
+            assert "failed" not in (row["note"] or ""), row
+    ingest = doc["sections"][0]["rows"]
+    assert any(r["against"] == "amqtt Broker" and r["ratio"] for r in ingest)
+    assert "| Measurement |" in res.stdout and doc["table"] in res.stdout
