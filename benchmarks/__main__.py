@@ -13,6 +13,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import psutil
+
 from .context import Context, Options
 from .report import Section, render
 from .servers import mosquitto_version
@@ -38,6 +40,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--suite-repeat", type=int, default=1)
     p.add_argument("--dps-devices", type=int, default=1_000)
     p.add_argument("--dps-concurrency", type=int, default=20, help="registrations in flight in the storm's first form")
+    p.add_argument("--quiet-wait", type=float, default=120, help="seconds to wait for an idle machine before each section")
     p.add_argument("--settle", type=float, default=1.0, help="seconds a server settles before a memory reading")
     p.add_argument("--profile", type=Path, metavar="DIR", help="write a py-spy flame graph of each emulator process to DIR")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON results (default {DEFAULT_OUT})")
@@ -51,6 +54,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def _split(s: str) -> list[str]:
     return [x.strip() for x in s.split(",") if x.strip()]
+
+
+def _wait_for_quiet(limit: float, busy_percent: float = 15.0) -> float | None:
+    """Wait (at most `limit` seconds) until the machine is nearly idle before a section starts:
+    the cores are shared, and another process's test run skews every number. Returns the last
+    reading (percent of all cores busy, measured over 2 s while this process is idle)."""
+    if limit <= 0:
+        return None
+    deadline = time.monotonic() + limit
+    while True:
+        busy = psutil.cpu_percent(interval=2.0)
+        if busy <= busy_percent or time.monotonic() > deadline:
+            return busy
 
 
 def _raise_open_files_limit() -> None:
@@ -91,10 +107,13 @@ def main(argv: list[str] | None = None) -> int:
         for name in SECTIONS:
             if name not in chosen:
                 continue
-            print(f"{name} …", file=sys.stderr, flush=True)
+            busy = _wait_for_quiet(args.quiet_wait)
+            idle = "" if busy is None else f" (machine {busy:.0f}% busy before it)"
+            print(f"{name} …{idle}", file=sys.stderr, flush=True)
             t0 = time.perf_counter()
             module = __import__(f"benchmarks.{'ingest' if name == 'telemetry' else name}", fromlist=["run"])
             sections.append(module.run(ctx))
+            sections[-1].busy_before = busy
             print(f"{name}: {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
     table = render(sections)
     doc = {
@@ -110,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             "mosquitto": mosquitto_version(),
         },
         "options": vars(options),
-        "sections": [{"title": s.title, "rows": [r.to_json() for r in s.rows], "notMeasured": s.not_measured} for s in sections],
+        "sections": [{"title": s.title, "rows": [r.to_json() for r in s.rows], "notMeasured": s.not_measured, "machineBusyBefore": s.busy_before} for s in sections],
         "table": table,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -41,6 +41,7 @@ class Section:
     title: str
     rows: list[Row] = field(default_factory=list)
     not_measured: list[str] = field(default_factory=list)
+    busy_before: float | None = None  # percent of the machine's CPU others used just before
 
 
 HEADER = "| Measurement | Unit | Emulator | Compared with | Theirs | Ratio | Goal | Met |"

@@ -30,7 +30,7 @@ def test_harness_runs_a_tiny_configuration(tmp_path: Path) -> None:
     res = subprocess.run(
         [sys.executable, "-m", "benchmarks", "--only", "telemetry,connect,memory,dps",
          "--servers", "emulator,mosquitto,amqtt", "--repeat", "1", "--connect-repeat", "1", "--messages", "40", "--publishers", "2",
-         "--connections", "4", "--memory-devices", "4", "--dps-devices", "4", "--dps-concurrency", "2", "--settle", "0.1",
+         "--connections", "4", "--memory-devices", "4", "--dps-devices", "4", "--dps-concurrency", "2", "--settle", "0.1", "--quiet-wait", "0",
          "--out", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
