@@ -84,6 +84,8 @@ class Dps:
         # latter per registration id.
         self._lock = asyncio.Lock()
         self._registration_locks: dict[str, asyncio.Lock] = {}
+        # One connection per client id, as MQTT requires: a new one closes the old one.
+        self.connections: dict[str, MqttConnection] = {}
 
     async def load(self) -> None:
         await self.state.load()
@@ -118,6 +120,10 @@ class Dps:
         except ProvisioningError as exc:
             raise ConnectRefused(NOT_AUTHORIZED, exc.message) from None
         log.info("registration %s connected from %s (%s)", registration_id, conn.peer, "SAS" if password else "X.509")
+        previous = self.connections.get(registration_id)
+        if previous is not None and previous is not conn:
+            previous.close("replaced by a new connection with the same client id", graceful=True)
+        self.connections[registration_id] = conn
         return DpsSession(self, conn, username.id_scope, registration_id, password), False
 
     def authenticate(self, scope: str, registration_id: str, *, password: str | None, certificate: bytes | None) -> Attestation:

@@ -96,3 +96,5 @@ class DpsSession:
         # Requests still being answered run to their end: cancelling one halfway through an
         # assignment would leave the registry and the store disagreeing.
         log.info("registration %s disconnected: %s", self.registration_id, reason)
+        if self.dps.connections.get(self.registration_id) is conn:
+            del self.dps.connections[self.registration_id]

@@ -387,3 +387,12 @@ def test_answers_need_a_subscription(emulator):
     with pytest.raises(TimeoutError):
         c.client.read_packet(timeout=0.5)
     c.close()
+
+
+def test_a_second_connection_with_the_same_client_id_closes_the_first(emulator):
+    key = group_key("twice-1")
+    first = RawDps(emulator, "twice-1", token(emulator, "twice-1", key))
+    second = RawDps(emulator, "twice-1", token(emulator, "twice-1", key))
+    assert first.connack == 0 and second.connack == 0
+    assert first.client.closed_by_server()
+    assert second.provision("twice-1")["status"] == "assigned"
