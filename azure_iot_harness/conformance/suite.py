@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import html
 import re
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any

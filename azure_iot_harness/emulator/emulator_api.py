@@ -37,8 +37,8 @@ def routes(emulator: "Emulator") -> list[BaseRoute]:
 
     async def read(request: Request) -> Response:
         authorize(request)
-        after = _int(request, "after", 0)
-        limit = min(_int(request, "limit", 100), 1000)
+        after = http.int_param(request, "after", 0)
+        limit = min(http.int_param(request, "limit", 100), 1000)
         rows = await emulator.store.read_telemetry(after=after, device_id=request.query_params.get("deviceId"), limit=limit)
         last = rows[-1][0] if rows else after
         return JSONResponse({"messages": [_entry(seq, t) for seq, t in rows], "last": last})
@@ -55,7 +55,7 @@ def routes(emulator: "Emulator") -> list[BaseRoute]:
         emulator.store.add_telemetry_listener(queue.put_nowait)
         # Listen first, then read the backlog: nothing committed in between is missed.
         if "after" in request.query_params:
-            after = _int(request, "after", 0)
+            after = http.int_param(request, "after", 0)
         else:
             after = await emulator.store.last_telemetry_seq()
 
@@ -165,13 +165,3 @@ def _c2d_arguments(body: dict) -> tuple:
 
 def _entry(seq: int, t: Telemetry) -> dict:
     return {"sequenceNumber": seq, **t.to_json()}
-
-
-def _int(request: Request, name: str, default: int) -> int:
-    raw = request.query_params.get(name)
-    if raw is None:
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise hub_error("ArgumentInvalid", f"query parameter {name} must be an integer, not {raw!r}") from None

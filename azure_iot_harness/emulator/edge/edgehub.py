@@ -17,8 +17,9 @@ from ..mqtt import codec
 from ..mqtt.client import ConnectionLost
 from ..mqtt.codec import Connect, Publish
 from ..mqtt.connection import MqttConnection
-from ..protocol.messages import Telemetry, build_telemetry
-from ..protocol.topics import HubUsername, decode_property_bag, encode_property_bag, parse_telemetry_topic
+from ..protocol.messages import Telemetry
+from ..hub.session import telemetry_from
+from ..protocol.topics import HubUsername, encode_property_bag
 from .queue import EdgeQueues, Queued
 from .upstream import Upstream
 
@@ -161,22 +162,7 @@ class EdgeSession:
             conn.ack_when_done(fut, pub.packet_id)
 
     def _telemetry(self, pub: Publish) -> Telemetry:
-        parsed = parse_telemetry_topic(pub.topic)
-        p = self.principal
-        if parsed is None:
-            raise ProtocolViolation(f"PUBLISH to {pub.topic!r}, which is not an IoT Hub topic")
-        if parsed.device_id != p.device_id or parsed.module_id != p.module_id:
-            raise ProtocolViolation(f"PUBLISH to {pub.topic!r}, a topic of another identity than {p.name}")
-        return build_telemetry(
-            device_id=p.device_id,
-            module_id=p.module_id,
-            bag=decode_property_bag(parsed.bag),
-            body=pub.payload,
-            retain=pub.retain,
-            auth=p.auth,
-            generation_id=p.generation_id,
-            model_id=p.model_id,
-        )
+        return telemetry_from(self.principal, pub.topic, pub.payload, pub.retain)
 
     async def _relay_up(self, pub: Publish) -> None:
         try:

@@ -74,23 +74,7 @@ class DeviceSession:
             conn.ack_when_done(fut, pub.packet_id)
 
     def telemetry_from(self, topic: str, body: bytes, retain: bool) -> Telemetry:
-        """Check a telemetry topic against this identity and build the message."""
-        parsed = parse_telemetry_topic(topic)
-        if parsed is None:
-            raise ProtocolViolation(f"PUBLISH to {topic!r}, which is not an IoT Hub topic")
-        p = self.principal
-        if parsed.device_id != p.device_id or parsed.module_id != p.module_id:
-            raise ProtocolViolation(f"PUBLISH to {topic!r}, a topic of another identity than {p.name}")
-        return build_telemetry(
-            device_id=p.device_id,
-            module_id=p.module_id,
-            bag=decode_property_bag(parsed.bag),
-            body=body,
-            retain=retain,
-            auth=p.auth,
-            generation_id=p.generation_id,
-            model_id=p.model_id,
-        )
+        return telemetry_from(self.principal, topic, body, retain)
 
     async def _on_iothub_topic(self, pub: Publish) -> None:
         topic = pub.topic
@@ -224,6 +208,25 @@ class DeviceSession:
             log.info("%s: publishing its will message", self.principal.name)
             fut = self.hub.store.append_telemetry(self.will)
             fut.add_done_callback(lambda f: f.cancelled() or f.exception() and log.error("will not stored: %s", f.exception()))
+
+
+def telemetry_from(p: "Principal", topic: str, body: bytes, retain: bool) -> Telemetry:
+    """Check a telemetry topic against the identity that sent it and build the message."""
+    parsed = parse_telemetry_topic(topic)
+    if parsed is None:
+        raise ProtocolViolation(f"PUBLISH to {topic!r}, which is not an IoT Hub topic")
+    if parsed.device_id != p.device_id or parsed.module_id != p.module_id:
+        raise ProtocolViolation(f"PUBLISH to {topic!r}, a topic of another identity than {p.name}")
+    return build_telemetry(
+        device_id=p.device_id,
+        module_id=p.module_id,
+        bag=decode_property_bag(parsed.bag),
+        body=body,
+        retain=retain,
+        auth=p.auth,
+        generation_id=p.generation_id,
+        model_id=p.model_id,
+    )
 
 
 def _param(query: str, name: str) -> str | None:
