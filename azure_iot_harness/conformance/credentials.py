@@ -22,6 +22,7 @@ class DeviceCredentials:
     cert_file: str | None = None  # X.509: the certificate (leaf first) and its key
     key_file: str | None = None
     module_id: str | None = None
+    gateway_host: str | None = None  # an IoT Edge gateway between the device and the hub (GatewayHostName)
 
     @property
     def auth(self) -> str:
@@ -49,7 +50,8 @@ class DeviceCredentials:
         out = f"HostName={self.host};DeviceId={self.device_id}"
         if self.module_id:
             out += f";ModuleId={self.module_id}"
-        return out + (f";SharedAccessKey={self.key}" if self.key else ";x509=true")
+        out += f";SharedAccessKey={self.key}" if self.key else ";x509=true"
+        return out + (f";GatewayHostName={self.gateway_host}" if self.gateway_host else "")
 
     @property
     def password(self) -> str | None:

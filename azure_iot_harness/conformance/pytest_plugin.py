@@ -89,24 +89,32 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
 # ---- the emulators ------------------------------------------------------------------------------------
 
 
+def free_loopback_address() -> str:
+    """A random 127.x.y.z: listeners on the standard ports (or an edge) get their own address, so
+    parallel workers and runs never collide."""
+    return f"127.{random.randint(1, 254)}.{random.randint(0, 255)}.{random.randint(1, 254)}"
+
+
 class EmulatorFactory:
-    """Starts at most one emulator of each kind (ephemeral ports, standard ports) per session;
-    under xdist each worker has its own session, hence its own emulators."""
+    """Starts at most one emulator of each kind (ephemeral or standard ports, with or without an
+    IoT Edge gateway) per session; under xdist each worker has its own session, hence its own emulators."""
 
     def __init__(self, settings: dict[str, Any]) -> None:
         self.settings = settings
-        self._threads: dict[bool, EmulatorThread] = {}
-        self._used: set[bool] = set()
+        self._threads: dict[tuple[bool, bool], EmulatorThread] = {}
+        self._used: set[tuple[bool, bool]] = set()
 
-    def get(self, *, standard_ports: bool = False) -> EmulatorThread:
-        """The emulator of this kind, reset if a previous test used it."""
-        thread = self._threads.get(standard_ports)
+    def get(self, *, standard_ports: bool = False, edge: bool = False) -> EmulatorThread:
+        """The emulator of this kind, reset if a previous test used it. With `edge`, an edgeHub
+        listens on a random loopback address: on 8883 with `standard_ports`, else an ephemeral port."""
+        kind = (standard_ports, edge)
+        thread = self._threads.get(kind)
         if thread is None:
-            thread = self._start_standard() if standard_ports else self._start(mqtt_port=0, https_port=0)
-            self._threads[standard_ports] = thread
-        elif standard_ports in self._used:
+            thread = self._start_standard(edge) if standard_ports else self._start_ephemeral(edge)
+            self._threads[kind] = thread
+        elif kind in self._used:
             thread.call(thread.emulator.reset(), timeout=60)
-        self._used.add(standard_ports)
+        self._used.add(kind)
         return thread
 
     def _start(self, **ports: Any) -> EmulatorThread:
@@ -115,16 +123,32 @@ class EmulatorFactory:
         thread.start()
         return thread
 
-    def _start_standard(self) -> EmulatorThread:
+    def _start_ephemeral(self, edge: bool) -> EmulatorThread:
+        if not edge:
+            return self._start(mqtt_port=0, https_port=0)
+        return self._retry(lambda: self._start(mqtt_port=0, https_port=0, **self._edge(0)))
+
+    def _start_standard(self, edge: bool) -> EmulatorThread:
         # 8883/443 on a random 127.x.y.z whose host name is that address: workers never collide.
+        def attempt() -> EmulatorThread:
+            address = free_loopback_address()
+            return self._start(bind=address, host=address, mqtt_port=8883, https_port=443, **(self._edge(8883) if edge else {}))
+
+        return self._retry(attempt)
+
+    @staticmethod
+    def _edge(port: int) -> dict[str, Any]:
+        return {"edge": True, "edge_bind": free_loopback_address(), "edge_host": "", "edge_mqtt_port": port}
+
+    @staticmethod
+    def _retry(attempt: Any) -> EmulatorThread:
         last: Exception | None = None
         for _ in range(20):
-            address = f"127.{random.randint(1, 254)}.{random.randint(0, 255)}.{random.randint(1, 254)}"
             try:
-                return self._start(bind=address, host=address, mqtt_port=8883, https_port=443)
-            except ConfigError as exc:
+                return attempt()
+            except ConfigError as exc:  # address taken by a parallel worker or run: draw another
                 last = exc
-        raise ConfigError(f"no free loopback address for the standard ports: {last}")
+        raise ConfigError(f"no free loopback address for the emulator's listeners: {last}")
 
     def stop(self) -> None:
         for thread in self._threads.values():

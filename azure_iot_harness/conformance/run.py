@@ -12,7 +12,9 @@ Runs the conformance checks (azure_iot_harness/conformance/checks) with pytest: 
 then the variant x check matrix; writes conformance-junit.xml and conformance-report.html.
 Target settings (or their environment variables): --hub-connection-string (IOTHUB_CONNECTION_STRING),
 --dps-connection-string (PROVISIONING_SERVICE_CONNECTION_STRING), --id-scope (PROVISIONING_ID_SCOPE),
---ca-file, --mqtt-port, --eventhub-connection-string (EVENTHUB_CONNECTION_STRING).
+--ca-file, --mqtt-port, --eventhub-connection-string (EVENTHUB_CONNECTION_STRING); the edge path's
+gateway: --conformance-edge-host, --conformance-edge-port (default 8883), --conformance-edge-device
+(default edge-device1) (AZURE_IOT_CONFORMANCE_EDGE_HOST/_PORT/_DEVICE).
 Any other option goes to pytest (e.g. -n 2, -k telemetry, --junitxml FILE)."""
 
 

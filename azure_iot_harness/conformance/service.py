@@ -219,14 +219,18 @@ class HubService:
         return self.hub.host
 
     # identities
-    def create_device(self, device_id: str, *, key: str | None = None, thumbprint: str | None = None, edge: bool = False) -> dict:
-        """A SAS device (keys generated unless given) or, with `thumbprint`, a self-signed X.509 device."""
+    def create_device(self, device_id: str, *, key: str | None = None, thumbprint: str | None = None, edge: bool = False,
+                      parent_scope: str | None = None) -> dict:
+        """A SAS device (keys generated unless given) or, with `thumbprint`, a self-signed X.509 device;
+        with `parent_scope` (an IoT Edge device's `deviceScope`), a child of that edge device."""
         if thumbprint:
             auth = {"type": "selfSigned", "x509Thumbprint": {"primaryThumbprint": thumbprint, "secondaryThumbprint": thumbprint}}
         else:
             key = key or base64.b64encode(_random(32)).decode()
             auth = {"type": "sas", "symmetricKey": {"primaryKey": key, "secondaryKey": base64.b64encode(_random(32)).decode()}}
         doc = {"deviceId": device_id, "status": "enabled", "authentication": auth, "capabilities": {"iotEdge": edge}}
+        if parent_scope:
+            doc.update(deviceScope=parent_scope, parentScopes=[parent_scope])
         return self.hub.request("PUT", f"/devices/{_q(device_id)}", doc, api=HUB_API)
 
     def create_module(self, device_id: str, module_id: str, *, key: str | None = None) -> dict:
@@ -247,10 +251,13 @@ class HubService:
     def patch_desired(self, device_id: str, desired: dict, module_id: str | None = None) -> dict:
         return self.hub.request("PATCH", _twin_path(device_id, module_id), {"properties": {"desired": desired}}, api=HUB_API, headers={"If-Match": "*"})
 
-    def invoke_method(self, device_id: str, name: str, payload: Any = None, *, module_id: str | None = None, timeout: int = 30, ok: tuple[int, ...] = (200,)) -> dict:
-        """{"status": int, "payload": …}; a device that is offline or slow answers 404/504 (ServiceError)."""
-        body = {"methodName": name, "payload": payload, "responseTimeoutInSeconds": timeout, "connectTimeoutInSeconds": 0}
-        return self.hub.request("POST", _twin_path(device_id, module_id) + "/methods", body, api=HUB_API, ok=ok, timeout=timeout + 30)
+    def invoke_method(self, device_id: str, name: str, payload: Any = None, *, module_id: str | None = None, timeout: int = 30,
+                      connect_timeout: int = 0, ok: tuple[int, ...] = (200,)) -> dict:
+        """{"status": int, "payload": …}; a device that is offline or slow answers 404/504 (ServiceError).
+        `connect_timeout`: how long the hub waits for the device to be online (connectTimeoutInSeconds)."""
+        body = {"methodName": name, "payload": payload, "responseTimeoutInSeconds": timeout, "connectTimeoutInSeconds": connect_timeout}
+        return self.hub.request("POST", _twin_path(device_id, module_id) + "/methods", body, api=HUB_API, ok=ok,
+                                timeout=timeout + connect_timeout + 30)
 
     # DPS
     def create_enrollment(self, registration_id: str, *, symmetric_key: str | None = None, certificate_pem: bytes | None = None) -> dict:

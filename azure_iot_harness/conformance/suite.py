@@ -30,7 +30,7 @@ class Case:
         return f"{self.variant}-{self.auth}-{self.path}"
 
 
-def cases(variants: tuple[str, ...], auths: tuple[str, ...] = ("sas", "x509"), paths: tuple[str, ...] = ("direct", "dps")) -> list[Any]:
+def cases(variants: tuple[str, ...], auths: tuple[str, ...] = ("sas", "x509"), paths: tuple[str, ...] = ("direct", "dps", "edge")) -> list[Any]:
     return [pytest.param(Case(v, a, p), id=str(Case(v, a, p))) for v in variants for a in auths for p in paths]
 
 

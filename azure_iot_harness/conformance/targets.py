@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..certs.pki import self_signed_cert
+from ..config import WELL_KNOWN_EDGE_DEVICE
 from .credentials import DeviceCredentials, write_cert
 from .provisioning import DpsEndpoint, Registrant
 from .service import HubService, parse_connection_string
@@ -25,7 +26,20 @@ SETTINGS = {
     "ca_file": ("AZURE_IOT_CONFORMANCE_CA_FILE", "the CA file devices trust (external; default: the system's)"),
     "mqtt_port": ("AZURE_IOT_CONFORMANCE_MQTT_PORT", "the MQTT/TLS port of hub and DPS (external; default 8883)"),
     "eventhub_connection_string": ("EVENTHUB_CONNECTION_STRING", "the hub's Event Hubs-compatible connection string (azure)"),
+    "conformance_edge_host": ("AZURE_IOT_CONFORMANCE_EDGE_HOST", "the IoT Edge gateway's host name (GatewayHostName) for the edge path (external, azure)"),
+    "conformance_edge_port": ("AZURE_IOT_CONFORMANCE_EDGE_PORT", "the IoT Edge gateway's MQTT/TLS port (default 8883)"),
+    "conformance_edge_device": ("AZURE_IOT_CONFORMANCE_EDGE_DEVICE", "the IoT Edge device whose children leaf devices become (default edge-device1)"),
 }
+NO_EDGE = "this target has no IoT Edge gateway (--conformance-edge-host or AZURE_IOT_CONFORMANCE_EDGE_HOST)"
+
+
+@dataclass(frozen=True)
+class EdgeGateway:
+    """An IoT Edge device's edgeHub that leaf devices connect through."""
+
+    host: str  # the gateway host name (GatewayHostName; TLS server name and socket address)
+    port: int
+    device_id: str
 
 
 @dataclass
@@ -39,6 +53,8 @@ class Target:
     dps: DpsEndpoint | None = None
     work: Path = field(default_factory=Path)
     keepalive: Any = None  # the in-process emulator's thread, kept alive with the target
+    edge: EdgeGateway | None = None  # the gateway of the "edge" path, if the target has one
+    edge_reason: str = NO_EDGE  # why the edge path skips when `edge` is None
 
     @property
     def sdk_reason(self) -> str | None:
@@ -47,10 +63,24 @@ class Target:
             return f"the azure-iot-device SDK can only use port 8883; this target's MQTT port is {self.mqtt_port}"
         return None
 
-    def creds(self, device_id: str, *, key: str | None = None, cert: tuple[str, str] | None = None) -> DeviceCredentials:
+    @property
+    def sdk_edge_reason(self) -> str | None:
+        """Why the official device SDK cannot reach this target's gateway, if it cannot."""
+        if self.edge is not None and self.edge.port != 8883:
+            return f"the azure-iot-device SDK can only reach a gateway on port 8883; this target's edge port is {self.edge.port}"
+        return None
+
+    def creds(self, device_id: str, *, key: str | None = None, cert: tuple[str, str] | None = None,
+              via_edge: bool = False) -> DeviceCredentials:
+        """Credentials for the hub, or (via_edge) for the hub through the edge gateway: the
+        username and SAS audience keep the hub's host, the socket goes to the gateway."""
+        if via_edge:
+            assert self.edge is not None, self.edge_reason
+        edge = self.edge if via_edge else None
         return DeviceCredentials(
-            device_id=device_id, host=self.hub_host, mqtt_address=self.hub_host, mqtt_port=self.mqtt_port,
-            ca_file=self.ca_file, key=key, cert_file=cert and cert[0], key_file=cert and cert[1],
+            device_id=device_id, host=self.hub_host, mqtt_address=edge.host if edge else self.hub_host,
+            mqtt_port=edge.port if edge else self.mqtt_port, ca_file=self.ca_file, key=key,
+            cert_file=cert and cert[0], key_file=cert and cert[1], gateway_host=edge.host if edge else None,
         )
 
     def new_cert(self, name: str) -> tuple[tuple[str, str], Any]:
@@ -67,8 +97,17 @@ def setting(config: Any, name: str) -> str | None:
     return value if value not in (None, "") else os.environ.get(SETTINGS[name][0]) or None
 
 
+def edge_from_settings(config: Any, name: str) -> tuple[EdgeGateway | None, str]:
+    host = setting(config, "conformance_edge_host")
+    if not host:
+        return None, f"target {name}: {NO_EDGE.removeprefix('this target has ')}"
+    port = int(setting(config, "conformance_edge_port") or 8883)
+    return EdgeGateway(host, port, setting(config, "conformance_edge_device") or WELL_KNOWN_EDGE_DEVICE), ""
+
+
 def emulator_target(factory: Any, work: Path) -> Target:
-    thread = factory.get(standard_ports=True)  # 8883/443 on a per-worker loopback address: every variant can run
+    # 8883/443 on a per-worker loopback address, the edge on 8883 of another: every variant can run
+    thread = factory.get(standard_ports=True, edge=True)
     emu = thread.emulator
     service = HubService(
         hub_connection_string=emu.connection_string(policy="iothubowner"),
@@ -77,7 +116,9 @@ def emulator_target(factory: Any, work: Path) -> Target:
         ca_file=str(emu.ca_file),
     )
     dps = DpsEndpoint(emu.host, emu.mqtt_port, emu.https_port, emu.config.dps_id_scope, str(emu.ca_file))
-    return Target("emulator", None, service, emu.host, emu.mqtt_port, str(emu.ca_file), dps, work, thread)
+    edge = EdgeGateway(emu.edge.host, emu.edge.mqtt_port, emu.edge.device_id) if emu.edge is not None else None
+    return Target("emulator", None, service, emu.host, emu.mqtt_port, str(emu.ca_file), dps, work, thread, edge,
+                  "" if edge else "target emulator: started without an edge")
 
 
 def external_target(config: Any, work: Path) -> Target:
@@ -94,7 +135,8 @@ def external_target(config: Any, work: Path) -> Target:
     if dps_cs and setting(config, "id_scope"):
         dps_host, _, https = parse_connection_string(dps_cs)["HostName"].partition(":")
         dps = DpsEndpoint(dps_host, port, int(https or 443), setting(config, "id_scope") or "", ca)
-    return Target("external", None, service, host, port, ca, dps, work)
+    edge, why = edge_from_settings(config, "external")
+    return Target("external", None, service, host, port, ca, dps, work, None, edge, why)
 
 
 def azure_target(config: Any, work: Path) -> Target:
@@ -111,4 +153,5 @@ def azure_target(config: Any, work: Path) -> Target:
                          dps_connection_string=setting(config, "dps_connection_string"),
                          id_scope=setting(config, "id_scope"), ca_file=None, telemetry=telemetry, c2d=None)
     dps = DpsEndpoint(GLOBAL_DPS, 8883, 443, setting(config, "id_scope") or "", None)
-    return Target("azure", None, service, service.hub_host, 8883, None, dps, work)
+    edge, why = edge_from_settings(config, "azure")
+    return Target("azure", None, service, service.hub_host, 8883, None, dps, work, None, edge, why)

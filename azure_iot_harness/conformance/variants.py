@@ -169,13 +169,16 @@ class PahoSession(Session):
 
 
 class SdkSession(Session):
-    """azure-iot-device; trusts the CA through `server_verification_cert` (no global state)."""
+    """azure-iot-device; trusts the CA through `server_verification_cert` (no global state); a
+    leaf device reaches its IoT Edge gateway through `gateway_hostname`."""
 
     def __init__(self, creds: DeviceCredentials) -> None:
         from azure.iot.device import IoTHubDeviceClient, X509
 
         ca = open(creds.ca_file).read() if creds.ca_file else None
         kw: dict[str, Any] = {"server_verification_cert": ca} if ca else {}
+        if creds.gateway_host:  # a leaf device: TLS to the IoT Edge gateway (always its port 8883)
+            kw["gateway_hostname"] = creds.gateway_host
         if creds.cert_file:
             x509 = X509(cert_file=creds.cert_file, key_file=creds.key_file)
             self.client = IoTHubDeviceClient.create_from_x509_certificate(x509=x509, hostname=creds.host, device_id=creds.device_id, **kw)

@@ -29,6 +29,7 @@ def _assert_all_passed(result, tmp_path: Path) -> None:
     assert result.returncode == 0, out[-5000:] + result.stderr[-2000:]
     assert re.search(r"\d+ passed", out) and " failed" not in out, out[-3000:]
     assert "conformance PASS telemetry_with_properties [paho-sas-direct]" in out
+    assert "conformance PASS telemetry_with_properties [paho-sas-edge]" in out
     assert "conformance matrix" in out and any(MATRIX_ROW.match(line) for line in out.splitlines()), out[-3000:]
     assert (tmp_path / "conformance-junit.xml").read_text().count("<testcase") >= 50
     assert "<table>" in (tmp_path / "conformance-report.html").read_text()
@@ -39,10 +40,12 @@ def test_against_the_in_process_emulator(tmp_path: Path) -> None:
 
 
 def test_against_a_separately_started_serve(tmp_path: Path) -> None:
-    # serve on 8883/443 of its own loopback address, so the official SDK's checks run too.
+    # serve on 8883/443 of its own loopback address and its edge on 8883 of another, so the
+    # official SDK's checks run too, directly and through the gateway.
     for _ in range(5):
-        address = free_loopback_address()
-        serve = Serve(tmp_path / "data", "--bind", address, "--host", address, "--mqtt-port", "8883", "--https-port", "443")
+        address, edge_address = free_loopback_address(), free_loopback_address()
+        serve = Serve(tmp_path / "data", "--bind", address, "--host", address, "--mqtt-port", "8883", "--https-port", "443",
+                      "--edge", "--edge-bind", edge_address, "--edge-mqtt-port", "8883")
         try:
             serve.wait_ready()
             break
@@ -59,11 +62,13 @@ def test_against_a_separately_started_serve(tmp_path: Path) -> None:
             "--hub-connection-string", info["connectionStrings"]["service"],
             "--dps-connection-string", info["connectionStrings"]["dpsService"],
             "--id-scope", info["dps"]["idScope"], "--ca-file", info["caFile"], "--mqtt-port", str(info["mqtt"]["port"]),
+            "--conformance-edge-host", info["edge"]["host"], "--conformance-edge-port", str(info["edge"]["mqtt"]["port"]),
         )
     finally:
         serve.terminate()
     _assert_all_passed(result, tmp_path)
     assert "skipped" not in result.stdout.splitlines()[-1]
+    assert "conformance PASS telemetry_with_properties [sdk-x509-edge]" in result.stdout
 
 
 def test_external_on_ephemeral_ports_skips_the_sdk_with_a_reason(tmp_path: Path) -> None:
@@ -79,6 +84,7 @@ def test_external_on_ephemeral_ports_skips_the_sdk_with_a_reason(tmp_path: Path)
     assert "conformance PASS telemetry_with_properties [paho-sas-direct]" in out
     assert f"the azure-iot-device SDK can only use port 8883; this target's MQTT port is {info['mqtt']['port']}" in out
     assert "no DPS settings" in out
+    assert "target external: no IoT Edge gateway (--conformance-edge-host or AZURE_IOT_CONFORMANCE_EDGE_HOST)" in out
 
 
 def test_azure_without_credentials_skips_everything_for_one_reason(tmp_path: Path) -> None:

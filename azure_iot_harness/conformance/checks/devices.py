@@ -1,5 +1,6 @@
 """A device for one matrix row, made through the target's service API and, on the DPS path,
-provisioned by the variant's own registration client; removed again afterwards."""
+provisioned by the variant's own registration client, on the edge path made a child of the
+target's IoT Edge device and pointed at its gateway; removed again afterwards."""
 
 from __future__ import annotations
 
@@ -24,6 +25,11 @@ def require(case: Case, target: Target) -> None:
         pytest.skip(target.sdk_reason)
     if case.path == "dps" and target.dps is None:
         pytest.skip("this target has no DPS settings (DPS connection string and ID scope)")
+    if case.path == "edge":
+        if target.edge is None:
+            pytest.skip(target.edge_reason)
+        if case.variant == "sdk" and target.sdk_edge_reason:
+            pytest.skip(target.sdk_edge_reason)
 
 
 @contextlib.contextmanager
@@ -38,6 +44,12 @@ def provisioned(case: Case, target: Target, check: str) -> Iterator[DeviceCreden
         if case.path == "direct":
             svc.create_device(name, key=key, thumbprint=certobj.sha1_thumbprint if certobj else None)
             yield target.creds(name, key=key, cert=cert)
+        elif case.path == "edge":
+            assert target.edge is not None
+            scope = svc.get_device(target.edge.device_id).get("deviceScope")
+            assert scope, f"the edge device {target.edge.device_id} has no deviceScope (is it an IoT Edge device?)"
+            svc.create_device(name, key=key, thumbprint=certobj.sha1_thumbprint if certobj else None, parent_scope=scope)
+            yield target.creds(name, key=key, cert=cert, via_edge=True)
         else:
             svc.create_enrollment(name, symmetric_key=key, certificate_pem=certobj.cert_pem if certobj else None)
             assert target.dps is not None
