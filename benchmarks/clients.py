@@ -106,56 +106,109 @@ class PahoLoad:
             p.close()
 
 
-def mosquitto_pub(binary: str, ident: Identity, port: int, ca_file: Path, lines_file: Path) -> tuple[subprocess.Popen, float]:
-    """Start mosquitto_pub sending one QoS 1 message per line of lines_file; returns (proc, start)."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(
-        [binary, "-h", HOST, "-p", str(port), "--cafile", str(ca_file), "--tls-version", "tlsv1.2",
-         "-V", "mqttv311", "-q", "1", "-i", ident.client_id, "-u", ident.username, "-P", ident.password,
-         "-t", ident.topic, "-l"],
-        stdin=open(lines_file, "rb"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    return proc, t0
+class DebugLog:
+    """Reads a mosquitto client's `-d` output as it comes and notes when things happen: the
+    clients' own exit is no clock (mosquitto_pub idles ~0.1 s after CONNACK and before exit)."""
+
+    def __init__(self, proc: subprocess.Popen, publishes: int = 0) -> None:
+        self.proc = proc
+        self.publishes = publishes  # the "received PUBLISH" count that completes a subscriber
+        self.received = 0
+        self.first_publish_sent: float | None = None
+        self.disconnect_sent: float | None = None
+        self.all_received: float | None = None
+        self.subscribed = threading.Event()
+        self.done = threading.Event()
+        self.tail: list[bytes] = []
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            now = time.perf_counter()
+            if b"received PUBLISH" in line:
+                self.received += 1
+                if self.received == self.publishes:
+                    self.all_received = now
+                    self.done.set()
+            elif b"sending PUBLISH" in line:
+                if self.first_publish_sent is None:
+                    self.first_publish_sent = now
+            elif b"sending DISCONNECT" in line:
+                self.disconnect_sent = now
+            elif b"SUBACK" in line:
+                self.subscribed.set()
+            elif not line.startswith(b"Client "):
+                self.tail = (self.tail + [line])[-10:]
+        self.done.set()
+
+
+def _stdbuf() -> list[str]:
+    # Line-buffered stdout: the debug lines arrive when they happen, not a pipe buffer later.
+    return ["stdbuf", "-oL"] if shutil.which("stdbuf") else []
+
+
+class MosquittoPub:
+    """mosquitto_pub sending one QoS 1 message per line of a file; timed from its first PUBLISH
+    to the DISCONNECT it sends after the last PUBACK."""
+
+    def __init__(self, binary: str, ident: Identity, port: int, ca_file: Path, lines_file: Path) -> None:
+        with open(lines_file, "rb") as stdin:
+            self.proc = subprocess.Popen(
+                [*_stdbuf(), binary, "-h", HOST, "-p", str(port), "--cafile", str(ca_file), "--tls-version", "tlsv1.2",
+                 "-V", "mqttv311", "-q", "1", "-i", ident.client_id, "-u", ident.username, "-P", ident.password,
+                 "-t", ident.topic, "-l", "-d"],
+                stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        self.log = DebugLog(self.proc)
+
+    def wait(self, timeout: float) -> tuple[float, float]:
+        """(start, end) of the publishing; RuntimeError when it failed."""
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise RuntimeError(f"mosquitto_pub did not finish in {timeout:.0f} s") from None
+        self.log.done.wait(10)
+        start, end = self.log.first_publish_sent, self.log.disconnect_sent
+        if rc != 0 or start is None or end is None:
+            raise RuntimeError(f"mosquitto_pub exited {rc}: {b''.join(self.log.tail)[-300:]!r}")
+        return start, end
 
 
 class MosquittoSub:
-    """The brokers' one subscriber (QoS 1): mosquitto_sub -C N, its debug output in a file so
-    that SUBACK can be seen before the publishers start."""
+    """The brokers' one subscriber (QoS 1): mosquitto_sub -C N, done when the N-th message
+    arrives."""
 
-    def __init__(self, binary: str, ident: Identity, topic: str, port: int, ca_file: Path, count: int, out: Path) -> None:
-        self.out = out
-        self.fh = open(out, "wb")
-        # stdbuf: line-buffered stdout, or SUBACK sits in stdio's buffer when written to a file.
-        stdbuf = ["stdbuf", "-oL"] if shutil.which("stdbuf") else []
+    def __init__(self, binary: str, ident: Identity, topic: str, port: int, ca_file: Path, count: int) -> None:
+        self.count = count
         self.proc = subprocess.Popen(
-            [*stdbuf, binary, "-h", HOST, "-p", str(port), "--cafile", str(ca_file), "--tls-version", "tlsv1.2",
+            [*_stdbuf(), binary, "-h", HOST, "-p", str(port), "--cafile", str(ca_file), "--tls-version", "tlsv1.2",
              "-V", "mqttv311", "-q", "1", "-i", ident.client_id, "-u", ident.username, "-P", ident.password,
              "-t", topic, "-C", str(count), "-d"],
-            stdout=self.fh, stderr=subprocess.STDOUT,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )  # fmt: skip
+        self.log = DebugLog(self.proc, publishes=count)
 
     def wait_subscribed(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while b"SUBACK" not in self.out.read_bytes():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"mosquitto_sub did not subscribe: {self.out.read_bytes()[-500:]!r}")
-            time.sleep(0.01)
+        if not self.log.subscribed.wait(timeout):
+            raise RuntimeError(f"mosquitto_sub did not subscribe: {b''.join(self.log.tail)[-500:]!r}")
 
-    def wait(self, timeout: float) -> bool:
-        try:
-            self.proc.wait(timeout)
-            return True
-        except subprocess.TimeoutExpired:
-            return False
+    def wait(self, timeout: float) -> float | None:
+        """When the last message arrived, or None if it did not within timeout."""
+        self.log.done.wait(timeout)
+        return self.log.all_received
 
+    @property
     def received(self) -> int:
-        return self.out.read_bytes().count(b"received PUBLISH")
+        return self.log.received
 
     def close(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
-            self.proc.wait()
-        self.fh.close()
+        self.proc.wait()
 
 
 # ---- raw MQTT CONNECT over TLS -----------------------------------------------------------------

@@ -1,16 +1,15 @@
 """Telemetry ingest: QoS 1 over TLS, fixed-size payloads, from 1 and from n paho publishers and
-from mosquitto_pub (its fixed start-up and shutdown time taken off). The emulator counts a
-message when it is acknowledged *and* stored (PUBACK comes after the commit; the store is
-counted afterwards); a broker when it is acknowledged and delivered to one QoS 1 subscriber
-(mosquitto_sub)."""
+from mosquitto_pub (timed from its first PUBLISH to its DISCONNECT after the last PUBACK, read
+from its debug output). The emulator counts a message when it is acknowledged *and* stored
+(PUBACK comes after the commit; the store is counted afterwards); a broker when it is
+acknowledged and delivered to one QoS 1 subscriber (mosquitto_sub)."""
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass
 
-from .clients import LOAD_TIMEOUT, MosquittoSub, PahoLoad, mosquitto_pub
+from .clients import LOAD_TIMEOUT, MosquittoPub, MosquittoSub, PahoLoad
 from .context import Context
 from .identities import SUBSCRIBER, identities, identity
 from .report import Row, Section
@@ -34,13 +33,14 @@ def run(ctx: Context) -> Section:
     if ctx.mosquitto is not None:
         loads.append(("mosquitto_pub", 1))
     else:
-        section.not_measured.append("mosquitto_pub load and mosquitto (mosquitto not installed)")
+        section.not_measured.append("mosquitto_pub load and the brokers (mosquitto and mosquitto-clients not installed)")
     servers: list[Server] = []
     if ctx.wants("emulator"):
         servers.append(ctx.emulator("full"))
     if ctx.wants("emulator-normal"):
         servers.append(ctx.emulator("normal"))
-    servers += ctx.comparison_servers(o.publishers, default_mosquitto=False)
+    if ctx.mosquitto is not None:  # the brokers' subscriber is mosquitto_sub
+        servers += ctx.comparison_servers(o.publishers, default_mosquitto=False)
     lines = ctx.workdir / "payload-lines"
     payload = _payload(o.payload_bytes)
     lines.write_bytes((payload + b"\n") * o.messages)
@@ -111,47 +111,42 @@ def _one(ctx: Context, server: Server, kind: str, n: int, lines, payload: bytes)
     o = ctx.options
     is_emulator = isinstance(server, EmulatorServer)
     sub = None
-    # mosquitto_pub spends ~0.2 s of its life on start-up and shutdown, whatever it sends: a
-    # one-line run against the same server measures that, and it is taken off the time.
-    fixed = _mosquitto_pub_fixed_cost(ctx, server) if kind == "mosquitto_pub" else 0.0
     if is_emulator:
         server.clear_telemetry()
     else:
         assert ctx.mosquitto is not None
         sub = MosquittoSub(ctx.mosquitto["mosquitto_sub"], identity(SUBSCRIBER), "devices/+/messages/events/",
-                           server.port, server.ca_file, o.messages, ctx.workdir / "sub.out")  # fmt: skip
-        sub.wait_subscribed()
-    sub_done = _exit_time(sub)
+                           server.port, server.ca_file, o.messages)  # fmt: skip
     try:
+        if sub is not None:
+            sub.wait_subscribed()
+        error = ""
         if kind == "paho":
             load = PahoLoad(identities(n), server.port, server.ca_file, o.messages, payload)
-            load.connect()
             try:
+                load.connect()
                 cpu0 = server.cpu_seconds()
                 result = load.run()
-                ack_end = time.perf_counter()
-                t0 = ack_end - result.seconds
+                end = time.perf_counter()
+                start = end - result.seconds
             finally:
                 load.close()
             acked, error = result.acked, result.error
         else:
             assert ctx.mosquitto is not None
             cpu0 = server.cpu_seconds()
-            proc, t0 = mosquitto_pub(ctx.mosquitto["mosquitto_pub"], identity(0), server.port, server.ca_file, lines)
+            pub = MosquittoPub(ctx.mosquitto["mosquitto_pub"], identity(0), server.port, server.ca_file, lines)
             try:
-                rc = proc.wait(LOAD_TIMEOUT)
-                error = "" if rc == 0 else f"mosquitto_pub exited {rc}: {proc.stderr.read()[-300:]!r}"
-            except Exception:
-                proc.kill()
-                rc, error = -1, "mosquitto_pub timed out"
-            ack_end = time.perf_counter()
-            acked = o.messages if rc == 0 else 0
-        end = ack_end
+                start, end = pub.wait(LOAD_TIMEOUT)
+                acked = o.messages  # it exits 0 only when every message was acknowledged
+            except RuntimeError as exc:
+                start = end = 0.0
+                acked, error = 0, str(exc)
         if sub is not None:
-            if not sub.wait(DRAIN_TIMEOUT):
-                error = error or f"subscriber got {sub.received()} of {o.messages}"
-            sub_done.wait(5)
-            end = max(end, sub_done.at or end)
+            delivered = sub.wait(DRAIN_TIMEOUT)
+            if delivered is None:
+                error = error or f"subscriber got {sub.received} of {o.messages}"
+            end = max(end, delivered or end)
         cpu1 = server.cpu_seconds()
     finally:
         if sub is not None:
@@ -162,35 +157,4 @@ def _one(ctx: Context, server: Server, kind: str, n: int, lines, payload: bytes)
             error = error or f"{stored} of {o.messages} messages stored"
     if error or acked != o.messages:
         raise RuntimeError(f"{server.label}, {_load_name(kind, n)}: {error or f'{acked} of {o.messages} acknowledged'}")
-    seconds = end - t0 - fixed
-    return Sample(o.messages / seconds, (cpu1 - cpu0) / (o.messages / 1000))
-
-
-def _mosquitto_pub_fixed_cost(ctx: Context, server: Server) -> float:
-    assert ctx.mosquitto is not None
-    one = ctx.workdir / "one-line"
-    one.write_bytes(b"{}\n")
-    proc, t0 = mosquitto_pub(ctx.mosquitto["mosquitto_pub"], identity(0), server.port, server.ca_file, one)
-    if proc.wait(60) != 0:
-        raise RuntimeError(f"mosquitto_pub of one message failed: {proc.stderr.read()[-300:]!r}")
-    return time.perf_counter() - t0
-
-
-class _Exit(threading.Event):
-    at: float | None = None
-
-
-def _exit_time(sub: MosquittoSub | None) -> _Exit:
-    """When the subscriber exits (it does after its N-th message)."""
-    ev = _Exit()
-    if sub is None:
-        ev.set()
-        return ev
-
-    def watch() -> None:
-        sub.proc.wait()
-        ev.at = time.perf_counter()
-        ev.set()
-
-    threading.Thread(target=watch, daemon=True).start()
-    return ev
+    return Sample(o.messages / (end - start), (cpu1 - cpu0) / (o.messages / 1000))
