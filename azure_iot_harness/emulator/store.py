@@ -113,15 +113,18 @@ class Store:
                 if job is _STOP:
                     stopping = True
                     continue
-                fn, fut = job
-                conn.execute("SAVEPOINT job")
+                fn, fut, savepoint = job
+                if savepoint:
+                    conn.execute("SAVEPOINT job")
                 try:
                     result = fn(conn)
                 except Exception as exc:  # the job's error goes to its caller
-                    conn.execute("ROLLBACK TO job")
+                    if savepoint:
+                        conn.execute("ROLLBACK TO job")
                     done.append((fut, None, exc))
                 else:
-                    conn.execute("RELEASE job")
+                    if savepoint:
+                        conn.execute("RELEASE job")
                     done.append((fut, result, None))
                     if isinstance(result, _Appended):
                         committed.append((result.seq, result.telemetry))
@@ -143,12 +146,16 @@ class Store:
                 except Exception:
                     log.exception("telemetry listener failed")
 
-    def submit(self, fn: Callable[[sqlite3.Connection], T]) -> "asyncio.Future[T]":
-        """Run fn(conn) on the store thread; the future completes after the commit."""
+    def submit(self, fn: Callable[[sqlite3.Connection], T], *, savepoint: bool = True) -> "asyncio.Future[T]":
+        """Run fn(conn) on the store thread; the future completes after the commit.
+
+        A job that fails is rolled back on its own (a savepoint); a job of one statement, which
+        cannot half-fail, may skip that (`savepoint=False`): it is the per-message path.
+        """
         if self._thread is None or self._loop is None:
             raise RuntimeError("store is not started")
         fut = self._loop.create_future()
-        self._jobs.put((fn, fut))
+        self._jobs.put((fn, fut, savepoint))
         return fut
 
     # ---- identities ---------------------------------------------------------------------
@@ -196,7 +203,7 @@ class Store:
             )
             return _Appended(cur.lastrowid or 0, t)
 
-        return self.submit(insert)
+        return self.submit(insert, savepoint=False)
 
     def read_telemetry(
         self, *, after: int = 0, device_id: str | None = None, limit: int = 1000

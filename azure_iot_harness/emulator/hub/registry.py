@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime as dt
 import copy
 import re
 import secrets
@@ -45,8 +46,9 @@ T = TypeVar("T")
 @dataclass
 class Runtime:
     connected: bool = False
-    connection_state_updated: str = NEVER
-    last_activity: str = NEVER
+    # Epoch seconds (0: never), formatted only when read: touch() runs for every message.
+    connection_state_updated: float = 0.0
+    last_activity: float = 0.0
 
 
 def check_id(value: object, what: str) -> str:
@@ -168,8 +170,8 @@ class Registry:
         out = copy.deepcopy(doc)
         rt = self._runtime.get((device_id, module_id), Runtime())
         out["connectionState"] = "Connected" if rt.connected else "Disconnected"
-        out["connectionStateUpdatedTime"] = rt.connection_state_updated
-        out["lastActivityTime"] = rt.last_activity
+        out["connectionStateUpdatedTime"] = _iso(rt.connection_state_updated)
+        out["lastActivityTime"] = _iso(rt.last_activity)
         out["cloudToDeviceMessageCount"] = self.pending_c2d(device_id) if module_id is None else 0
         return out
 
@@ -291,12 +293,13 @@ class Registry:
     def set_connected(self, device_id: str, module_id: str | None, connected: bool) -> None:
         rt = self._runtime.setdefault((device_id, module_id), Runtime())
         rt.connected = connected
-        rt.connection_state_updated = utc_now_iso()
-        rt.last_activity = rt.connection_state_updated
+        rt.connection_state_updated = rt.last_activity = time.time()
 
     def touch(self, device_id: str, module_id: str | None) -> None:
-        rt = self._runtime.setdefault((device_id, module_id), Runtime())
-        rt.last_activity = utc_now_iso()
+        rt = self._runtime.get((device_id, module_id))
+        if rt is None:
+            rt = self._runtime[(device_id, module_id)] = Runtime()
+        rt.last_activity = time.time()
 
     def on_change(self, fn: Callable[[Key, dict | None], None]) -> None:
         """fn(key, doc) after every write; doc is None when the identity was deleted."""
@@ -305,6 +308,12 @@ class Registry:
     def _notify(self, key: Key, doc: dict | None) -> None:
         for fn in self._listeners:
             fn(key, doc)
+
+
+def _iso(epoch: float) -> str:
+    if not epoch:
+        return NEVER
+    return utc_now_iso(dt.datetime.fromtimestamp(epoch, dt.timezone.utc))
 
 
 def _status(value: object) -> str:
