@@ -5,7 +5,6 @@ of it still working after the device SDK renewed its SAS token by reconnecting."
 from __future__ import annotations
 
 import queue
-import time
 
 from azure.iot.device import IoTHubDeviceClient, MethodResponse
 from azure.iot.hub import IoTHubRegistryManager
@@ -44,6 +43,21 @@ def _count(serve, text):
     return sum(text in line for line in lines.seen)
 
 
+FILTERS = ("devices/device1/messages/devicebound/#", "$iothub/twin/PATCH/properties/desired/#", "$iothub/methods/POST/#")
+
+
+def _wait_subscribed(serve) -> None:
+    """Until serve's log shows the device subscribed to C2D, desired properties and methods:
+    only C2D messages enqueued after the subscription are delivered."""
+
+    def subscribed() -> bool:
+        _count(serve, "")  # reads what serve logged so far
+        lines = [line for line in serve.stderr.seen if "device1 subscribed to" in line]
+        return all(any(f in line for line in lines) for f in FILTERS)
+
+    wait_for(subscribed, timeout=30)
+
+
 def _c2d_send(serve, text, *props):
     out = run_cli("c2d", "send", "--device", "device1", "--data", text, *props, "--data-dir", str(serve.data_dir))
     assert out.returncode == 0, out.stderr
@@ -55,7 +69,7 @@ def test_c2d_twin_and_methods_with_the_official_sdks(served):
     device = Device(info["connectionStrings"]["device"])
     registry = IoTHubRegistryManager.from_connection_string(info["connectionStrings"]["service"])
     try:
-        time.sleep(1)  # the SDK subscribes in the background once handlers are set
+        _wait_subscribed(serve)  # the SDK subscribes in the background once handlers are set
         message_id = _c2d_send(serve, "hello device", "--prop", "color=red", "--prop", "note=a b", "--content-type", "text/plain")
         msg = wait_for(lambda: device.c2d and device.c2d[0], timeout=20)
         assert msg.data == b"hello device" and msg.message_id == message_id
@@ -84,7 +98,7 @@ def test_everything_still_arrives_after_the_sdk_renews_its_token(served):
     try:
         connects = lambda: _count(serve, "device1 connected from")  # noqa: E731
         subscribes = lambda: _count(serve, "device1 subscribed to")  # noqa: E731
-        wait_for(lambda: subscribes() >= 1, timeout=20)
+        _wait_subscribed(serve)
         before = subscribes()
         wait_for(lambda: connects() >= 2, timeout=30)  # the token renewal reconnected
         _c2d_send(serve, "after renewal")
