@@ -20,6 +20,8 @@ class Device:
         self.client.tls_set_context(ctx)
         self.client.on_connect = lambda c, u, f, rc: rc == 0 and self.connected.set()
         self.client.on_message = self._on_message
+        self.subacks = {}
+        self.client.on_subscribe = lambda c, u, mid, granted: self.subacks.setdefault(mid, threading.Event()).set()
 
     def __enter__(self):
         self.client.connect(self.creds.host, self.creds.mqtt_port)
@@ -43,10 +45,15 @@ class Device:
             value = json.loads(msg.payload)
             client.publish(f"$iothub/methods/res/200/?$rid={rid}", json.dumps({"result": value * 2}))
         self.client.message_callback_add("$iothub/methods/POST/#", on_method)
-        self.client.subscribe("$iothub/methods/POST/#", qos=0)
+        self._subscribe("$iothub/methods/POST/#", 0)
 
     def receive_c2d(self):
-        self.client.subscribe(f"devices/{self.creds.device_id}/messages/devicebound/#", qos=1)
+        self._subscribe(f"devices/{self.creds.device_id}/messages/devicebound/#", 1)
+
+    def _subscribe(self, topic, qos):
+        """Subscribe and wait for the SUBACK: the hub delivers only after the subscription."""
+        _, mid = self.client.subscribe(topic, qos=qos)
+        assert self.subacks.setdefault(mid, threading.Event()).wait(10), f"no SUBACK for {topic}"
 
     def _on_message(self, client, userdata, msg):
         self.c2d.append((msg.topic, msg.payload.decode()))

@@ -7,8 +7,7 @@ from device import Device
 
 def test_direct_method(azure_iot_device, azure_iot_service):
     with Device(azure_iot_device) as dev:
-        dev.serve_methods()
-        time.sleep(0.2)  # let the SUBSCRIBE land before the call
+        dev.serve_methods()  # returns once the hub acknowledged the subscription
         answer = azure_iot_service.invoke_method(azure_iot_device.device_id, "double", 21)
     assert answer == {"status": 200, "payload": {"result": 42}}
 
@@ -23,7 +22,6 @@ def test_desired_properties(azure_iot_devices, azure_iot_service):
 def test_cloud_to_device(azure_iot_device, azure_iot_service):
     with Device(azure_iot_device) as dev:
         dev.receive_c2d()
-        time.sleep(0.2)
         azure_iot_service.send_c2d(azure_iot_device.device_id, "reboot", {"reason": "update"})
         deadline = time.monotonic() + 10
         while not dev.c2d and time.monotonic() < deadline:
