@@ -11,26 +11,19 @@ import base64
 import binascii
 import copy
 import re
-import secrets
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from ...certs.pki import thumbprints
+from ..protocol.sas import key_problem, new_key
 from .protocol import check_registration_id, dps_error, new_etag, timestamp
 
 ATTESTATION_TYPES = ("tpm", "x509", "symmetricKey")
 ALLOCATION_POLICIES = ("hashed", "geoLatency", "static", "custom")
 _DEVICE_ID = re.compile(r"[A-Za-z0-9\-.%_#*?!(),:=@$']{1,128}")
 _GROUP_ID = re.compile(r"[A-Za-z0-9\-._:]{1,128}")
-KEY_BYTES = 32  # generated symmetric keys; given ones may be 16 to 64 bytes
-
-
-def new_key() -> str:
-    return base64.b64encode(secrets.token_bytes(KEY_BYTES)).decode()
-
-
 def check_group_id(value: object) -> str:
     if not isinstance(value, str) or not _GROUP_ID.fullmatch(value):
         raise dps_error("ArgumentInvalid", f"enrollment group id {value!r} is invalid: up to 128 letters, digits or - . _ :")
@@ -174,12 +167,9 @@ def _attestation(value: object, existing: dict | None, *, group: bool) -> dict:
         out = {}
         for name in ("primaryKey", "secondaryKey"):
             key = _optional(keys, name, str) or new_key()
-            try:
-                raw = base64.b64decode(key, validate=True)
-            except ValueError:
-                raise dps_error("ArgumentInvalid", f"attestation.symmetricKey.{name} is not valid base64") from None
-            if not 16 <= len(raw) <= 64:
-                raise dps_error("ArgumentInvalid", f"attestation.symmetricKey.{name} must decode to 16 to 64 bytes")
+            problem = key_problem(key)
+            if problem:
+                raise dps_error("ArgumentInvalid", f"attestation.symmetricKey.{name} {problem}")
             out[name] = key
         return {"type": kind, "symmetricKey": out}
     if kind == "tpm":

@@ -13,7 +13,6 @@ import base64
 import datetime as dt
 import copy
 import re
-import secrets
 import time
 from dataclasses import dataclass
 from typing import Callable, TypeVar
@@ -30,6 +29,7 @@ from ...config import (
     WELL_KNOWN_SAS_DEVICE_KEYS,
 )
 from ..protocol.errors import hub_error
+from ..protocol.sas import key_problem, new_key
 from ..protocol.messages import utc_now_iso
 from ..store import Store
 
@@ -58,10 +58,6 @@ def check_id(value: object, what: str) -> str:
             f"{what} {value!r} is invalid: up to 128 ASCII letters, digits or - . % _ # * ? ! ( ) , : = @ $ '",
         )
     return value
-
-
-def new_key() -> str:
-    return base64.b64encode(secrets.token_bytes(32)).decode()
 
 
 def _generation_id() -> str:
@@ -358,12 +354,9 @@ def _authentication(auth: object) -> dict:
     if kind == "sas":
         for name in ("primaryKey", "secondaryKey"):
             key = _optional(keys, name, str) or new_key()
-            try:
-                raw = base64.b64decode(key, validate=True)
-            except ValueError:
-                raise hub_error("ArgumentInvalid", f"{name} is not valid base64") from None
-            if not 16 <= len(raw) <= 64:
-                raise hub_error("ArgumentInvalid", f"{name} must decode to 16 to 64 bytes")
+            problem = key_problem(key)
+            if problem:
+                raise hub_error("ArgumentInvalid", f"{name} {problem}")
             out["symmetricKey"][name] = key
     elif kind == "selfSigned":
         primary = prints.get("primaryThumbprint")

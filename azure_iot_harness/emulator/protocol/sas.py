@@ -11,6 +11,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import secrets
 import time
 import urllib.parse
 from dataclasses import dataclass
@@ -98,6 +99,22 @@ def derive_device_key(group_key_b64: str, registration_id: str) -> str:
     return base64.b64encode(
         hmac.new(_decode_key(group_key_b64), registration_id.encode(), hashlib.sha256).digest()
     ).decode()
+
+
+def new_key() -> str:
+    """A fresh symmetric key, as IoT Hub and DPS generate one when none is given: 32 random bytes."""
+    return base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def key_problem(key: str) -> str | None:
+    """Why a given symmetric key is unusable (IoT Hub and DPS take 16 to 64 bytes), or None."""
+    try:
+        raw = base64.b64decode(key, validate=True)
+    except (binascii.Error, ValueError):
+        return "is not valid base64"
+    if not 16 <= len(raw) <= 64:
+        return "must decode to 16 to 64 bytes"
+    return None
 
 
 def split_host(resource: str) -> tuple[str, list[str]]:
