@@ -136,7 +136,3 @@ class Hub:
                 session.conn.close("identity deleted from the registry")
             elif doc.get("status") == "disabled":
                 session.conn.close("identity disabled in the registry")
-
-    def close_all(self, reason: str) -> None:
-        for session in list(self.sessions.values()):
-            session.conn.close(reason)
