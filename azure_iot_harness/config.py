@@ -1,12 +1,14 @@
 """One typed configuration, built from a TOML file, then `AZURE_IOT_HARNESS_*` variables, then flags.
 
-Also the well-known development identities: like Azurite's `devstoreaccount1`, their keys are
-published (README) so that a connection string can be pasted without asking the emulator.
+`HubSettings`, `DpsSettings` and `EdgeSettings` are the slices of it each service is built
+from. Also the well-known development identities: like Azurite's `devstoreaccount1`, their keys
+are published (README) so that a connection string can be pasted without asking the emulator.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -190,6 +192,78 @@ class Config:
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+
+
+# ---- the slices each service is built from ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HubSettings:
+    host: str
+    c2d_lock_seconds: float
+    seed_edge_identities: bool  # the well-known edge device and its leaf (serve --edge)
+    policies: tuple[Policy, ...] = WELL_KNOWN_POLICIES
+
+    @classmethod
+    def of(cls, config: Config) -> "HubSettings":
+        return cls(host=config.host, c2d_lock_seconds=config.c2d_lock_seconds, seed_edge_identities=config.edge)
+
+
+@dataclass(frozen=True)
+class DpsSettings:
+    id_scope: str
+    host: str  # the DPS host name, which is the hub's, and the one linked hub
+    assigning_polls: int
+    retry_after: int
+    registrations_per_minute: int
+    policies: tuple[Policy, ...] = (WELL_KNOWN_DPS_POLICY,)
+
+    @classmethod
+    def of(cls, config: Config) -> "DpsSettings":
+        return cls(
+            id_scope=config.dps_id_scope,
+            host=config.host,
+            assigning_polls=config.dps_assigning_polls,
+            retry_after=config.dps_retry_after,
+            registrations_per_minute=config.dps_registrations_per_minute,
+        )
+
+
+@dataclass(frozen=True)
+class EdgeSettings:
+    device_id: str
+    host: str
+    bind: str
+    mqtt_port: int
+    workload_port: int
+    routes: dict | None  # $edgeHub desired properties; None: FROM /* INTO $upstream
+    max_idle_seconds: float
+    connect_timeout: float
+    pki_folder: Path | None  # where the edge CA chain is kept; None: in memory
+
+    @classmethod
+    def of(cls, config: Config) -> "EdgeSettings":
+        """ConfigError when the routes file cannot be read."""
+        return cls(
+            device_id=config.edge_device_id,
+            host=config.edge_host or config.edge_bind,
+            bind=config.edge_bind,
+            mqtt_port=config.edge_mqtt_port,
+            workload_port=config.edge_workload_port,
+            routes=_read_routes(config.edge_routes),
+            max_idle_seconds=config.max_idle_seconds,
+            connect_timeout=config.connect_timeout,
+            pki_folder=None if config.in_memory else config.data_dir / "pki",
+        )
+
+
+def _read_routes(path: str) -> dict | None:
+    if not path:
+        return None
+    try:
+        return json.loads(Path(path).expanduser().read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read edge routes from {path}: {exc}") from None
 
 
 def _check_names(values: Mapping[str, Any], where: str) -> dict[str, Any]:

@@ -1,11 +1,25 @@
-"""One error hierarchy for the whole project.
+"""One error hierarchy for the whole project, and the CONNACK return codes.
 
 Every error the emulator raises on purpose derives from `HarnessError`. Errors that map to an
-Azure answer carry what Azure would send back: an HTTP status and an IoT Hub error code for the
-REST surfaces, a CONNACK return code for MQTT CONNECT refusals.
+Azure answer carry what Azure would send back: an HTTP status and an error code for the REST
+surfaces (the codes themselves are catalogued in `emulator.protocol.errors` and
+`emulator.protocol.dps`), a `ConnackCode` for MQTT CONNECT refusals.
 """
 
 from __future__ import annotations
+
+import enum
+
+
+class ConnackCode(enum.IntEnum):
+    """The CONNACK return codes of MQTT 3.1.1 (section 3.2.2.3)."""
+
+    ACCEPTED = 0
+    UNACCEPTABLE_PROTOCOL_VERSION = 1
+    IDENTIFIER_REJECTED = 2
+    SERVER_UNAVAILABLE = 3
+    BAD_USERNAME_OR_PASSWORD = 4
+    NOT_AUTHORIZED = 5
 
 
 class HarnessError(Exception):
@@ -16,20 +30,17 @@ class ConfigError(HarnessError):
     """The configuration (file, environment or flags) is invalid."""
 
 
-class NotSupportedError(HarnessError):
-    """A feature Azure has and the emulator does not (yet): never a silent success."""
-
-    def __init__(self, feature: str) -> None:
-        super().__init__(f"{feature} is not supported by the emulator")
-        self.feature = feature
-
-
 class ProtocolViolation(HarnessError):
     """A client broke an IoT Hub MQTT rule; IoT Hub answers by closing the connection."""
 
 
+class UsernameError(HarnessError):
+    """A CONNECT username in none of the forms IoT Hub and DPS accept."""
+
+
 class ConnectRefused(HarnessError):
-    """A CONNECT that IoT Hub refuses with a CONNACK return code."""
+    """A CONNECT refused with a CONNACK return code (a `ConnackCode`; a client may also see
+    codes a server made up)."""
 
     def __init__(self, return_code: int, reason: str) -> None:
         super().__init__(reason)

@@ -1,4 +1,8 @@
-"""`Emulator`: builds every part from one Config, starts and stops them, tells where they are."""
+"""`Emulator`: builds every part from one Config, starts and stops them, tells where they are.
+
+It is the only module that knows every part: the services (hub, DPS, edge) get their settings,
+the store, the clock and what they need of each other; the HTTPS routes get small contexts.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +16,21 @@ from pathlib import Path
 from typing import Any
 
 from ..certs import DevPKI
-from ..config import WELL_KNOWN_POLICIES, WELL_KNOWN_SYMMETRIC_GROUP, WELL_KNOWN_X509_GROUP, Config, Policy
+from ..config import (
+    WELL_KNOWN_SYMMETRIC_GROUP,
+    WELL_KNOWN_X509_GROUP,
+    Config,
+    DpsSettings,
+    EdgeSettings,
+    HubSettings,
+    Policy,
+)
 from ..errors import ConfigError, HarnessError
+from .clock import SYSTEM_CLOCK, Clock
+from .dps.context import DpsContext
 from .dps.dps import Dps
-from .edge.edge import Edge
+from .edge.edge import Edge, HubLink
+from .emulator_api import ApiContext
 from .frontdoor import FrontDoor
 from .hub.hub import Hub
 from .hub.registry import Registry
@@ -23,7 +38,8 @@ from .mqtt.listener import MqttListener
 from .mqtt.tls import request_any_client_certificate
 from .protocol import sas
 from .store import Store
-from .web import HttpsServer, build_app
+from .tls_peers import client_certificate
+from .web import HttpsServer, WebContext, build_app
 
 log = logging.getLogger("azure_iot_harness")
 
@@ -37,9 +53,10 @@ class Emulator:
     `EmulatorThread` runs one on its own thread for synchronous code.
     """
 
-    def __init__(self, config: Config | None = None, **overrides: Any) -> None:
+    def __init__(self, config: Config | None = None, *, clock: Clock = SYSTEM_CLOCK, **overrides: Any) -> None:
+        """`clock`: what the services read the time from (a test may give its own)."""
         self.config = (config or Config()).with_overrides(**overrides)
-        self.policies: tuple[Policy, ...] = WELL_KNOWN_POLICIES
+        self.clock = clock
         self._tmp: tempfile.TemporaryDirectory | None = None  # in-memory emulators' CA file
         self.pki: DevPKI
         self.store: Store
@@ -47,6 +64,7 @@ class Emulator:
         self.hub: Hub
         self.dps: Dps
         self.edge: Edge | None = None
+        self.front_door: FrontDoor
         self.mqtt: MqttListener
         self.https: HttpsServer
         self._started = False
@@ -56,49 +74,37 @@ class Emulator:
     async def start(self) -> "Emulator":
         cfg = self.config
         names = [cfg.host, cfg.bind, *cfg.host_names]
+        # The development PKI: a fresh one per in-memory emulator, else the data folder's.
         if cfg.in_memory:
             if self._tmp is None:  # reset() keeps the PKI, so clients keep trusting the CA file
                 self.pki = DevPKI.generate(names)
                 self._tmp = tempfile.TemporaryDirectory(prefix="azure-iot-harness-")
                 self.pki.write_ca(self._tmp.name)
-            self.store = Store(None)
         else:
             self.pki = DevPKI.load_or_create(cfg.data_dir / "pki", names)
-            self.store = Store(cfg.data_dir / "state.sqlite3", durability=cfg.durability)
-        # Subsystems add their tables to the store before it starts.
-        self.registry = Registry(self.store)
-        self.hub = Hub(
-            host=cfg.host,
-            store=self.store,
-            registry=self.registry,
-            policies=self.policies,
-            trusted_cas=[self.pki.device_ca_cert],
-            c2d_lock_seconds=cfg.c2d_lock_seconds,
-        )
+        # The store; the services below add their tables to it before it opens.
+        self.store = Store(None) if cfg.in_memory else Store(cfg.data_dir / "state.sqlite3", durability=cfg.durability)
+        # IoT Hub: identity registry, twins, C2D queues, sessions, direct methods.
+        self.hub = Hub(HubSettings.of(cfg), self.store, self.clock, trusted_cas=[self.pki.device_ca_cert])
+        self.registry = self.hub.registry
+        # DPS, assigning devices to that hub through its registry and twins.
         self.dps = Dps(
-            config=cfg,
-            store=self.store,
-            registry=self.registry,
+            DpsSettings.of(cfg),
+            self.store,
+            self.clock,
+            registry=self.hub.registry,
+            twins=self.hub.twins,
             device_ca_pem=self.pki.device_ca_pem,
             hub_trusted_cas=[self.pki.device_ca_cert],
-            twins=lambda: getattr(self.hub, "twins", None),
         )
-        self.edge = Edge(
-            self,
-            device_id=cfg.edge_device_id,
-            host=cfg.edge_host or cfg.edge_bind,
-            bind=cfg.edge_bind,
-            mqtt_port=cfg.edge_mqtt_port,
-            workload_port=cfg.edge_workload_port,
-            routes=_read_routes(cfg.edge_routes),
-        ) if cfg.edge else None
+        # edgeHub (serve --edge), which knows the hub as a HubLink: its listener and registry.
+        self.edge = Edge(EdgeSettings.of(cfg), self.store, self.clock, hub=self._hub_link(), pki=self.pki) if cfg.edge else None
+        # The store opens; then each service loads (and seeds) its state.
         await self.store.start()
         try:
-            await self.registry.load()
-            await self.registry.seed_well_known(edge=cfg.edge)
-            await self.hub.load()
-            await self.dps.load()
-            await self.dps.seed_well_known()
+            await self.hub.start()
+            await self.dps.start()
+            # One MQTT/TLS listener for hub and DPS, told apart by the CONNECT username.
             self.front_door = FrontDoor(self.hub, self.dps)
             mqtt_ctx = self.pki.server_context()
             request_any_client_certificate(mqtt_ctx)
@@ -111,14 +117,16 @@ class Emulator:
                 connect_timeout=cfg.connect_timeout,
             )
             await _bind("MQTT", cfg.bind, cfg.mqtt_port, self.mqtt.start)
-            # DPS's REST API attests X.509 devices by their TLS client certificate.
+            # One HTTPS listener for every REST surface and MQTT over WebSocket. DPS's REST API
+            # attests X.509 devices by their TLS client certificate.
             https_ctx = self.pki.server_context()
             request_any_client_certificate(https_ctx)
-            self.https = HttpsServer(build_app(self), host=cfg.bind, port=cfg.https_port, ssl_context=https_ctx)
+            self.https = HttpsServer(build_app(self._web_context()), host=cfg.bind, port=cfg.https_port, ssl_context=https_ctx)
             try:
                 await _bind("HTTPS", cfg.bind, cfg.https_port, self.https.start)
+                # The edge last: its upstream connects to the hub's MQTT listener.
                 if self.edge is not None:
-                    await self._start_edge()
+                    await self.edge.start()
             except BaseException:
                 await self.mqtt.stop()
                 await self.https.stop()
@@ -130,6 +138,31 @@ class Emulator:
         if not cfg.in_memory:
             self._write_endpoints()
         return self
+
+    def _hub_link(self) -> HubLink:
+        def mqtt_port() -> int:
+            return self.mqtt.port if self.mqtt.running else self.mqtt.requested_port
+
+        return HubLink(
+            host=self.config.host,
+            address=self.config.bind,
+            port=mqtt_port,
+            registry=self.hub.registry,
+            policies=self.hub.policies,
+            trusted_cas=tuple(self.hub.trusted_cas),
+        )
+
+    def _web_context(self) -> WebContext:
+        hub = self.hub.context()
+        return WebContext(
+            hub=hub,
+            dps=DpsContext(self.dps, client_certificate=client_certificate),
+            api=ApiContext(hub, self.store, self.edge.router if self.edge is not None else None),
+            mqtt_router=self.front_door,
+            max_idle_seconds=self.config.max_idle_seconds,
+            connect_timeout=self.config.connect_timeout,
+            ca_pem=self.pki.root_pem,
+        )
 
     async def reset(self) -> None:
         """Back to a fresh state, on the same ports and with the same CA: every connection is
@@ -164,24 +197,9 @@ class Emulator:
             await self.edge.stop()
         await self.mqtt.stop()
         await self.https.stop()
+        await self.dps.stop()
+        await self.hub.stop()
         await self.store.close()
-
-    async def _start_edge(self) -> None:
-        assert self.edge is not None
-        if self.registry.get(self.edge.device_id) is None:
-            raise ConfigError(f"edge device {self.edge.device_id!r} is not in the registry")
-        if not (self.registry.get(self.edge.device_id).get("capabilities") or {}).get("iotEdge"):
-            raise ConfigError(f"device {self.edge.device_id!r} is not an IoT Edge device (capabilities.iotEdge)")
-        folder = None if self.config.in_memory else self.config.data_dir / "pki"
-        try:
-            await self.edge.start(folder)
-        except PermissionError as exc:
-            raise ConfigError(f"cannot bind the edge's MQTT port {self.edge.bind}:{self.edge.requested_mqtt_port}: {exc.strerror}") from None
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot start the edge on {self.edge.bind}:{self.edge.requested_mqtt_port}: {exc.strerror or exc} "
-                "(choose another address with --edge-bind or port with --edge-mqtt-port)"
-            ) from None
 
     async def suspend_hub(self) -> None:
         """Stop the hub's MQTT listener and drop its connections, as in an outage (tests of the
@@ -204,6 +222,11 @@ class Emulator:
     @property
     def host(self) -> str:
         return self.config.host
+
+    @property
+    def policies(self) -> tuple[Policy, ...]:
+        """The hub's shared access policies."""
+        return HubSettings.of(self.config).policies
 
     @property
     def mqtt_port(self) -> int:
@@ -357,15 +380,6 @@ async def _bind(what: str, host: str, port: int, start: Any) -> None:
         ) from None
     except OSError as exc:
         raise ConfigError(f"cannot bind {what} to {host}:{port}: {exc.strerror or exc}") from None
-
-
-def _read_routes(path: str) -> dict | None:
-    if not path:
-        return None
-    try:
-        return json.loads(Path(path).expanduser().read_text())
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot read edge routes from {path}: {exc}") from None
 
 
 class EmulatorThread:

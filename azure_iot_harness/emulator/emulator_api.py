@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from typing import TYPE_CHECKING, AsyncIterator
+from dataclasses import dataclass
+from typing import AsyncIterator
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -20,50 +21,61 @@ from starlette.routing import BaseRoute, Route
 
 from ..config import SERVICE_CONNECT
 from ..errors import HarnessError
+from .edge.routing import Router
 from .hub import http
+from .hub.context import HubContext
 from .hub.service_auth import require
 from .protocol.errors import hub_error
 from .protocol.messages import Telemetry
-
-if TYPE_CHECKING:
-    from .app import Emulator
+from .store import Store
 
 HEARTBEAT_SECONDS = 10.0
 
 
-def routes(emulator: "Emulator") -> list[BaseRoute]:
+@dataclass(frozen=True)
+class ApiContext:
+    """What the emulator's own API reaches: the hub, the telemetry log, the edge's routes."""
+
+    hub: HubContext
+    store: Store
+    edge_router: Router | None  # None: the emulator runs without an edge
+
+
+def routes(ctx: ApiContext) -> list[BaseRoute]:
+    hub, store = ctx.hub, ctx.store
+
     def authorize(request: Request) -> None:
-        require(request, hub_host=emulator.config.host, policies=emulator.policies, permission=SERVICE_CONNECT)
+        require(request, hub_host=hub.host, policies=hub.policies, permission=SERVICE_CONNECT, now=hub.clock.time())
 
     async def read(request: Request) -> Response:
         authorize(request)
         after = http.int_param(request, "after", 0)
         limit = min(http.int_param(request, "limit", 100), 1000)
-        rows = await emulator.store.read_telemetry(after=after, device_id=request.query_params.get("deviceId"), limit=limit)
+        rows = await store.read_telemetry(after=after, device_id=request.query_params.get("deviceId"), limit=limit)
         last = rows[-1][0] if rows else after
         return JSONResponse({"messages": [_entry(seq, t) for seq, t in rows], "last": last})
 
     async def clear(request: Request) -> Response:
         authorize(request)
-        await emulator.store.clear_telemetry()
+        await store.clear_telemetry()
         return Response(status_code=204)
 
     async def stream(request: Request) -> Response:
         authorize(request)
         device_id = request.query_params.get("deviceId")
         queue: asyncio.Queue[list[tuple[int, Telemetry]]] = asyncio.Queue()
-        emulator.store.add_telemetry_listener(queue.put_nowait)
+        store.add_telemetry_listener(queue.put_nowait)
         # Listen first, then read the backlog: nothing committed in between is missed.
         if "after" in request.query_params:
             after = http.int_param(request, "after", 0)
         else:
-            after = await emulator.store.last_telemetry_seq()
+            after = await store.last_telemetry_seq()
 
         async def lines() -> AsyncIterator[bytes]:
             last = after
             try:
                 while True:
-                    backlog = await emulator.store.read_telemetry(after=last, device_id=device_id, limit=1000)
+                    backlog = await store.read_telemetry(after=last, device_id=device_id, limit=1000)
                     for seq, t in backlog:
                         last = seq
                         yield (json.dumps(_entry(seq, t)) + "\n").encode()
@@ -81,7 +93,7 @@ def routes(emulator: "Emulator") -> list[BaseRoute]:
                             last = seq
                             yield (json.dumps(_entry(seq, t)) + "\n").encode()
             finally:
-                emulator.store.remove_telemetry_listener(queue.put_nowait)
+                store.remove_telemetry_listener(queue.put_nowait)
 
         return StreamingResponse(lines(), media_type="application/x-ndjson")
 
@@ -90,15 +102,15 @@ def routes(emulator: "Emulator") -> list[BaseRoute]:
         device_id = request.path_params["id"]
         body = await http.json_object(request)
         data, options = _c2d_arguments(body)
-        msg = await emulator.hub.c2d.send(device_id, data, **options)
+        msg = await hub.c2d.send(device_id, data, **options)
         return JSONResponse({"deviceId": device_id, "messageId": msg.message_id, "sequenceNumber": msg.seq}, status_code=201)
 
     async def pending_c2d(request: Request) -> Response:
         authorize(request)
         device_id = request.path_params["id"]
-        if emulator.registry.get(device_id) is None:
+        if hub.registry.get(device_id) is None:
             raise hub_error("DeviceNotFound", f"device {device_id} not found")
-        pending = emulator.hub.c2d.pending(device_id)
+        pending = hub.c2d.pending(device_id)
         return JSONResponse(
             [
                 {"messageId": m.message_id, "sequenceNumber": m.seq, "deliveryCount": m.delivery_count, "topic": m.topic()}
@@ -108,15 +120,16 @@ def routes(emulator: "Emulator") -> list[BaseRoute]:
 
     async def edge_routes(request: Request) -> Response:
         authorize(request)
-        if emulator.edge is None:
+        router = ctx.edge_router
+        if router is None:
             raise hub_error("NotImplemented", "this emulator runs without an edge (serve --edge)")
         if request.method == "PUT":
             spec = await http.json_object(request)
             try:
-                emulator.edge.router.replace(spec)
+                router.replace(spec)
             except HarnessError as exc:
                 raise hub_error("ArgumentInvalid", str(exc)) from None
-        return JSONResponse(emulator.edge.router.describe())
+        return JSONResponse(router.describe())
 
     return [
         Route("/_emulator/edge/routes", edge_routes, methods=["GET", "PUT"]),

@@ -8,13 +8,10 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from ..errors import ConnectRefused
+from ..errors import ConnackCode, ConnectRefused, UsernameError
 from .mqtt.codec import Connect
 from .mqtt.connection import MqttConnection, Session
 from .protocol.topics import DpsUsername, HubUsername, parse_username
-
-NOT_AUTHORIZED = 5
-SERVER_UNAVAILABLE = 3
 
 
 class Service(Protocol):
@@ -29,11 +26,11 @@ class FrontDoor:
     async def connect(self, conn: MqttConnection, connect: Connect) -> tuple[Session, bool]:
         try:
             username = parse_username(connect.username)
-        except ValueError as exc:
-            raise ConnectRefused(NOT_AUTHORIZED, f"unusable username: {exc}") from None
+        except UsernameError as exc:
+            raise ConnectRefused(ConnackCode.NOT_AUTHORIZED, f"unusable username: {exc}") from None
         if isinstance(username, DpsUsername):
             if self.dps is None:
-                raise ConnectRefused(SERVER_UNAVAILABLE, "the Device Provisioning Service is not supported by the emulator yet")
+                raise ConnectRefused(ConnackCode.SERVER_UNAVAILABLE, "the Device Provisioning Service is not supported by the emulator yet")
             return await self.dps.connect(conn, connect, username)
         assert isinstance(username, HubUsername)
         return await self.hub.connect(conn, connect, username)

@@ -1,7 +1,8 @@
 """One ASGI app for every HTTPS surface, served by hypercorn on the emulator's event loop.
 
 Routes, in order: the emulator's own `/_emulator/` API, IoT Hub's service REST API, DPS's service
-API and DPS's device API (`/{idScope}/registrations/…`).
+API and DPS's device API (`/{idScope}/registrations/…`), MQTT over WebSocket. `build_app` gets
+each surface's context (`WebContext`), never the whole emulator.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import logging
 import os
 import socket
 import ssl
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 import hypercorn.asyncio
 import hypercorn.config
@@ -21,42 +23,54 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from ..errors import ServiceError
-from .hub import rest as hub_rest
-from .mqtt import websocket as mqtt_websocket
-from .hub import twin_rest
-from .protocol.errors import error_body, not_supported
 from . import emulator_api
 from .dps import rest as dps_rest
 from .dps import service_rest as dps_service_rest
+from .dps.context import DpsContext
+from .emulator_api import ApiContext
+from .hub import rest as hub_rest
+from .hub import twin_rest
+from .hub.context import HubContext
+from .mqtt import websocket as mqtt_websocket
+from .mqtt.connection import Router
+from .protocol.errors import error_body, hub_error, not_supported
 from .tls_peers import connection_writers
-
-if TYPE_CHECKING:
-    from .app import Emulator
 
 log = logging.getLogger("azure_iot_harness.https")
 
 
-def build_app(emulator: "Emulator") -> Starlette:
+@dataclass(frozen=True)
+class WebContext:
+    """What the HTTPS surfaces get: one context each, and the MQTT front door for WebSocket."""
+
+    hub: HubContext
+    dps: DpsContext
+    api: ApiContext
+    mqtt_router: Router  # MQTT over WebSocket goes through the same front door as 8883
+    max_idle_seconds: float
+    connect_timeout: float
+    ca_pem: bytes  # the development root CA, served at /_emulator/ca.pem
+
+
+def build_app(ctx: WebContext) -> Starlette:
+    async def service_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ServiceError)
+        log.info("%s %s -> %d %s: %s", request.method, request.url.path, exc.status, exc.error_code, exc.message)
+        body = error_body(exc, ctx.hub.clock.now())
+        return JSONResponse(body, status_code=exc.status, headers={"iothub-errorcode": exc.error_code})
+
     routes: list[BaseRoute] = [
         Route("/_emulator/health", lambda request: JSONResponse({"status": "ok"})),
-        Route("/_emulator/ca.pem", lambda request: Response(emulator.pki.root_pem, media_type="application/x-pem-file")),
-        *emulator_api.routes(emulator),
-        *hub_rest.routes(emulator),
-        *twin_rest.routes(emulator),
-        *dps_service_rest.routes(emulator),
-        *dps_rest.routes(emulator),
-        WebSocketRoute(mqtt_websocket.PATH, _MqttOverWebSocket(emulator)),
+        Route("/_emulator/ca.pem", lambda request: Response(ctx.ca_pem, media_type="application/x-pem-file")),
+        *emulator_api.routes(ctx.api),
+        *hub_rest.routes(ctx.hub),
+        *twin_rest.routes(ctx.hub),
+        *dps_service_rest.routes(ctx.dps),
+        *dps_rest.routes(ctx.dps),
+        WebSocketRoute(mqtt_websocket.PATH, _MqttOverWebSocket(ctx)),
         Route("/{path:path}", _unrouted, methods=["GET", "PUT", "POST", "PATCH", "DELETE"]),
     ]
-    app = Starlette(routes=routes, exception_handlers={ServiceError: _service_error})
-    app.state.emulator = emulator
-    return app
-
-
-async def _service_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ServiceError)
-    log.info("%s %s -> %d %s: %s", request.method, request.url.path, exc.status, exc.error_code, exc.message)
-    return JSONResponse(error_body(exc), status_code=exc.status, headers={"iothub-errorcode": exc.error_code})
+    return Starlette(routes=routes, exception_handlers={ServiceError: service_error})
 
 
 # Path prefixes of Azure REST APIs (IoT Hub service, DPS) the emulator does not answer yet.
@@ -70,19 +84,19 @@ async def _unrouted(request: Request) -> Response:
     path = request.path_params["path"]
     if path.startswith(_AZURE_PREFIXES) or "/registrations/" in path:
         raise not_supported(f"{request.method} /{path}")
-    raise ServiceError(404, "NotFound", f"no such resource: {request.method} /{path}")
+    raise hub_error("NotFound", f"no such resource: {request.method} /{path}")
 
 
 class _MqttOverWebSocket:
     """The ASGI app behind `/$iothub/websocket`: MQTT connections through the same front door."""
 
-    def __init__(self, emulator: "Emulator") -> None:
-        self.emulator = emulator
+    def __init__(self, ctx: WebContext) -> None:
+        self.ctx = ctx
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        cfg = self.emulator.config
+        ctx = self.ctx
         await mqtt_websocket.serve(
-            scope, receive, send, self.emulator.front_door, max_idle=cfg.max_idle_seconds, connect_timeout=cfg.connect_timeout
+            scope, receive, send, ctx.mqtt_router, max_idle=ctx.max_idle_seconds, connect_timeout=ctx.connect_timeout
         )
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from . import protocol as p
+from ..protocol import dps as p
 
 
 def candidates(enrollment: dict, linked_hubs: list[str]) -> list[str]:

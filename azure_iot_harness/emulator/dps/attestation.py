@@ -25,7 +25,7 @@ from ...errors import CertificateError, SasTokenError
 from ..protocol import sas
 from ..protocol import x509 as x509check
 from .enrollments import stored_certificates
-from .protocol import dps_error, same_registration
+from ..protocol.dps import dps_error, same_registration
 
 SKN = "registration"
 

@@ -12,38 +12,30 @@ import asyncio
 import collections
 import logging
 import math
-import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 from cryptography import x509 as cx509
 from cryptography.hazmat.primitives import serialization
 
 from ...certs.pki import thumbprints
-from ...config import (
-    WELL_KNOWN_DPS_POLICY,
-    WELL_KNOWN_SYMMETRIC_GROUP,
-    WELL_KNOWN_SYMMETRIC_GROUP_KEYS,
-    WELL_KNOWN_X509_GROUP,
-    Config,
-    Policy,
-)
-from ...errors import ConnectRefused, ProvisioningError, ServiceError
+from ...config import WELL_KNOWN_SYMMETRIC_GROUP, WELL_KNOWN_SYMMETRIC_GROUP_KEYS, WELL_KNOWN_X509_GROUP, DpsSettings, Policy
+from ...errors import ConnackCode, ConnectRefused, ProvisioningError, ServiceError
+from ..clock import SYSTEM_CLOCK, Clock
 from ..hub.registry import Registry, etag_matches
+from ..hub.twins import Twins
 from ..mqtt.codec import Connect
 from ..mqtt.connection import MqttConnection
+from ..protocol import dps as p
 from ..protocol.topics import DpsUsername
 from ..store import Store
 from . import allocation, attestation, enrollments, webhook
-from . import protocol as p
 from .attestation import Attestation
 from .session import DpsSession
 from .state import GROUP, INDIVIDUAL, DpsState
 
 log = logging.getLogger("azure_iot_harness.dps")
 
-IDENTIFIER_REJECTED = 2
-NOT_AUTHORIZED = 5
 MAX_OPERATIONS = 10_000  # finished operations kept for late polls, oldest forgotten first
 
 
@@ -57,26 +49,31 @@ class Operation:
 class Dps:
     def __init__(
         self,
-        *,
-        config: Config,
+        settings: DpsSettings,
         store: Store,
+        clock: Clock = SYSTEM_CLOCK,
+        *,
         registry: Registry,
+        twins: Twins,
         device_ca_pem: bytes,
         hub_trusted_cas: Iterable[cx509.Certificate],
-        twins: Callable[[], Any] = lambda: None,
     ) -> None:
-        self.id_scope = config.dps_id_scope
-        self.host = config.host
-        self.linked_hubs = [config.host]
-        self.assigning_polls = config.dps_assigning_polls
-        self.retry_after = config.dps_retry_after
-        self.per_minute = config.dps_registrations_per_minute
-        self.policies: tuple[Policy, ...] = (WELL_KNOWN_DPS_POLICY,)
+        """DPS assigns devices to the linked hub through its `registry` and `twins`;
+        `device_ca_pem` signs the well-known X.509 group's devices, `hub_trusted_cas` are the CAs
+        the hub trusts (a device they issued is registered as certificateAuthority)."""
+        self.id_scope = settings.id_scope
+        self.host = settings.host
+        self.linked_hubs = [settings.host]
+        self.assigning_polls = settings.assigning_polls
+        self.retry_after = settings.retry_after
+        self.per_minute = settings.registrations_per_minute
+        self.policies: tuple[Policy, ...] = settings.policies
+        self.clock = clock
         self.registry = registry
+        self.twins = twins
         self.state = DpsState(store)
         self._device_ca_pem = device_ca_pem
         self._hub_cas = [c.public_bytes(serialization.Encoding.DER) for c in hub_trusted_cas]
-        self._twins = twins
         self._operations: collections.OrderedDict[str, Operation] = collections.OrderedDict()
         self._recent: collections.deque[float] = collections.deque()
         # Enrollment writes check a precondition, then await the store; an assignment reads, then
@@ -87,8 +84,15 @@ class Dps:
         # One connection per client id, as MQTT requires: a new one closes the old one.
         self.connections: dict[str, MqttConnection] = {}
 
-    async def load(self) -> None:
+    async def start(self) -> None:
+        """Read the state kept in the store (which must have started) and create the
+        well-known enrollment groups that are missing."""
         await self.state.load()
+        await self.seed_well_known()
+
+    async def stop(self) -> None:
+        """Nothing to release: registrations still being answered run to their end (see
+        DpsSession.on_closed), and the connections close with the hub's listeners."""
 
     async def seed_well_known(self) -> None:
         """Create the published development enrollment groups when they are missing."""
@@ -108,17 +112,17 @@ class Dps:
         registration_id = username.registration_id
         if connect.client_id != registration_id:
             raise ConnectRefused(
-                IDENTIFIER_REJECTED, f"client id {connect.client_id!r} is not the registration id {registration_id!r}"
+                ConnackCode.IDENTIFIER_REJECTED, f"client id {connect.client_id!r} is not the registration id {registration_id!r}"
             )
         try:
             p.check_registration_id(registration_id)
         except ProvisioningError as exc:
-            raise ConnectRefused(IDENTIFIER_REJECTED, exc.message) from None
+            raise ConnectRefused(ConnackCode.IDENTIFIER_REJECTED, exc.message) from None
         password = connect.password or None  # X.509 devices send none or an empty one
         try:
             self.authenticate(username.id_scope, registration_id, password=password, certificate=conn.peer_cert)
         except ProvisioningError as exc:
-            raise ConnectRefused(NOT_AUTHORIZED, exc.message) from None
+            raise ConnectRefused(ConnackCode.NOT_AUTHORIZED, exc.message) from None
         log.info("registration %s connected from %s (%s)", registration_id, conn.peer, "SAS" if password else "X.509")
         previous = self.connections.get(registration_id)
         if previous is not None and previous is not conn:
@@ -133,9 +137,9 @@ class Dps:
         individual = self.state.enrollment(INDIVIDUAL, registration_id)
         groups = self.state.enrollments(GROUP)
         if password:
-            return attestation.by_sas(password, scope, registration_id, individual, groups)
+            return attestation.by_sas(password, scope, registration_id, individual, groups, self.clock.now())
         if certificate:
-            return attestation.by_certificate(certificate, registration_id, individual, groups)
+            return attestation.by_certificate(certificate, registration_id, individual, groups, self.clock.now())
         raise p.dps_error("Unauthorized", f"registration {registration_id}: neither a SAS token nor a client certificate")
 
     async def register(self, att: Attestation, body: bytes) -> p.Answer:
@@ -171,13 +175,13 @@ class Dps:
     def _throttle(self) -> p.Answer | None:
         if not self.per_minute:
             return None
-        now = time.monotonic()
+        now = self.clock.monotonic()
         while self._recent and now - self._recent[0] >= 60:
             self._recent.popleft()
         if len(self._recent) >= self.per_minute:
             wait = max(1, math.ceil(60 - (now - self._recent[0])))
             err = p.dps_error("Throttled", f"more than {self.per_minute} registrations a minute (dps_registrations_per_minute)")
-            return p.Answer.error(err, wait)
+            return p.Answer.error(err, wait, self.clock.now())
         self._recent.append(now)
         return None
 
@@ -193,7 +197,8 @@ class Dps:
         registration_id = att.registration_id
         record = self.state.registration(registration_id)
         previous = record["state"] if record else None
-        created = previous["createdDateTimeUtc"] if previous else p.timestamp()
+        now = self.clock.now()
+        created = previous["createdDateTimeUtc"] if previous else p.timestamp(now)
         outcome: dict
         try:
             if att.enrollment.get("provisioningStatus") == "disabled":
@@ -206,7 +211,7 @@ class Dps:
             code = exc.code if isinstance(exc, ProvisioningError) else exc.status * 1000 + 1
             log.warning("registration %s failed: %s", registration_id, exc.message)
             outcome = {"status": p.FAILED, "errorCode": code, "errorMessage": exc.message}
-        state = p.registration_state(registration_id, created, outcome, self._attestation_block(att))
+        state = p.registration_state(registration_id, created, outcome, self._attestation_block(att), now)
         initial_hub = (record or {}).get("initialHub") or state.get("assignedHub")
         await self.state.put_registration({"state": state, "initialHub": initial_hub})
         return state
@@ -229,9 +234,6 @@ class Dps:
         twin = None
         if plan.apply_initial_twin:
             twin = decision.initial_twin if decision and decision.initial_twin else enrollment.get("initialTwin")
-        twins = self._twins()
-        if twin and (twin["tags"] or twin["properties"]["desired"]) and twins is None:
-            raise p.dps_error("ArgumentInvalid", "an initial twin needs device twins, which the emulator does not support yet")
         if plan.hub.lower() != self.host.lower():  # only reachable through a stale record
             raise p.dps_error("NoHubLinked", f"IoT hub {plan.hub} is not linked to this Device Provisioning Service")
         if not plan.unchanged or self.registry.get(device_id) is None:
@@ -241,9 +243,9 @@ class Dps:
                 "capabilities": {"iotEdge": bool(enrollment.get("capabilities", {}).get("iotEdge"))},
             }
             await self.registry.put_device(body, if_match="*")
-        if twin and twins is not None:
+        if twin:
             body = {"tags": twin["tags"], "properties": {"desired": twin["properties"]["desired"]}}
-            await twins.service_update((device_id, None), body, if_match=None, replace=True)
+            await self.twins.service_update((device_id, None), body, if_match=None, replace=True)
         log.info("registration %s assigned to %s as device %s (%s)", att.registration_id, plan.hub, device_id, plan.substatus)
         outcome = {"status": p.ASSIGNED, "assignedHub": plan.hub, "deviceId": device_id, "substatus": plan.substatus}
         if decision is not None:
@@ -293,9 +295,9 @@ class Dps:
             existing = self.state.enrollment(kind, key)
             self._precondition(kind, key, existing, if_match, creating=True)
             if kind == INDIVIDUAL:
-                doc = enrollments.individual(body, key, existing, self.linked_hubs)
+                doc = enrollments.individual(body, key, existing, self.linked_hubs, self.clock.now())
             else:
-                doc = enrollments.group(body, key, existing, self.linked_hubs)
+                doc = enrollments.group(body, key, existing, self.linked_hubs, self.clock.now())
             await self.state.put_enrollment(kind, key, doc)
         return enrollments.view(doc)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import copy
+import datetime as dt
 import re
 from typing import Any
 
@@ -17,13 +18,15 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from ...certs.pki import thumbprints
+from ..protocol.dps import check_registration_id, dps_error, new_etag, timestamp
 from ..protocol.sas import key_problem, new_key
-from .protocol import check_registration_id, dps_error, new_etag, timestamp
 
 ATTESTATION_TYPES = ("tpm", "x509", "symmetricKey")
 ALLOCATION_POLICIES = ("hashed", "geoLatency", "static", "custom")
 _DEVICE_ID = re.compile(r"[A-Za-z0-9\-.%_#*?!(),:=@$']{1,128}")
 _GROUP_ID = re.compile(r"[A-Za-z0-9\-._:]{1,128}")
+
+
 def check_group_id(value: object) -> str:
     if not isinstance(value, str) or not _GROUP_ID.fullmatch(value):
         raise dps_error("ArgumentInvalid", f"enrollment group id {value!r} is invalid: up to 128 letters, digits or - . _ :")
@@ -33,8 +36,10 @@ def check_group_id(value: object) -> str:
 # ---- documents --------------------------------------------------------------------------------
 
 
-def individual(body: dict, registration_id: str, existing: dict | None, linked_hubs: list[str]) -> dict:
-    """The stored individual enrollment for a PUT of `body` (validated, keys generated)."""
+def individual(
+    body: dict, registration_id: str, existing: dict | None, linked_hubs: list[str], now: dt.datetime | None = None
+) -> dict:
+    """The stored individual enrollment for a PUT of `body` at `now` (validated, keys generated)."""
     check_registration_id(registration_id)
     claimed = body.get("registrationId", registration_id)
     if not isinstance(claimed, str) or claimed.lower() != registration_id.lower():
@@ -46,19 +51,19 @@ def individual(body: dict, registration_id: str, existing: dict | None, linked_h
     if device_id:
         doc["deviceId"] = device_id
     doc["attestation"] = _attestation(body.get("attestation"), existing, group=False)
-    doc.update(_common(body, existing, linked_hubs))
+    doc.update(_common(body, existing, linked_hubs, now))
     return doc
 
 
-def group(body: dict, group_id: str, existing: dict | None, linked_hubs: list[str]) -> dict:
-    """The stored enrollment group for a PUT of `body`."""
+def group(body: dict, group_id: str, existing: dict | None, linked_hubs: list[str], now: dt.datetime | None = None) -> dict:
+    """The stored enrollment group for a PUT of `body` at `now`."""
     check_group_id(group_id)
     claimed = body.get("enrollmentGroupId", group_id)
     if claimed != group_id:
         raise dps_error("ArgumentInvalid", f"enrollmentGroupId in the body ({claimed!r}) is not {group_id!r}")
     doc: dict = {"enrollmentGroupId": group_id}
     doc["attestation"] = _attestation(body.get("attestation"), existing, group=True)
-    doc.update(_common(body, existing, linked_hubs))
+    doc.update(_common(body, existing, linked_hubs, now))
     return doc
 
 
@@ -77,7 +82,7 @@ def attestation_view(doc: dict) -> dict:
     return view(doc)["attestation"]
 
 
-def _common(body: dict, existing: dict | None, linked_hubs: list[str]) -> dict:
+def _common(body: dict, existing: dict | None, linked_hubs: list[str], now: dt.datetime | None) -> dict:
     status = body.get("provisioningStatus", "enabled")
     if status not in ("enabled", "disabled"):
         raise dps_error("ArgumentInvalid", f"provisioningStatus must be 'enabled' or 'disabled', not {status!r}")
@@ -102,14 +107,14 @@ def _common(body: dict, existing: dict | None, linked_hubs: list[str]) -> dict:
             raise dps_error(
                 "ArgumentInvalid", "allocationPolicy 'custom' needs customAllocationDefinition with webhookUrl and apiVersion"
             )
-    now = timestamp()
+    updated = timestamp(now)
     out: dict = {
         "capabilities": {"iotEdge": bool(_optional(capabilities, "iotEdge", bool))},
         "etag": new_etag(),
         "provisioningStatus": status,
         "reprovisionPolicy": {k: True if v is None else v for k, v in policy.items()},
-        "createdDateTimeUtc": existing["createdDateTimeUtc"] if existing else now,
-        "lastUpdatedDateTimeUtc": now,
+        "createdDateTimeUtc": existing["createdDateTimeUtc"] if existing else updated,
+        "lastUpdatedDateTimeUtc": updated,
     }
     if hub:
         out["iotHubHostName"] = hub

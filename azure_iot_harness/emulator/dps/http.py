@@ -11,8 +11,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ...errors import ProvisioningError
+from ..clock import Clock
 from ..hub.http import drain
-from . import protocol as p
+from ..protocol import dps as p
 
 log = logging.getLogger("azure_iot_harness.dps")
 
@@ -22,8 +23,8 @@ MAX_BODY_BYTES = 256 * 1024
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-def answering(handler: Handler) -> Handler:
-    """Run a handler; a ProvisioningError becomes DPS's error answer."""
+def answering(handler: Handler, clock: Clock) -> Handler:
+    """Run a handler; a ProvisioningError becomes DPS's error answer (stamped by `clock`)."""
 
     async def run(request: Request) -> Response:
         try:
@@ -32,7 +33,7 @@ def answering(handler: Handler) -> Handler:
         except ProvisioningError as exc:
             await drain(request)
             log.info("%s %s -> %d %d: %s", request.method, request.url.path, exc.status, exc.code, exc.message)
-            return answer_response(p.Answer.error(exc))
+            return answer_response(p.Answer.error(exc, now=clock.now()))
 
     return run
 

@@ -8,43 +8,39 @@ certificate it presented in the TLS handshake.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from ..tls_peers import client_certificate
 from . import http
 from .attestation import Attestation
-
-if TYPE_CHECKING:
-    from ..app import Emulator
+from .context import DpsContext
 
 
-def routes(emulator: "Emulator") -> list[BaseRoute]:
+def routes(ctx: DpsContext) -> list[BaseRoute]:
+    dps = ctx.dps
+
     def attest(request: Request) -> Attestation:
-        dps = emulator.dps
         scope, registration_id = request.path_params["scope"], request.path_params["rid"]
         header = request.headers.get("authorization")
-        certificate = None if header else client_certificate(request.scope)
+        certificate = None if header else ctx.client_certificate(request.scope)
         return dps.authenticate(scope, registration_id, password=header, certificate=certificate)
 
     async def register(request: Request) -> Response:
         att = attest(request)
-        return http.answer_response(await emulator.dps.register(att, await http.body(request)))
+        return http.answer_response(await dps.register(att, await http.body(request)))
 
     async def operation(request: Request) -> Response:
         att = attest(request)
-        return http.answer_response(emulator.dps.poll(att.registration_id, request.path_params["op"]))
+        return http.answer_response(dps.poll(att.registration_id, request.path_params["op"]))
 
     async def lookup(request: Request) -> Response:
         att = attest(request)
         await http.body(request)  # a DeviceRegistration may come along; the credentials decide
-        return http.answer_response(emulator.dps.lookup(att.registration_id))
+        return http.answer_response(dps.lookup(att.registration_id))
 
     return [
-        Route("/{scope}/registrations/{rid}/register", http.answering(register), methods=["PUT"]),
-        Route("/{scope}/registrations/{rid}/operations/{op}", http.answering(operation), methods=["GET"]),
-        Route("/{scope}/registrations/{rid}", http.answering(lookup), methods=["POST"]),
+        Route("/{scope}/registrations/{rid}/register", http.answering(register, dps.clock), methods=["PUT"]),
+        Route("/{scope}/registrations/{rid}/operations/{op}", http.answering(operation, dps.clock), methods=["GET"]),
+        Route("/{scope}/registrations/{rid}", http.answering(lookup, dps.clock), methods=["POST"]),
     ]

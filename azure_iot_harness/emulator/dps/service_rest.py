@@ -10,7 +10,6 @@ What the unmodified `azure-iot-deviceprovisioning` SDK calls: `GET|PUT|DELETE /e
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -18,12 +17,11 @@ from starlette.routing import BaseRoute, Route
 
 from ...errors import ProvisioningError, SasTokenError
 from ..protocol import sas
+from ..protocol import dps as p
 from . import http
-from . import protocol as p
+from .context import DpsContext
+from .dps import Dps
 from .state import GROUP, INDIVIDUAL
-
-if TYPE_CHECKING:
-    from ..app import Emulator
 
 MAX_BULK = 10
 _ITEM_TYPES = {INDIVIDUAL: "Enrollment", GROUP: "EnrollmentGroup"}
@@ -31,38 +29,40 @@ _ID_FIELDS = {INDIVIDUAL: "registrationId", GROUP: "enrollmentGroupId"}
 _TABLES = {INDIVIDUAL: "enrollments", GROUP: "enrollmentgroups"}
 
 
-def routes(emulator: "Emulator") -> list[BaseRoute]:
+def routes(ctx: DpsContext) -> list[BaseRoute]:
+    dps = ctx.dps
+
     def endpoint(handler: http.Handler) -> http.Handler:
         async def run(request: Request) -> Response:
-            authorize(request, emulator)
+            authorize(request, dps)
             return await handler(request)
 
-        return http.answering(run)
+        return http.answering(run, dps.clock)
 
     def enrollment_routes(prefix: str, kind: str) -> list[BaseRoute]:
         async def get(request: Request) -> Response:
-            return _resource(emulator.dps.get_enrollment(kind, request.path_params["id"]))
+            return _resource(dps.get_enrollment(kind, request.path_params["id"]))
 
         async def put(request: Request) -> Response:
             body = await http.json_object(request)
             if_match = request.headers.get("if-match")
-            return _resource(await emulator.dps.put_enrollment(kind, request.path_params["id"], body, if_match=if_match))
+            return _resource(await dps.put_enrollment(kind, request.path_params["id"], body, if_match=if_match))
 
         async def delete(request: Request) -> Response:
-            await emulator.dps.delete_enrollment(kind, request.path_params["id"], if_match=request.headers.get("if-match"))
+            await dps.delete_enrollment(kind, request.path_params["id"], if_match=request.headers.get("if-match"))
             return Response(status_code=204)
 
         async def attestation(request: Request) -> Response:
-            doc = emulator.dps.get_enrollment(kind, request.path_params["id"])
+            doc = dps.get_enrollment(kind, request.path_params["id"])
             return JSONResponse(doc["attestation"])
 
         async def query(request: Request) -> Response:
             body = await http.json_object(request)
             _check_query(body.get("query"), _TABLES[kind])
-            return _page(request, emulator.dps.list_enrollments(kind), _ITEM_TYPES[kind])
+            return _page(request, dps.list_enrollments(kind), _ITEM_TYPES[kind])
 
         async def bulk(request: Request) -> Response:
-            return JSONResponse(await _bulk(emulator, kind, await http.json_object(request)))
+            return JSONResponse(await _bulk(dps, kind, await http.json_object(request)))
 
         return [
             Route(f"/{prefix}/query", endpoint(query), methods=["POST"]),
@@ -74,14 +74,14 @@ def routes(emulator: "Emulator") -> list[BaseRoute]:
         ]
 
     async def get_registration(request: Request) -> Response:
-        return _resource(emulator.dps.get_registration(request.path_params["id"]))
+        return _resource(dps.get_registration(request.path_params["id"]))
 
     async def delete_registration(request: Request) -> Response:
-        await emulator.dps.delete_registration(request.path_params["id"], if_match=request.headers.get("if-match"))
+        await dps.delete_registration(request.path_params["id"], if_match=request.headers.get("if-match"))
         return Response(status_code=204)
 
     async def group_registrations(request: Request) -> Response:
-        return _page(request, emulator.dps.group_registrations(request.path_params["id"]), "DeviceRegistration")
+        return _page(request, dps.group_registrations(request.path_params["id"]), "DeviceRegistration")
 
     return [
         *enrollment_routes("enrollments", INDIVIDUAL),
@@ -92,7 +92,7 @@ def routes(emulator: "Emulator") -> list[BaseRoute]:
     ]
 
 
-def authorize(request: Request, emulator: "Emulator") -> None:
+def authorize(request: Request, dps: Dps) -> None:
     """A service SAS token for the DPS host, signed with one of its policies' keys; else 401."""
     header = request.headers.get("authorization")
     if not header:
@@ -101,14 +101,14 @@ def authorize(request: Request, emulator: "Emulator") -> None:
         token = sas.parse(header.strip())
     except SasTokenError as exc:
         raise p.dps_error("Unauthorized", str(exc)) from None
-    if token.expired():
+    if token.expired(dps.clock.time()):
         raise p.dps_error("Unauthorized", f"SAS token expired at se={token.expiry}")
-    policy = next((pol for pol in emulator.dps.policies if pol.name == token.key_name), None)
+    policy = next((pol for pol in dps.policies if pol.name == token.key_name), None)
     if policy is None:
         raise p.dps_error("Unauthorized", f"no shared access policy skn={token.key_name!r} (the DPS has provisioningserviceowner)")
     host, path = sas.split_host(token.resource)
-    if host != emulator.dps.host.lower() or path:
-        raise p.dps_error("Unauthorized", f"SAS token audience {token.resource!r} is not the DPS host {emulator.dps.host!r}")
+    if host != dps.host.lower() or path:
+        raise p.dps_error("Unauthorized", f"SAS token audience {token.resource!r} is not the DPS host {dps.host!r}")
     if not token.verify(policy.key):
         raise p.dps_error("Unauthorized", f"SAS signature does not match policy {policy.name!r}")
 
@@ -148,7 +148,7 @@ def _resource(doc: dict) -> Response:
     return JSONResponse(doc, headers={"ETag": f'"{doc["etag"]}"'})
 
 
-async def _bulk(emulator: "Emulator", kind: str, body: dict) -> dict:
+async def _bulk(dps: Dps, kind: str, body: dict) -> dict:
     """POST /enrollments or /enrollmentGroups: up to 10 creates, updates or deletes."""
     mode = body.get("mode")
     items = body.get("enrollments", body.get("enrollmentGroups"))
@@ -166,10 +166,10 @@ async def _bulk(emulator: "Emulator", kind: str, body: dict) -> dict:
             if not isinstance(key, str):
                 raise p.dps_error("ArgumentInvalid", f"an enrollment without {field}")
             if mode == "delete":
-                await emulator.dps.delete_enrollment(kind, key, if_match=None)
+                await dps.delete_enrollment(kind, key, if_match=None)
             else:
                 if_match = {"create": None, "update": "*", "updateIfMatchETag": item.get("etag") or ""}[mode]
-                await emulator.dps.put_enrollment(kind, key, item, if_match=if_match)
+                await dps.put_enrollment(kind, key, item, if_match=if_match)
         except ProvisioningError as exc:
             errors.append({field: key, "errorCode": exc.code, "errorStatus": exc.message})
     return {"isSuccessful": not errors, "errors": errors}

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from ...errors import ProtocolViolation, ProvisioningError
 from ..mqtt import codec
 from ..mqtt.codec import Publish
-from . import protocol as p
+from ..protocol import dps as p
 
 if TYPE_CHECKING:
     from ..mqtt.connection import MqttConnection
@@ -59,10 +59,10 @@ class DpsSession:
                 answer = self.dps.poll(self.registration_id, request.operation_id)
         except ProvisioningError as exc:
             log.info("registration %s: %s answered %d: %s", self.registration_id, request.kind, exc.status, exc.message)
-            answer = p.Answer.error(exc)
+            answer = p.Answer.error(exc, now=self.dps.clock.now())
         except Exception:
             log.exception("registration %s: %s failed", self.registration_id, request.kind)
-            answer = p.Answer.error(p.dps_error("ServerError", "internal error of the emulator"))
+            answer = p.Answer.error(p.dps_error("ServerError", "internal error of the emulator"), now=self.dps.clock.now())
         self._deliver(p.response_topic(answer.status, request.rid, answer.retry_after), json.dumps(answer.body).encode())
 
     def _deliver(self, topic: str, body: bytes) -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import enrollments
-from . import protocol as p
+from ..protocol import dps as p
 from .attestation import Attestation
 
 TIMEOUT_SECONDS = 30.0

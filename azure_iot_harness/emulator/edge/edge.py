@@ -1,17 +1,28 @@
-"""`Edge`: the edgeHub stand-in next to the hub — its listener, PKI, queues, upstream and workload API."""
+"""`Edge`: the edgeHub stand-in next to the hub — its listener, PKI, queues, upstream and workload API.
+
+The edge knows the hub only through a `HubLink`: where the hub's MQTT listener is, and the
+registry and credentials a child's CONNECT is checked against.
+"""
 
 from __future__ import annotations
 
 import logging
 import ssl
-from pathlib import Path
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import Callable
 
-from ...certs import EdgePKI
+from cryptography import x509 as cx509
+
+from ...certs import DevPKI, EdgePKI
+from ...config import EdgeSettings, Policy
+from ...errors import ConfigError
+from ..clock import SYSTEM_CLOCK, Clock
 from ..frontdoor import FrontDoor
+from ..hub.registry import Registry
 from ..mqtt.listener import MqttListener
 from ..mqtt.tls import request_any_client_certificate
 from ..protocol import sas
+from ..store import Store
 from ..web import HttpsServer
 from . import workload
 from .edgehub import EdgeHub
@@ -19,65 +30,94 @@ from .queue import EdgeQueues
 from .routing import Router
 from .upstream import Upstream
 
-if TYPE_CHECKING:
-    from ..app import Emulator
-
 log = logging.getLogger("azure_iot_harness.edge")
+
+
+@dataclass(frozen=True)
+class HubLink:
+    """The hub an edge serves, as the edge sees it."""
+
+    host: str  # the hub's host name (usernames, SAS audiences, TLS server name)
+    address: str  # where its MQTT listener is bound
+    port: Callable[[], int]  # its MQTT port now (it changes when the listener restarts)
+    registry: Registry
+    policies: tuple[Policy, ...]
+    trusted_cas: tuple[cx509.Certificate, ...]  # CAs of certificateAuthority devices
 
 
 class Edge:
     def __init__(
         self,
-        emulator: "Emulator",
+        settings: EdgeSettings,
+        store: Store,
+        clock: Clock = SYSTEM_CLOCK,
         *,
-        device_id: str,
-        host: str,
-        bind: str,
-        mqtt_port: int,
-        workload_port: int,
-        routes: dict | None,
+        hub: HubLink,
+        pki: DevPKI,
     ) -> None:
-        """Build what needs the store before it starts; start() does the rest."""
-        self.emulator = emulator
-        self.device_id = device_id
-        self.host = host
-        self.bind = bind
-        self.requested_mqtt_port = mqtt_port
-        self.requested_workload_port = workload_port
-        self.queues = EdgeQueues(emulator.store)
-        self.router = Router(routes)
+        """Build what needs the store before it starts; start() does the rest. `pki` is the
+        development PKI, whose root issues the edge CA chain and signs the hub's certificate."""
+        self.settings = settings
+        self.device_id = settings.device_id
+        self.host = settings.host
+        self.bind = settings.bind
+        self.requested_mqtt_port = settings.mqtt_port
+        self.clock = clock
+        self.hub_link = hub
+        self.dev_pki = pki
+        self.queues = EdgeQueues(store, clock)
+        self.router = Router(settings.routes)
         self.pki: EdgePKI
         self.upstream: Upstream
         self.hub: EdgeHub
         self.mqtt: MqttListener
         self.workload: HttpsServer
 
-    async def start(self, folder: Path | None) -> None:
-        emu = self.emulator
+    async def start(self) -> None:
+        """Load the queues (the store must have started) and open the edge's listeners and its
+        upstream; ConfigError when the edge device is not an IoT Edge device of the registry
+        or its port cannot be bound."""
+        edge_doc = self.hub_link.registry.get(self.device_id)
+        if edge_doc is None:
+            raise ConfigError(f"edge device {self.device_id!r} is not in the registry")
+        if not (edge_doc.get("capabilities") or {}).get("iotEdge"):
+            raise ConfigError(f"device {self.device_id!r} is not an IoT Edge device (capabilities.iotEdge)")
+        try:
+            await self._start(edge_doc["authentication"]["symmetricKey"]["primaryKey"])
+        except PermissionError as exc:
+            raise ConfigError(f"cannot bind the edge's MQTT port {self.bind}:{self.requested_mqtt_port}: {exc.strerror}") from None
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot start the edge on {self.bind}:{self.requested_mqtt_port}: {exc.strerror or exc} "
+                "(choose another address with --edge-bind or port with --edge-mqtt-port)"
+            ) from None
+        log.info("edgeHub for %s on mqtts://%s:%d", self.device_id, self.host, self.mqtt.port)
+
+    async def _start(self, edge_key: str) -> None:
+        link, settings, dev_pki = self.hub_link, self.settings, self.dev_pki
         await self.queues.load()
-        self.pki = EdgePKI.create(emu.pki.root, [self.host, self.bind], folder)
-        client_ctx = ssl.create_default_context(cadata=emu.pki.root_pem.decode())
-        edge_key = emu.registry.get(self.device_id)["authentication"]["symmetricKey"]["primaryKey"]  # type: ignore[index]
-        hub_host = emu.config.host
+        self.pki = EdgePKI.create(dev_pki.root, [self.host, self.bind], settings.pki_folder)
+        client_ctx = ssl.create_default_context(cadata=dev_pki.root_pem.decode())
         self.upstream = Upstream(
             edge_device_id=self.device_id,
-            hub_host=hub_host,
-            hub_address=emu.config.bind,
-            hub_port=lambda: emu.mqtt.port if emu.mqtt.running else emu.mqtt.requested_port,
+            hub_host=link.host,
+            hub_address=link.address,
+            hub_port=link.port,
             ssl_context=client_ctx,
-            token=lambda: sas.generate(f"{hub_host}/devices/{self.device_id}", edge_key),
+            token=lambda: sas.generate(f"{link.host}/devices/{self.device_id}", edge_key, expiry=int(self.clock.time() + 3600)),
             queues=self.queues,
         )
         self.hub = EdgeHub(
             edge_device_id=self.device_id,
             edge_host=self.host,
-            hub_host=hub_host,
-            registry=emu.registry,
-            policies=emu.policies,
-            trusted_cas=[emu.pki.device_ca_cert],
+            hub_host=link.host,
+            registry=link.registry,
+            policies=link.policies,
+            trusted_cas=list(link.trusted_cas),
             queues=self.queues,
             upstream=self.upstream,
             router=self.router,
+            clock=self.clock,
         )
         ctx = self.pki.server_context()
         request_any_client_certificate(ctx)
@@ -86,15 +126,14 @@ class Edge:
             port=self.requested_mqtt_port,
             ssl_context=ctx,
             router=FrontDoor(self.hub),
-            max_idle=emu.config.max_idle_seconds,
-            connect_timeout=emu.config.connect_timeout,
+            max_idle=settings.max_idle_seconds,
+            connect_timeout=settings.connect_timeout,
         )
         await self.mqtt.start()
-        app = workload.build_app(edge_device_id=self.device_id, registry=emu.registry, trust_bundle=lambda: emu.pki.root_pem)
-        self.workload = HttpsServer(app, host="127.0.0.1", port=self.requested_workload_port, ssl_context=None)
+        app = workload.build_app(edge_device_id=self.device_id, registry=link.registry, trust_bundle=lambda: dev_pki.root_pem)
+        self.workload = HttpsServer(app, host="127.0.0.1", port=settings.workload_port, ssl_context=None)
         await self.workload.start()
         await self.upstream.start()
-        log.info("edgeHub for %s on mqtts://%s:%d", self.device_id, self.host, self.mqtt.port)
 
     async def stop(self) -> None:
         await self.upstream.stop()
@@ -107,11 +146,11 @@ class Edge:
 
     def module_environment(self, module_id: str) -> dict[str, str]:
         """The environment IoT Edge gives a module, for `create_from_edge_environment()`."""
-        doc = self.emulator.registry.get(self.device_id, module_id)
+        doc = self.hub_link.registry.get(self.device_id, module_id)
         if doc is None:
             raise KeyError(f"no module {self.device_id}/{module_id}")
         return {
-            "IOTEDGE_IOTHUBHOSTNAME": self.emulator.config.host,
+            "IOTEDGE_IOTHUBHOSTNAME": self.hub_link.host,
             "IOTEDGE_DEVICEID": self.device_id,
             "IOTEDGE_MODULEID": module_id,
             "IOTEDGE_GATEWAYHOSTNAME": self.host,

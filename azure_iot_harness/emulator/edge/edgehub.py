@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from ...errors import ConnectRefused, ProtocolViolation
-from ..hub.auth import NOT_AUTHORIZED, Principal, authenticate
+from ...errors import ConnackCode, ConnectRefused, ProtocolViolation
+from ..clock import Clock
+from ..hub.auth import Principal, authenticate
 from ..hub.registry import Registry
 from ..mqtt import codec
 from ..mqtt.client import ConnectionLost
@@ -44,6 +45,7 @@ class EdgeHub:
         queues: EdgeQueues,
         upstream: Upstream,
         router: "Router",
+        clock: Clock,
     ) -> None:
         self.edge_device_id = edge_device_id
         self.edge_host = edge_host
@@ -54,6 +56,7 @@ class EdgeHub:
         self.queues = queues
         self.upstream = upstream
         self.router = router
+        self.clock = clock
         self.sessions: dict[tuple[str, str | None], EdgeSession] = {}
         queues.on_enqueued(self._enqueued)
         upstream.on_message = self._from_upstream
@@ -62,10 +65,10 @@ class EdgeHub:
 
     async def connect(self, conn: MqttConnection, connect: Connect, username: Any) -> tuple["EdgeSession", bool]:
         if not isinstance(username, HubUsername):
-            raise ConnectRefused(NOT_AUTHORIZED, "edgeHub serves IoT Hub identities, not DPS registrations")
+            raise ConnectRefused(ConnackCode.NOT_AUTHORIZED, "edgeHub serves IoT Hub identities, not DPS registrations")
         if not username.api_version:
             raise ConnectRefused(
-                NOT_AUTHORIZED, f"username {connect.username!r} has no api-version, which edgeHub requires"
+                ConnackCode.NOT_AUTHORIZED, f"username {connect.username!r} has no api-version, which edgeHub requires"
             )
         principal = authenticate(
             username=username,
@@ -77,6 +80,7 @@ class EdgeHub:
             policies=self.policies,
             trusted_cas=self.trusted_cas,
             audience_hosts=[self.edge_host],
+            now=self.clock.now(),
         )
         self._check_scope(principal)
         session = EdgeSession(self, principal, conn)
@@ -90,17 +94,17 @@ class EdgeHub:
     def _check_scope(self, principal: Principal) -> None:
         if principal.module_id is not None:
             if principal.device_id != self.edge_device_id:
-                raise ConnectRefused(NOT_AUTHORIZED, f"{principal.name} is not a module of the edge device {self.edge_device_id}")
+                raise ConnectRefused(ConnackCode.NOT_AUTHORIZED, f"{principal.name} is not a module of the edge device {self.edge_device_id}")
             if principal.auth.type != "sas":
-                raise ConnectRefused(NOT_AUTHORIZED, f"{principal.name}: edgeHub does not accept X.509 for modules")
+                raise ConnectRefused(ConnackCode.NOT_AUTHORIZED, f"{principal.name}: edgeHub does not accept X.509 for modules")
             return
         if principal.device_id == self.edge_device_id:
-            raise ConnectRefused(NOT_AUTHORIZED, "the edge device itself does not connect through its own edgeHub")
+            raise ConnectRefused(ConnackCode.NOT_AUTHORIZED, "the edge device itself does not connect through its own edgeHub")
         edge = self.registry.get(self.edge_device_id) or {}
         leaf = self.registry.get(principal.device_id) or {}
         if edge.get("deviceScope") not in (leaf.get("parentScopes") or []):
             raise ConnectRefused(
-                NOT_AUTHORIZED, f"{principal.name} is not in the scope of the edge device {self.edge_device_id}"
+                ConnackCode.NOT_AUTHORIZED, f"{principal.name} is not in the scope of the edge device {self.edge_device_id}"
             )
 
     # ---- plumbing -------------------------------------------------------------------------------
@@ -162,7 +166,7 @@ class EdgeSession:
             conn.ack_when_done(fut, pub.packet_id)
 
     def _telemetry(self, pub: Publish) -> Telemetry:
-        return telemetry_from(self.principal, pub.topic, pub.payload, pub.retain)
+        return telemetry_from(self.principal, pub.topic, pub.payload, pub.retain, self.edge.clock.now())
 
     async def _relay_up(self, pub: Publish) -> None:
         try:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from dataclasses import dataclass
 from typing import Callable
 
+from ..clock import SYSTEM_CLOCK, Clock
 from ..protocol.messages import Telemetry
 from ..store import Store
 
@@ -62,8 +62,9 @@ def _from_json(text: str) -> Telemetry:
 
 
 class EdgeQueues:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, clock: Clock = SYSTEM_CLOCK) -> None:
         self.store = store
+        self.clock = clock
         self._queues: dict[str, list[Queued]] = {}
         self._waiters: dict[str, asyncio.Event] = {}
         self._listeners: list[Callable[[str], None]] = []
@@ -85,7 +86,7 @@ class EdgeQueues:
 
     def enqueue(self, telemetry: Telemetry, targets: list[tuple[str, int, float]]) -> asyncio.Future:
         """Commit one message for each (endpoint, priority, ttl seconds); ttl < 0 never expires."""
-        now = time.time()
+        now = self.clock.time()
         doc = _to_json(telemetry)
         rows = [(endpoint, priority, now + ttl if ttl >= 0 else float("inf")) for endpoint, priority, ttl in targets]
 
@@ -142,6 +143,6 @@ class EdgeQueues:
             fn(endpoint)
 
     def _expire(self, endpoint: str) -> None:
-        now = time.time()
+        now = self.clock.time()
         for item in [q for q in self._queues.get(endpoint, []) if q.expiry <= now and not q.in_flight]:
             self.done(item)

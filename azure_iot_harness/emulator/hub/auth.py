@@ -14,15 +14,11 @@ from typing import Iterable
 from cryptography import x509 as cx509
 
 from ...config import DEVICE_CONNECT, Policy
-from ...errors import CertificateError, ConnectRefused, SasTokenError
+from ...errors import CertificateError, ConnackCode, ConnectRefused, SasTokenError
 from ..protocol import sas, x509
 from ..protocol.messages import AuthMethod
 from ..protocol.topics import HubUsername
 from .registry import Registry
-
-IDENTIFIER_REJECTED = 2
-SERVER_UNAVAILABLE = 3
-NOT_AUTHORIZED = 5
 
 
 @dataclass(frozen=True)
@@ -60,17 +56,17 @@ def authenticate(
     token's audience may name (an edge gateway accepts its own as well as the hub's)."""
     host, _ = sas.split_host(username.host)
     if host != hub_host.lower():
-        raise ConnectRefused(NOT_AUTHORIZED, f"username names host {username.host!r}, this hub is {hub_host!r}")
+        raise ConnectRefused(ConnackCode.NOT_AUTHORIZED, f"username names host {username.host!r}, this hub is {hub_host!r}")
     if client_id != username.client_id:
         raise ConnectRefused(
-            IDENTIFIER_REJECTED, f"client id {client_id!r} does not match {username.client_id!r} from the username"
+            ConnackCode.IDENTIFIER_REJECTED, f"client id {client_id!r} does not match {username.client_id!r} from the username"
         )
     device_id, module_id = username.device_id, username.module_id
     who = _who(device_id, module_id)
     device = registry.get(device_id)
     doc = registry.get(device_id, module_id) if module_id else device
     if doc is None or device is None:
-        raise ConnectRefused(NOT_AUTHORIZED, f"{who} is not registered")
+        raise ConnectRefused(ConnackCode.NOT_AUTHORIZED, f"{who} is not registered")
     now = now or dt.datetime.now(dt.timezone.utc)
     creds = _Credentials(password, peer_cert, [hub_host, *audience_hosts], tuple(policies), list(trusted_cas), now)
     chain = username.params.get("auth-chain")
@@ -80,7 +76,7 @@ def authenticate(
         method, expiry = creds.check(device_id, module_id, doc)
     for d in (device, doc):
         if d.get("status", "enabled") != "enabled":
-            raise ConnectRefused(SERVER_UNAVAILABLE, f"{who} is disabled")
+            raise ConnectRefused(ConnackCode.SERVER_UNAVAILABLE, f"{who} is disabled")
     return Principal(device_id, module_id, method, doc["generationId"], expiry, username.params.get("model-id"))
 
 
@@ -106,9 +102,9 @@ class _Credentials:
             try:
                 token = sas.parse(self.password)
             except SasTokenError as exc:
-                raise ConnectRefused(NOT_AUTHORIZED, f"{who}: {exc}") from None
+                raise ConnectRefused(ConnackCode.NOT_AUTHORIZED, f"{who}: {exc}") from None
             if token.expired(self.now.timestamp()):
-                raise ConnectRefused(NOT_AUTHORIZED, f"{who}: SAS token expired at se={token.expiry}")
+                raise ConnectRefused(ConnackCode.NOT_AUTHORIZED, f"{who}: SAS token expired at se={token.expiry}")
             target = ["devices", device_id] + (["modules", module_id] if module_id else [])
             named = sas.split_host(token.resource)[0]
             host = next((h for h in self.hosts if h.lower() == named), self.hosts[0])
@@ -117,7 +113,7 @@ class _Credentials:
             return _check_identity_token(token, target, host, doc, kind, scope, who), token.expiry
         if kind in ("selfSigned", "certificateAuthority"):
             if self.peer_cert is None:
-                raise ConnectRefused(NOT_AUTHORIZED, f"{who} authenticates with X.509 but presented no client certificate")
+                raise ConnectRefused(ConnackCode.NOT_AUTHORIZED, f"{who} authenticates with X.509 but presented no client certificate")
             try:
                 if kind == "selfSigned":
                     prints = doc["authentication"]["x509Thumbprint"]
@@ -127,9 +123,9 @@ class _Credentials:
                     cn = f"{device_id}/{module_id}" if module_id else device_id
                     x509.check_ca_signed(self.peer_cert, cn, self.trusted_cas, self.now)
             except CertificateError as exc:
-                raise ConnectRefused(NOT_AUTHORIZED, f"{who}: {exc}") from None
+                raise ConnectRefused(ConnackCode.NOT_AUTHORIZED, f"{who}: {exc}") from None
             return AuthMethod(scope, "x509Certificate"), None
-        raise ConnectRefused(NOT_AUTHORIZED, f"{who} uses {kind} authentication but sent no SAS token")
+        raise ConnectRefused(ConnackCode.NOT_AUTHORIZED, f"{who} uses {kind} authentication but sent no SAS token")
 
 
 def _check_chain(chain: str, client_id: str, registry: Registry, creds: _Credentials) -> tuple[AuthMethod, int | None]:
@@ -138,19 +134,19 @@ def _check_chain(chain: str, client_id: str, registry: Registry, creds: _Credent
     last one an IoT Edge device whose credentials the connection carries."""
     hops = chain.split(";")
     if len(hops) < 2 or hops[0] != client_id or any(not h for h in hops):
-        raise ConnectRefused(NOT_AUTHORIZED, f"auth-chain {chain!r} must start with {client_id!r} and name its gateway")
+        raise ConnectRefused(ConnackCode.NOT_AUTHORIZED, f"auth-chain {chain!r} must start with {client_id!r} and name its gateway")
     for child, parent in zip(hops, hops[1:]):
         parent_doc = registry.get(parent)
         if parent_doc is None or not (parent_doc.get("capabilities") or {}).get("iotEdge"):
-            raise ConnectRefused(NOT_AUTHORIZED, f"auth-chain: {parent!r} is not an IoT Edge device")
+            raise ConnectRefused(ConnackCode.NOT_AUTHORIZED, f"auth-chain: {parent!r} is not an IoT Edge device")
         if "/" in child:
             if child.split("/", 1)[0] != parent:
-                raise ConnectRefused(NOT_AUTHORIZED, f"auth-chain: module {child!r} does not belong to {parent!r}")
+                raise ConnectRefused(ConnackCode.NOT_AUTHORIZED, f"auth-chain: module {child!r} does not belong to {parent!r}")
             continue
         child_doc = registry.get(child)
         scope = parent_doc.get("deviceScope")
         if child_doc is None or not scope or scope not in (child_doc.get("parentScopes") or []):
-            raise ConnectRefused(NOT_AUTHORIZED, f"auth-chain: {child!r} is not a child of the edge device {parent!r}")
+            raise ConnectRefused(ConnackCode.NOT_AUTHORIZED, f"auth-chain: {child!r} is not a child of the edge device {parent!r}")
     gateway = hops[-1]
     method, expiry = creds.check(gateway, None, registry.get(gateway))  # type: ignore[arg-type]
     return AuthMethod("device", method.type), expiry
@@ -160,17 +156,17 @@ def _check_identity_token(
     token: sas.SasToken, target: list[str], hub_host: str, doc: dict, kind: str, scope: str, who: str
 ) -> AuthMethod:
     if kind != "sas":
-        raise ConnectRefused(NOT_AUTHORIZED, f"{who} authenticates with {kind}, not with a SAS token")
+        raise ConnectRefused(ConnackCode.NOT_AUTHORIZED, f"{who} authenticates with {kind}, not with a SAS token")
     res_host, res_path = sas.split_host(token.resource)
     if len(res_path) != len(target) or not sas.covers(token.resource, hub_host, target):
         if res_path[:1] == ["registrations"] or "/registrations/" in token.resource:
-            raise ConnectRefused(NOT_AUTHORIZED, f"{who}: the SAS token is for DPS ({token.resource}), not the hub")
+            raise ConnectRefused(ConnackCode.NOT_AUTHORIZED, f"{who}: the SAS token is for DPS ({token.resource}), not the hub")
         raise ConnectRefused(
-            NOT_AUTHORIZED, f"{who}: SAS token audience {token.resource!r} is not {hub_host}/{'/'.join(target)}"
+            ConnackCode.NOT_AUTHORIZED, f"{who}: SAS token audience {token.resource!r} is not {hub_host}/{'/'.join(target)}"
         )
     keys = doc["authentication"]["symmetricKey"]
     if not any(k and token.verify(k) for k in (keys.get("primaryKey"), keys.get("secondaryKey"))):
-        raise ConnectRefused(NOT_AUTHORIZED, f"{who}: SAS signature matches neither the primary nor the secondary key")
+        raise ConnectRefused(ConnackCode.NOT_AUTHORIZED, f"{who}: SAS signature matches neither the primary nor the secondary key")
     return AuthMethod(scope, "sas")
 
 
@@ -179,11 +175,11 @@ def _check_policy_token(
 ) -> AuthMethod:
     policy = next((p for p in policies if p.name == token.key_name), None)
     if policy is None:
-        raise ConnectRefused(NOT_AUTHORIZED, f"{who}: SAS token names unknown policy skn={token.key_name!r}")
+        raise ConnectRefused(ConnackCode.NOT_AUTHORIZED, f"{who}: SAS token names unknown policy skn={token.key_name!r}")
     if DEVICE_CONNECT not in policy.permissions:
-        raise ConnectRefused(NOT_AUTHORIZED, f"{who}: policy {policy.name!r} lacks the DeviceConnect permission")
+        raise ConnectRefused(ConnackCode.NOT_AUTHORIZED, f"{who}: policy {policy.name!r} lacks the DeviceConnect permission")
     if not sas.covers(token.resource, hub_host, target):
-        raise ConnectRefused(NOT_AUTHORIZED, f"{who}: SAS token audience {token.resource!r} does not cover the device")
+        raise ConnectRefused(ConnackCode.NOT_AUTHORIZED, f"{who}: SAS token audience {token.resource!r} does not cover the device")
     if not token.verify(policy.key):
-        raise ConnectRefused(NOT_AUTHORIZED, f"{who}: SAS signature does not match policy {policy.name!r}")
+        raise ConnectRefused(ConnackCode.NOT_AUTHORIZED, f"{who}: SAS signature does not match policy {policy.name!r}")
     return AuthMethod("hub", "sas")

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
+from ..clock import SYSTEM_CLOCK, Clock
 from ..protocol.errors import hub_error
 from ..protocol.topics import encode_property_bag
 from ..store import Store
@@ -91,9 +91,10 @@ def _iso(epoch: float) -> str:
 
 
 class C2DQueues:
-    def __init__(self, store: Store, registry: Registry, *, lock_seconds: float = 60.0) -> None:
+    def __init__(self, store: Store, registry: Registry, clock: Clock = SYSTEM_CLOCK, *, lock_seconds: float = 60.0) -> None:
         self.store = store
         self.registry = registry
+        self.clock = clock
         self.lock_seconds = lock_seconds
         self._queues: dict[str, list[C2DMessage]] = {}
         self._listeners: list[Callable[[str], None]] = []
@@ -141,7 +142,7 @@ class C2DQueues:
             raise hub_error("ArgumentInvalid", f"ack must be one of {', '.join(ACK_VALUES)}")
         if ttl is not None and not 0 < ttl <= 48 * 3600:
             raise hub_error("ArgumentInvalid", "ttl must be between 1 second and 48 hours")
-        now = time.time()
+        now = self.clock.time()
         self._expire(device_id, now)
         if len(self._queues.get(device_id, [])) >= MAX_PENDING:
             raise hub_error(
@@ -177,12 +178,12 @@ class C2DQueues:
 
     def pending(self, device_id: str) -> list[C2DMessage]:
         """Every live message of a device, delivered-and-locked ones included."""
-        self._expire(device_id, time.time())
+        self._expire(device_id, self.clock.time())
         return list(self._queues.get(device_id, []))
 
     def deliverable(self, device_id: str, after_seq: int, now: float | None = None) -> list[C2DMessage]:
         """Messages that may go out now: enqueued after `after_seq` and not locked."""
-        now = time.time() if now is None else now
+        now = self.clock.time() if now is None else now
         self._expire(device_id, now)
         return [m for m in self._queues.get(device_id, []) if m.seq > after_seq and m.lock_until <= now]
 
@@ -192,7 +193,7 @@ class C2DQueues:
 
     def lock(self, msg: C2DMessage, now: float | None = None) -> None:
         """Mark a message delivered: locked for the lock duration, delivery count up."""
-        now = time.time() if now is None else now
+        now = self.clock.time() if now is None else now
         msg.delivery_count += 1
         msg.lock_until = now + self.lock_seconds
         text, seq = msg.to_json(), msg.seq

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import json
 import re
-from typing import TYPE_CHECKING, Awaitable, Callable
+from typing import Awaitable, Callable
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from ...errors import ServiceError
 from ..protocol.errors import hub_error
+from .context import HubContext
 from .service_auth import require
-
-if TYPE_CHECKING:
-    from ..app import Emulator
 
 _API_VERSION = re.compile(r"\d{4}-\d{2}-\d{2}(-preview)?")
 MAX_BODY_BYTES = 256 * 1024
@@ -22,13 +20,13 @@ MAX_BODY_BYTES = 256 * 1024
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-def endpoint(emulator: "Emulator", handler: Handler, *permissions: str) -> Handler:
+def endpoint(hub: HubContext, handler: Handler, *permissions: str) -> Handler:
     """Check api-version, then the caller's token (any one of `permissions` suffices)."""
 
     async def run(request: Request) -> Response:
         try:
             check_api_version(request)
-            authorize(request, emulator, permissions)
+            authorize(request, hub, permissions)
             return await handler(request)
         except ServiceError:
             await drain(request)
@@ -45,7 +43,7 @@ def check_api_version(request: Request) -> None:
         raise hub_error("InvalidProtocolVersion", f"api-version {version!r} is not of the form YYYY-MM-DD[-preview]")
 
 
-def authorize(request: Request, emulator: "Emulator", permissions: tuple[str, ...]) -> None:
+def authorize(request: Request, hub: HubContext, permissions: tuple[str, ...]) -> None:
     """Pass when the token grants any of `permissions`; otherwise raise the first refusal.
 
     Token faults (expired, bad signature, wrong audience) fail the same way for every
@@ -54,7 +52,7 @@ def authorize(request: Request, emulator: "Emulator", permissions: tuple[str, ..
     first: ServiceError | None = None
     for permission in permissions:
         try:
-            require(request, hub_host=emulator.config.host, policies=emulator.policies, permission=permission)
+            require(request, hub_host=hub.host, policies=hub.policies, permission=permission, now=hub.clock.time())
             return
         except ServiceError as exc:
             first = first or exc

@@ -1,16 +1,17 @@
-"""IoT Hub's device endpoint: routes CONNECTs, keeps one connection per identity."""
+"""`Hub`: IoT Hub's device side (CONNECT, one connection per identity) over its registry, twins,
+C2D queues, persistent sessions and direct methods."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import Iterable
 
 from cryptography import x509 as cx509
 
-from ...config import Policy
+from ...config import HubSettings
 from ...errors import ProtocolViolation
+from ..clock import SYSTEM_CLOCK, Clock
 from ..mqtt.codec import Connect
 from ..mqtt.connection import MqttConnection
 from ..protocol.messages import Telemetry
@@ -18,6 +19,7 @@ from ..protocol.topics import HubUsername
 from ..store import Store
 from .auth import authenticate
 from .c2d import C2DQueues
+from .context import HubContext
 from .methods import Methods
 from .registry import Key, Registry
 from .session import DeviceSession
@@ -30,33 +32,53 @@ log = logging.getLogger("azure_iot_harness.hub")
 class Hub:
     def __init__(
         self,
-        *,
-        host: str,
+        settings: HubSettings,
         store: Store,
-        registry: Registry,
-        policies: Iterable[Policy],
+        clock: Clock = SYSTEM_CLOCK,
+        *,
         trusted_cas: Iterable[cx509.Certificate],
-        c2d_lock_seconds: float = 60.0,
     ) -> None:
-        self.host = host
+        """Build the parts, whose tables the store creates when it starts; start() loads them.
+        `trusted_cas` sign the certificates of certificateAuthority devices."""
+        self.settings = settings
+        self.host = settings.host
+        self.policies = settings.policies
         self.store = store
-        self.registry = registry
-        self.policies = tuple(policies)
+        self.clock = clock
         self.trusted_cas = list(trusted_cas)
         self.sessions: dict[Key, DeviceSession] = {}
-        self.twins = Twins(store, registry)
-        self.c2d = C2DQueues(store, registry, lock_seconds=c2d_lock_seconds)
-        self.session_states = SessionStates(store, registry)
+        self.registry = Registry(store, clock)
+        self.twins = Twins(store, self.registry, clock)
+        self.c2d = C2DQueues(store, self.registry, clock, lock_seconds=settings.c2d_lock_seconds)
+        self.session_states = SessionStates(store, self.registry)
         self.methods = Methods(self)
-        registry.on_change(self._identity_changed)
+        self.registry.on_change(self._identity_changed)
         self.twins.on_desired_change(self._desired_changed)
         self.c2d.on_enqueued(self._c2d_enqueued)
 
-    async def load(self) -> None:
-        """Read the state kept in the store (after it started)."""
+    async def start(self) -> None:
+        """Read the state kept in the store (which must have started) and create the
+        well-known identities that are missing."""
+        await self.registry.load()
+        await self.registry.seed_well_known(edge=self.settings.seed_edge_identities)
         await self.twins.load()
         await self.c2d.load()
         await self.session_states.load()
+
+    async def stop(self) -> None:
+        """Nothing to release: the hub's connections close with the listeners that serve them."""
+
+    def context(self) -> HubContext:
+        """What the service REST routes get of the hub."""
+        return HubContext(
+            host=self.host,
+            policies=self.policies,
+            registry=self.registry,
+            twins=self.twins,
+            c2d=self.c2d,
+            methods=self.methods,
+            clock=self.clock,
+        )
 
     # ---- connections ------------------------------------------------------------------------
 
@@ -70,6 +92,7 @@ class Hub:
             hub_host=self.host,
             policies=self.policies,
             trusted_cas=self.trusted_cas,
+            now=self.clock.now(),
         )
         state, present = self.session_states.resume(principal.key, connect.clean_session)
         session = DeviceSession(self, principal, conn, state)
@@ -83,7 +106,7 @@ class Hub:
         self.sessions[principal.key] = session
         self.registry.set_connected(principal.device_id, principal.module_id, True)
         if principal.token_expiry is not None:
-            delay = max(0.0, principal.token_expiry - time.time())
+            delay = max(0.0, principal.token_expiry - self.clock.time())
             handle = asyncio.get_running_loop().call_later(delay, self._token_expired, session)
             conn.context["expiry_timer"] = handle
         log.info(

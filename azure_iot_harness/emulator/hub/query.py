@@ -12,16 +12,12 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ...errors import ServiceError
 from ..protocol.errors import hub_error
-
-if TYPE_CHECKING:
-    from ..app import Emulator
+from .context import HubContext
 
 # Query page size when x-ms-max-item-count is absent, and the most the emulator hands out in
 # one page. UNVERIFIED against Azure, which only says it "may use a different value".
@@ -29,12 +25,12 @@ DEFAULT_PAGE = 100
 MAX_PAGE = 1000
 
 
-def answer(text: str, request: Request, emulator: "Emulator") -> Response:
+def answer(text: str, request: Request, hub: HubContext) -> Response:
     """One page of the query's results, with the paging headers IoT Hub sends."""
     parsed = parse_query(text)
     page_size = _page_size(request)
     offset = _decode_continuation(request.headers.get("x-ms-continuation"), text)
-    return _query_response(run_query(parsed, emulator), text, offset, page_size, parsed.count_alias is None)
+    return _query_response(run_query(parsed, hub), text, offset, page_size, parsed.count_alias is None)
 
 
 # ---- query: parsing ------------------------------------------------------------------------------
@@ -185,10 +181,10 @@ def _describe(tok: _Token) -> str:
 # ---- query: running and paging -------------------------------------------------------------------
 
 
-def run_query(q: Query, emulator: "Emulator") -> list[dict]:
-    registry = emulator.registry
+def run_query(q: Query, hub: HubContext) -> list[dict]:
+    registry = hub.registry
     identities = registry.devices() if q.source == "devices" else registry.all_modules()
-    views = (emulator.hub.twins.view((i["deviceId"], i.get("moduleId"))) for i in identities)
+    views = (hub.twins.view((i["deviceId"], i.get("moduleId"))) for i in identities)
     twins = [t for t in views if all(_matches(t, f, v) for f, v in q.conditions)]
     if q.count_alias is not None:
         return [{q.count_alias: len(twins)}]

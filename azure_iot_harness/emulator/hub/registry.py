@@ -13,7 +13,6 @@ import base64
 import datetime as dt
 import copy
 import re
-import time
 from dataclasses import dataclass
 from typing import Callable, TypeVar
 
@@ -28,6 +27,7 @@ from ...config import (
     WELL_KNOWN_SAS_DEVICE,
     WELL_KNOWN_SAS_DEVICE_KEYS,
 )
+from ..clock import SYSTEM_CLOCK, Clock
 from ..protocol.errors import hub_error
 from ..protocol.sas import key_problem, new_key
 from ..protocol.messages import utc_now_iso
@@ -60,9 +60,9 @@ def check_id(value: object, what: str) -> str:
     return value
 
 
-def _generation_id() -> str:
+def _generation_id(now: float) -> str:
     # .NET ticks, the shape IoT Hub uses.
-    return str(int(time.time() * 10_000_000) + 621_355_968_000_000_000)
+    return str(int(now * 10_000_000) + 621_355_968_000_000_000)
 
 
 def _etag(version: int) -> str:
@@ -81,8 +81,9 @@ def etag_matches(if_match: str | None, etag: str | None) -> bool:
 
 
 class Registry:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, clock: Clock = SYSTEM_CLOCK) -> None:
         self.store = store
+        self.clock = clock
         self._docs: dict[Key, dict] = {}
         self._runtime: dict[Key, Runtime] = {}
         self._listeners: list[Callable[[Key, dict | None], None]] = []
@@ -204,7 +205,7 @@ class Registry:
         capabilities = _optional(body, "capabilities", dict) or {}
         doc = {
             "deviceId": device_id,
-            "generationId": existing["generationId"] if existing else _generation_id(),
+            "generationId": existing["generationId"] if existing else _generation_id(self.clock.time()),
             "etag": _etag(int(base64.b64decode(existing["etag"])) + 1 if existing else 1),
             "status": _status(body.get("status", "enabled")),
             "statusReason": _optional(body, "statusReason", str),
@@ -216,7 +217,7 @@ class Registry:
             "parentScopes": _string_list(body, "parentScopes"),
         }
         if existing is None or existing["status"] != doc["status"]:
-            doc["statusUpdatedTime"] = utc_now_iso()
+            doc["statusUpdatedTime"] = utc_now_iso(self.clock.now())
         else:
             doc["statusUpdatedTime"] = existing["statusUpdatedTime"]
         await self._write((device_id, None), doc)
@@ -240,7 +241,7 @@ class Registry:
             "moduleId": module_id,
             "deviceId": device_id,
             "managedBy": _optional(body, "managedBy", str),
-            "generationId": existing["generationId"] if existing else _generation_id(),
+            "generationId": existing["generationId"] if existing else _generation_id(self.clock.time()),
             "etag": _etag(int(base64.b64decode(existing["etag"])) + 1 if existing else 1),
             "cloudToDeviceMessageCount": 0,
             "authentication": _authentication(body.get("authentication")),
@@ -289,13 +290,13 @@ class Registry:
     def set_connected(self, device_id: str, module_id: str | None, connected: bool) -> None:
         rt = self._runtime.setdefault((device_id, module_id), Runtime())
         rt.connected = connected
-        rt.connection_state_updated = rt.last_activity = time.time()
+        rt.connection_state_updated = rt.last_activity = self.clock.time()
 
     def touch(self, device_id: str, module_id: str | None) -> None:
         rt = self._runtime.get((device_id, module_id))
         if rt is None:
             rt = self._runtime[(device_id, module_id)] = Runtime()
-        rt.last_activity = time.time()
+        rt.last_activity = self.clock.time()
 
     def on_change(self, fn: Callable[[Key, dict | None], None]) -> None:
         """fn(key, doc) after every write; doc is None when the identity was deleted."""

@@ -10,8 +10,6 @@ The query endpoint understands a deliberately small part of IoT Hub's query lang
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -20,40 +18,40 @@ from ...config import REGISTRY_READ, REGISTRY_WRITE, SERVICE_CONNECT
 from ..protocol.errors import hub_error, not_supported
 from . import http
 from . import query as q
+from .context import HubContext
 from .http import Handler
-from .registry import check_id
-
-if TYPE_CHECKING:
-    from ..app import Emulator
+from .registry import Registry, check_id
 
 DEFAULT_TOP = 1000  # GET /devices; the SDK documents values outside 1..1000 as 1000
 
 
-def routes(emulator: "Emulator") -> list[BaseRoute]:
+def routes(hub: HubContext) -> list[BaseRoute]:
+    registry = hub.registry
+
     def endpoint(handler: Handler, *permissions: str) -> Handler:
-        return http.endpoint(emulator, handler, *permissions)
+        return http.endpoint(hub, handler, *permissions)
 
     # ---- devices -------------------------------------------------------------------------
 
     async def get_device(request: Request) -> Response:
-        return _resource(_device(emulator, request))
+        return _resource(_device(registry, request))
 
     async def put_device(request: Request) -> Response:
         device_id = check_id(request.path_params["id"], "device id")
         body = await http.json_object(request)
-        doc = await emulator.registry.put_device(body, if_match=request.headers.get("if-match"), device_id=device_id)
+        doc = await registry.put_device(body, if_match=request.headers.get("if-match"), device_id=device_id)
         return _resource(doc)
 
     async def delete_device(request: Request) -> Response:
         device_id = check_id(request.path_params["id"], "device id")
-        await emulator.registry.delete(device_id, if_match=request.headers.get("if-match"))
+        await registry.delete(device_id, if_match=request.headers.get("if-match"))
         return Response(status_code=204)
 
     async def list_devices(request: Request) -> Response:
         top = http.int_param(request, "top", DEFAULT_TOP)
         if not 1 <= top <= 1000:
             top = DEFAULT_TOP
-        return JSONResponse(emulator.registry.devices()[:top])
+        return JSONResponse(registry.devices()[:top])
 
     async def bulk_devices(request: Request) -> Response:
         raise not_supported("Bulk registry operations (POST /devices)")
@@ -61,9 +59,9 @@ def routes(emulator: "Emulator") -> list[BaseRoute]:
     # ---- modules -------------------------------------------------------------------------
 
     async def get_module(request: Request) -> Response:
-        device_id = _device(emulator, request)["deviceId"]
+        device_id = _device(registry, request)["deviceId"]
         module_id = check_id(request.path_params["mid"], "module id")
-        doc = emulator.registry.view(device_id, module_id)
+        doc = registry.view(device_id, module_id)
         if doc is None:
             raise hub_error("ModuleNotFound", f"module {device_id}/{module_id} not found")
         return _resource(doc)
@@ -72,22 +70,22 @@ def routes(emulator: "Emulator") -> list[BaseRoute]:
         device_id = check_id(request.path_params["id"], "device id")
         module_id = check_id(request.path_params["mid"], "module id")
         body = await http.json_object(request)
-        created = emulator.registry.get(device_id, module_id) is None
-        doc = await emulator.registry.put_module(
+        created = registry.get(device_id, module_id) is None
+        doc = await registry.put_module(
             device_id, body, if_match=request.headers.get("if-match"), module_id=module_id
         )
         # Azure answers a module create with 201 and an update with 200 (devices: always 200).
         return _resource(doc, status=201 if created else 200)
 
     async def delete_module(request: Request) -> Response:
-        device_id = _device(emulator, request)["deviceId"]
+        device_id = _device(registry, request)["deviceId"]
         module_id = check_id(request.path_params["mid"], "module id")
-        await emulator.registry.delete(device_id, module_id, if_match=request.headers.get("if-match"))
+        await registry.delete(device_id, module_id, if_match=request.headers.get("if-match"))
         return Response(status_code=204)
 
     async def list_modules(request: Request) -> Response:
-        device_id = _device(emulator, request)["deviceId"]
-        return JSONResponse(emulator.registry.modules(device_id))
+        device_id = _device(registry, request)["deviceId"]
+        return JSONResponse(registry.modules(device_id))
 
     # ---- query and statistics ------------------------------------------------------------
 
@@ -96,17 +94,16 @@ def routes(emulator: "Emulator") -> list[BaseRoute]:
         text = body.get("query")
         if not isinstance(text, str) or not text.strip():
             raise hub_error("ArgumentInvalid", "the body must be {\"query\": \"SELECT ...\"} with a non-empty query string")
-        return q.answer(text, request, emulator)
+        return q.answer(text, request, hub)
 
     async def device_statistics(request: Request) -> Response:
-        devices = emulator.registry.devices()
+        devices = registry.devices()
         enabled = sum(1 for d in devices if d["status"] == "enabled")
         return JSONResponse(
             {"totalDeviceCount": len(devices), "enabledDeviceCount": enabled, "disabledDeviceCount": len(devices) - enabled}
         )
 
     async def service_statistics(request: Request) -> Response:
-        registry = emulator.registry
         connected = sum(1 for d in registry.devices() if registry.is_connected(d["deviceId"]))
         return JSONResponse({"connectedDeviceCount": connected})
 
@@ -128,9 +125,9 @@ def routes(emulator: "Emulator") -> list[BaseRoute]:
     ]
 
 
-def _device(emulator: "Emulator", request: Request) -> dict:
+def _device(registry: Registry, request: Request) -> dict:
     device_id = check_id(request.path_params["id"], "device id")
-    doc = emulator.registry.view(device_id)
+    doc = registry.view(device_id)
     if doc is None:
         raise hub_error("DeviceNotFound", f"device {device_id} not found")
     return doc

@@ -12,8 +12,9 @@ from ..protocol import sas
 from ..protocol.errors import hub_error
 
 
-def require(request: Request, *, hub_host: str, policies: Iterable[Policy], permission: str) -> Policy:
-    """The policy whose token authorises this request for `permission`, or a 401 ServiceError."""
+def require(request: Request, *, hub_host: str, policies: Iterable[Policy], permission: str, now: float) -> Policy:
+    """The policy whose token authorises this request for `permission` at `now` (seconds since
+    the epoch), or a 401 ServiceError."""
     header = request.headers.get("authorization")
     if not header:
         raise hub_error("IotHubUnauthorizedAccess", "no Authorization header (a service SAS token is required)")
@@ -21,7 +22,7 @@ def require(request: Request, *, hub_host: str, policies: Iterable[Policy], perm
         token = sas.parse(header.strip())
     except SasTokenError as exc:
         raise hub_error("IotHubUnauthorizedAccess", str(exc)) from None
-    if token.expired():
+    if token.expired(now):
         raise hub_error("IotHubUnauthorizedAccess", f"SAS token expired at se={token.expiry}")
     if not token.key_name:
         raise hub_error("IotHubUnauthorizedAccess", "service tokens must name their policy (skn)")

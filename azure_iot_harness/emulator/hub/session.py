@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import logging
-import time
 from typing import TYPE_CHECKING
 
 from ...errors import ProtocolViolation
@@ -74,7 +74,7 @@ class DeviceSession:
             conn.ack_when_done(fut, pub.packet_id)
 
     def telemetry_from(self, topic: str, body: bytes, retain: bool) -> Telemetry:
-        return telemetry_from(self.principal, topic, body, retain)
+        return telemetry_from(self.principal, topic, body, retain, self.hub.clock.now())
 
     async def _on_iothub_topic(self, pub: Publish) -> None:
         topic = pub.topic
@@ -132,7 +132,7 @@ class DeviceSession:
             return
         qos = self.state.subscriptions[self.c2d_filter]
         queues = self.hub.c2d
-        now = time.time()
+        now = self.hub.clock.time()
         for msg in queues.deliverable(self.principal.device_id, self.state.c2d_after, now):
             dup = msg.delivery_count > 0
             if qos == 0:  # at most once: sent is done
@@ -151,7 +151,7 @@ class DeviceSession:
             self._c2d_timer = None
         unlock = self.hub.c2d.next_unlock(self.principal.device_id)
         if unlock is not None:
-            delay = max(0.0, unlock - time.time()) + 0.01
+            delay = max(0.0, unlock - self.hub.clock.time()) + 0.01
             self._c2d_timer = asyncio.get_running_loop().call_later(delay, self.pump_c2d)
 
     def _packet_id(self) -> int:
@@ -210,8 +210,9 @@ class DeviceSession:
             fut.add_done_callback(lambda f: f.cancelled() or f.exception() and log.error("will not stored: %s", f.exception()))
 
 
-def telemetry_from(p: "Principal", topic: str, body: bytes, retain: bool) -> Telemetry:
-    """Check a telemetry topic against the identity that sent it and build the message."""
+def telemetry_from(p: "Principal", topic: str, body: bytes, retain: bool, now: dt.datetime | None = None) -> Telemetry:
+    """Check a telemetry topic against the identity that sent it and build the message,
+    enqueued `now`."""
     parsed = parse_telemetry_topic(topic)
     if parsed is None:
         raise ProtocolViolation(f"PUBLISH to {topic!r}, which is not an IoT Hub topic")
@@ -226,6 +227,7 @@ def telemetry_from(p: "Principal", topic: str, body: bytes, retain: bool) -> Tel
         auth=p.auth,
         generation_id=p.generation_id,
         model_id=p.model_id,
+        now=now,
     )
 
 

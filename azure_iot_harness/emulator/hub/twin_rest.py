@@ -6,8 +6,6 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -15,30 +13,28 @@ from starlette.routing import BaseRoute, Route
 from ...config import REGISTRY_READ, REGISTRY_WRITE, SERVICE_CONNECT
 from ..protocol.errors import hub_error
 from . import http
+from .context import HubContext
 from .http import Handler
 from .methods import parse_call
 from .registry import Key, check_id
 
-if TYPE_CHECKING:
-    from ..app import Emulator
 
-
-def routes(emulator: "Emulator") -> list[BaseRoute]:
-    hub = emulator.hub
+def routes(hub: HubContext) -> list[BaseRoute]:
+    registry = hub.registry
 
     def endpoint(handler: Handler, *permissions: str) -> Handler:
-        return http.endpoint(emulator, handler, *permissions)
+        return http.endpoint(hub, handler, *permissions)
 
     def identity(request: Request) -> Key:
         device_id = check_id(request.path_params["id"], "device id")
         module_id = request.path_params.get("mid")
         if module_id is not None:
             check_id(module_id, "module id")
-            if emulator.registry.get(device_id, module_id) is None:
-                if emulator.registry.get(device_id) is None:
+            if registry.get(device_id, module_id) is None:
+                if registry.get(device_id) is None:
                     raise hub_error("DeviceNotFound", f"device {device_id} not found")
                 raise hub_error("ModuleNotFound", f"module {device_id}/{module_id} not found")
-        elif emulator.registry.get(device_id) is None:
+        elif registry.get(device_id) is None:
             raise hub_error("DeviceNotFound", f"device {device_id} not found")
         return (device_id, module_id)
 

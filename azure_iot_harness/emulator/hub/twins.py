@@ -10,6 +10,7 @@ import asyncio
 import json
 from typing import Callable
 
+from ..clock import SYSTEM_CLOCK, Clock
 from ..protocol import twin as tw
 from ..protocol.errors import hub_error
 from ..protocol.messages import utc_now_iso
@@ -29,9 +30,10 @@ DesiredListener = Callable[[Key, dict, int], None]
 
 
 class Twins:
-    def __init__(self, store: Store, registry: Registry) -> None:
+    def __init__(self, store: Store, registry: Registry, clock: Clock = SYSTEM_CLOCK) -> None:
         self.store = store
         self.registry = registry
+        self.clock = clock
         self._twins: dict[Key, dict] = {}
         self._lock = asyncio.Lock()
         self._desired_listeners: list[DesiredListener] = []
@@ -55,7 +57,7 @@ class Twins:
     async def patch_reported(self, key: Key, patch: dict) -> int:
         """Merge a device's reported patch; returns the new reported `$version`. TwinError on bad input."""
         async with self._lock:
-            new = tw.apply_patch(self.get(key), "reported", patch, utc_now_iso())
+            new = tw.apply_patch(self.get(key), "reported", patch, utc_now_iso(self.clock.now()))
             await self._save(key, new)
             return new["reportedVersion"]
 
@@ -76,7 +78,7 @@ class Twins:
             current = self.get(key)
             if if_match is not None and not etag_matches(if_match, tw.etag(current)):
                 raise hub_error("PreconditionFailed", f"etag {if_match} does not match the twin's {tw.etag(current)}")
-            new, now = current, utc_now_iso()
+            new, now = current, utc_now_iso(self.clock.now())
             try:
                 if replace:
                     new = tw.replace_section(new, "tags", tags or {}, now)

@@ -18,7 +18,7 @@ from amqtt.mqtt.connect import ConnectPacket, ConnectPayload, ConnectVariableHea
 from amqtt.mqtt.pingreq import PingReqPacket
 from amqtt.mqtt.subscribe import SubscribePacket
 
-from ...errors import ConnectRefused, HarnessError
+from ...errors import ConnackCode, ConnectRefused, HarnessError
 from . import codec
 
 log = logging.getLogger("azure_iot_harness.mqtt.client")
@@ -85,7 +85,7 @@ class MqttClient:
         if frame is None or frame.packet_type != 2 or len(frame.body) != 2:
             writer.close()
             raise ConnectionLost(f"{self.host}:{self.port} closed the connection before CONNACK")
-        if frame.body[1] != 0:
+        if frame.body[1] != ConnackCode.ACCEPTED:
             writer.close()
             raise ConnectRefused(frame.body[1], f"CONNACK {frame.body[1]} from {self.host}:{self.port}")
         self._writer = writer

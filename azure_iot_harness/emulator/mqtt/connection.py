@@ -13,7 +13,7 @@ from typing import Any, Callable, Protocol
 
 from amqtt.adapters import ReaderAdapter, WriterAdapter
 
-from ...errors import ConnectRefused, ProtocolViolation
+from ...errors import ConnackCode, ConnectRefused, ProtocolViolation
 from . import codec
 from .codec import Connect, Publish
 
@@ -169,7 +169,7 @@ class MqttConnection:
                 header.proto_name,
                 header.proto_level,
             )
-            self._refuse(1)
+            self._refuse(ConnackCode.UNACCEPTABLE_PROTOCOL_VERSION)
             return
         connect = await codec.decode_connect(frame.body)
         self.client_id = connect.client_id
@@ -187,7 +187,7 @@ class MqttConnection:
             return
         if self.closed.is_set():  # closed while authenticating (shutdown)
             return
-        self.send(codec.encode_connack(0, session_present))
+        self.send(codec.encode_connack(ConnackCode.ACCEPTED, session_present))
         on_connected = getattr(self.session, "on_connected", None)
         if on_connected is not None:
             on_connected(self)

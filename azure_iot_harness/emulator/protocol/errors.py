@@ -24,6 +24,7 @@ CATALOGUE: dict[str, tuple[int, int]] = {
     "DeviceNotFound": (404, 404001),
     "ModuleNotFound": (404, 404010),
     "DeviceNotOnline": (404, 404103),
+    "NotFound": (404, 404000),  # the emulator's answer to a path no API has
     "DeviceAlreadyExists": (409, 409001),
     "ModuleAlreadyExistsOnDevice": (409, 409301),
     "PreconditionFailed": (412, 412002),
@@ -44,11 +45,11 @@ def not_supported(feature: str) -> ServiceError:
     return hub_error("NotImplemented", f"{feature} is not supported by the emulator")
 
 
-def error_body(err: ServiceError) -> dict:
-    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+def error_body(err: ServiceError, now: dt.datetime | None = None) -> dict:
+    stamp = (now or dt.datetime.now(dt.timezone.utc)).strftime("%Y-%m-%dT%H:%M:%S")
     code = CATALOGUE.get(err.error_code, (err.status, err.status * 1000))[1]
     return {
         "Message": f"ErrorCode:{err.error_code};{err.message}",
-        "ExceptionMessage": f"Tracking ID:{uuid.uuid4().hex}-G:0-TimeStamp:{now}",
+        "ExceptionMessage": f"Tracking ID:{uuid.uuid4().hex}-G:0-TimeStamp:{stamp}",
         "errorCode": code,
     }

@@ -10,7 +10,7 @@ import re
 import urllib.parse
 from dataclasses import dataclass, field
 
-from ...errors import ProtocolViolation
+from ...errors import ProtocolViolation, UsernameError
 
 
 @dataclass(frozen=True)
@@ -41,10 +41,10 @@ def parse_username(username: str | None) -> HubUsername | DpsUsername:
 
     Hub: `{host}/{device}[/{module}]` followed by `/?{query}`, `/{query}` (legacy, no `?`,
     the query starting with `api-version=`) or nothing. DPS: `{scope}/registrations/{id}/api-version=…`.
-    Raises ValueError with the reason when it is none of these.
+    Raises UsernameError with the reason when it is none of these.
     """
     if not username:
-        raise ValueError("no username")
+        raise UsernameError("no username")
     path, query = username, ""
     if "/?" in username:
         path, _, query = username.partition("/?")
@@ -56,14 +56,14 @@ def parse_username(username: str | None) -> HubUsername | DpsUsername:
     params = _parse_query(query)
     parts = path.split("/")
     if any(p == "" for p in parts):
-        raise ValueError(f"empty segment in username {username!r}")
+        raise UsernameError(f"empty segment in username {username!r}")
     if len(parts) == 3 and parts[1] == "registrations":
         return DpsUsername(parts[0], parts[2], params)
     if len(parts) == 2:
         return HubUsername(parts[0], parts[1], None, params)
     if len(parts) == 3:
         return HubUsername(parts[0], parts[1], parts[2], params)
-    raise ValueError(f"username {username!r} is not '{{host}}/{{deviceId}}[/{{moduleId}}]/?api-version=…'")
+    raise UsernameError(f"username {username!r} is not '{{host}}/{{deviceId}}[/{{moduleId}}]/?api-version=…'")
 
 
 def _parse_query(query: str) -> dict[str, str]:

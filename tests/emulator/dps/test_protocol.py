@@ -9,7 +9,7 @@ import re
 import pytest
 
 from azure_iot_harness.emulator.dps import allocation
-from azure_iot_harness.emulator.dps import protocol as p
+from azure_iot_harness.emulator.protocol import dps as p
 from azure_iot_harness.errors import ProtocolViolation, ProvisioningError
 
 

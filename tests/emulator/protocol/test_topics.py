@@ -9,7 +9,7 @@ from azure_iot_harness.emulator.protocol.topics import (
     parse_telemetry_topic,
     parse_username,
 )
-from azure_iot_harness.errors import ProtocolViolation
+from azure_iot_harness.errors import ProtocolViolation, UsernameError
 
 
 @pytest.mark.parametrize(
@@ -44,7 +44,7 @@ def test_dps_username():
 
 @pytest.mark.parametrize("username", [None, "", "hub", "hub//dev", "a/b/c/d", "/dev"])
 def test_bad_usernames(username):
-    with pytest.raises(ValueError):
+    with pytest.raises(UsernameError):
         parse_username(username)
 
 

@@ -1,4 +1,5 @@
-"""The DPS device protocol: topics, registration ids, answers and errors. Pure functions.
+"""The Device Provisioning Service's protocol: topics, registration ids, answers, and DPS's
+error catalogue (beside IoT Hub's in `errors`, in the same style). Pure functions.
 
 MQTT requests are `$dps/registrations/PUT/iotdps-register/?$rid={rid}` and
 `$dps/registrations/GET/iotdps-get-operationstatus/?$rid={rid}&operationId={op}`; answers go to
@@ -36,6 +37,7 @@ DATA_RESET = "deviceDataReset"
 REPROVISIONED_TO_INITIAL = "reprovisionedToInitialAssignment"
 
 # name: (HTTP status, DPS error code). The leading three digits are the status (documented).
+# The errors are `ProvisioningError`s of the one hierarchy (azure_iot_harness.errors).
 # Observed from the service: 401002 for a SAS that does not verify, 400209 for a failed custom
 # allocation; 404201/404202 appear in service API answers. The rest follow the numbering of
 # Azure IoT's shared error codes and are the emulator's choice where DPS's own is not known.
@@ -171,8 +173,8 @@ class Answer:
     retry_after: int | None = None
 
     @classmethod
-    def error(cls, err: ProvisioningError, retry_after: int | None = None) -> "Answer":
-        return cls(err.status, error_body(err), retry_after)
+    def error(cls, err: ProvisioningError, retry_after: int | None = None, now: dt.datetime | None = None) -> "Answer":
+        return cls(err.status, error_body(err, now), retry_after)
 
 
 def assigning(operation_id: str, registration_id: str | None = None) -> dict:
@@ -183,15 +185,18 @@ def assigning(operation_id: str, registration_id: str | None = None) -> dict:
     return out
 
 
-def registration_state(registration_id: str, created: str, outcome: dict, attestation: dict) -> dict:
-    """A DeviceRegistrationResult in DPS's field order: `outcome` holds status and assignedHub,
-    deviceId, substatus (assigned), errorCode and errorMessage (failed), payload (if any)."""
+def registration_state(
+    registration_id: str, created: str, outcome: dict, attestation: dict, now: dt.datetime | None = None
+) -> dict:
+    """A DeviceRegistrationResult in DPS's field order, last updated `now`: `outcome` holds status
+    and assignedHub, deviceId, substatus (assigned), errorCode and errorMessage (failed), payload
+    (if any)."""
     state = {"registrationId": registration_id, "createdDateTimeUtc": created}
     for name in ("assignedHub", "deviceId", "status", "substatus", "errorCode", "errorMessage"):
         if name in outcome:
             state[name] = outcome[name]
     state.update(attestation)
-    state["lastUpdatedDateTimeUtc"] = timestamp()
+    state["lastUpdatedDateTimeUtc"] = timestamp(now)
     state["etag"] = new_etag()
     if outcome.get("payload") is not None:
         state["payload"] = outcome["payload"]
