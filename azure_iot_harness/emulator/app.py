@@ -385,8 +385,8 @@ async def _bind(what: str, host: str, port: int, start: Any) -> None:
 class EmulatorThread:
     """An Emulator on its own event loop in a background thread, for synchronous callers."""
 
-    def __init__(self, config: Config | None = None, **overrides: Any) -> None:
-        self.emulator = Emulator(config, **overrides)
+    def __init__(self, config: Config | None = None, *, clock: Clock = SYSTEM_CLOCK, **overrides: Any) -> None:
+        self.emulator = Emulator(config, clock=clock, **overrides)
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="azure-iot-harness", daemon=True)
 

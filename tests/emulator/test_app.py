@@ -53,3 +53,32 @@ def asyncio_run(emu):
     import asyncio
 
     return asyncio.run_coroutine_threadsafe(emu.reset(), emu.store._loop).result(10)
+
+
+class _StandingClock:
+    """2001-02-03T04:05:06Z, standing still (before any SAS token a test makes expires)."""
+
+    def now(self):
+        import datetime as dt
+
+        return dt.datetime(2001, 2, 3, 4, 5, 6, tzinfo=dt.timezone.utc)
+
+    def time(self):
+        return self.now().timestamp()
+
+    def monotonic(self):
+        return 0.0
+
+
+def test_services_read_the_clock_they_are_given():
+    from azure_iot_harness.emulator.app import EmulatorThread
+
+    clock = _StandingClock()
+    thread = EmulatorThread(in_memory=True, mqtt_port=0, https_port=0, clock=clock)
+    with thread as emu:
+        assert emu.registry.view("device1")["statusUpdatedTime"].startswith("2001-02-03T04:05:06")
+        message = thread.call(emu.send_c2d("device1", "x", ttl=60))
+        assert (message.enqueued, message.expiry) == (clock.time(), clock.time() + 60)
+        body = {"attestation": {"type": "symmetricKey"}}
+        enrollment = thread.call(emu.dps.put_enrollment("individual", "clocked-1", body, if_match=None))
+        assert enrollment["createdDateTimeUtc"].startswith("2001-02-03T04:05:06")

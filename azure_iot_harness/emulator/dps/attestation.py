@@ -24,8 +24,8 @@ from ...certs.pki import thumbprints
 from ...errors import CertificateError, SasTokenError
 from ..protocol import sas
 from ..protocol import x509 as x509check
-from .enrollments import stored_certificates
 from ..protocol.dps import dps_error, same_registration
+from .enrollments import stored_certificates
 
 SKN = "registration"
 

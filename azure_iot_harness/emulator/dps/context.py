@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Callable
+
+from starlette.types import Scope
 
 from .dps import Dps
 
@@ -11,6 +13,6 @@ from .dps import Dps
 @dataclass(frozen=True)
 class DpsContext:
     dps: Dps
-    # The DER certificate the TLS client of a request (by its ASGI scope) presented, or None:
-    # the device REST API attests X.509 devices by it.
-    client_certificate: Callable[[dict[str, Any]], bytes | None]
+    # The DER certificate the TLS client of a request (found by its ASGI scope) presented, or
+    # None: the device REST API attests X.509 devices by it.
+    client_certificate: Callable[[Scope], bytes | None]

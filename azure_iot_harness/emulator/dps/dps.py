@@ -19,7 +19,13 @@ from cryptography import x509 as cx509
 from cryptography.hazmat.primitives import serialization
 
 from ...certs.pki import thumbprints
-from ...config import WELL_KNOWN_SYMMETRIC_GROUP, WELL_KNOWN_SYMMETRIC_GROUP_KEYS, WELL_KNOWN_X509_GROUP, DpsSettings, Policy
+from ...config import (
+    WELL_KNOWN_SYMMETRIC_GROUP,
+    WELL_KNOWN_SYMMETRIC_GROUP_KEYS,
+    WELL_KNOWN_X509_GROUP,
+    DpsSettings,
+    Policy,
+)
 from ...errors import ConnackCode, ConnectRefused, ProvisioningError, ServiceError
 from ..clock import SYSTEM_CLOCK, Clock
 from ..hub.registry import Registry, etag_matches

@@ -16,8 +16,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from ...errors import ProvisioningError, SasTokenError
-from ..protocol import sas
 from ..protocol import dps as p
+from ..protocol import sas
 from . import http
 from .context import DpsContext
 from .dps import Dps

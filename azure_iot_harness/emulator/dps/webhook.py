@@ -15,8 +15,8 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
-from . import enrollments
 from ..protocol import dps as p
+from . import enrollments
 from .attestation import Attestation
 
 TIMEOUT_SECONDS = 30.0

@@ -14,12 +14,12 @@ from ...errors import ConnackCode, ConnectRefused, ProtocolViolation
 from ..clock import Clock
 from ..hub.auth import Principal, authenticate
 from ..hub.registry import Registry
+from ..hub.session import telemetry_from
 from ..mqtt import codec
 from ..mqtt.client import ConnectionLost
 from ..mqtt.codec import Connect, Publish
 from ..mqtt.connection import MqttConnection
 from ..protocol.messages import Telemetry
-from ..hub.session import telemetry_from
 from ..protocol.topics import HubUsername, encode_property_bag
 from .queue import EdgeQueues, Queued
 from .upstream import Upstream

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import datetime as dt
 import copy
+import datetime as dt
 import re
 from dataclasses import dataclass
 from typing import Callable, TypeVar
@@ -29,8 +29,8 @@ from ...config import (
 )
 from ..clock import SYSTEM_CLOCK, Clock
 from ..protocol.errors import hub_error
-from ..protocol.sas import key_problem, new_key
 from ..protocol.messages import utc_now_iso
+from ..protocol.sas import key_problem, new_key
 from ..store import Store
 
 # IoT Hub: up to 128 characters, ASCII letters, digits and - . % _ # * ? ! ( ) , : = @ $ '

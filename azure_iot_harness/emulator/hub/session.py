@@ -12,6 +12,7 @@ from ...errors import ProtocolViolation
 from ..mqtt import codec
 from ..mqtt.codec import Publish
 from ..protocol import twin as tw
+from ..protocol.errors import error_code
 from ..protocol.messages import Telemetry, build_telemetry
 from ..protocol.topics import decode_property_bag, parse_telemetry_topic
 from .methods import METHODS_FILTER
@@ -87,7 +88,7 @@ class DeviceSession:
                 version = await self.hub.twins.patch_reported(self.key, tw.parse_patch(pub.payload))
             except tw.TwinError as exc:
                 log.warning("%s: reported patch refused with 400: %s", self.principal.name, exc)
-                body = json.dumps({"errorCode": 400004, "message": str(exc)}).encode()
+                body = json.dumps({"errorCode": error_code("ArgumentInvalid"), "message": str(exc)}).encode()
                 self._twin_response(400, rid, body)
             else:
                 self._twin_response(204, rid, b"", version=version)

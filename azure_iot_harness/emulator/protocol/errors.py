@@ -1,4 +1,5 @@
-"""IoT Hub's REST error catalogue: each error by name, with Azure's status and numeric code.
+"""IoT Hub's REST error catalogue: each error by name, with Azure's status and numeric code
+(DPS's, in the same style, is in `dps`). The errors are `ServiceError`s of the one hierarchy.
 
 The body shape (`Message` = `ErrorCode:{name};{text}`, `ExceptionMessage` with a tracking id) and
 the `iothub-errorcode` header are what the service SDKs parse.
@@ -39,6 +40,11 @@ CATALOGUE: dict[str, tuple[int, int]] = {
 def hub_error(name: str, message: str) -> ServiceError:
     status, _ = CATALOGUE[name]
     return ServiceError(status, name, message)
+
+
+def error_code(name: str) -> int:
+    """IoT Hub's numeric code of the error `name` (the `errorCode` of answer bodies)."""
+    return CATALOGUE[name][1]
 
 
 def not_supported(feature: str) -> ServiceError:
