@@ -1,7 +1,7 @@
 """The client variants from the field, each a small runnable program: `azure-iot-harness client VARIANT`.
 
 Each variant module has `HELP`, `add_arguments(parser)` and `run(args) -> exit code`; failures are
-`ClientError`s, printed as one `error: …` line. Variant modules import nothing heavy at the top,
+`CommandError`s, printed as one `error: …` line. Variant modules import nothing heavy at the top,
 so the command line works without paho, amqtt, mosquitto or node: each is needed only by the
 variants that run it.
 """
@@ -12,7 +12,7 @@ import argparse
 import importlib
 import sys
 
-from .common import ClientError
+from ..running.errors import CommandError
 
 # variant name → module, in the order `client --help` lists them
 VARIANTS = {
@@ -50,6 +50,6 @@ def add_parser(verbs: argparse._SubParsersAction, data: argparse.ArgumentParser)
 def run(args: argparse.Namespace) -> int:
     try:
         return _module(args.variant).run(args)
-    except ClientError as exc:
+    except CommandError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return exc.code

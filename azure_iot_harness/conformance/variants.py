@@ -16,10 +16,11 @@ import urllib.parse
 import uuid
 from typing import Any, Callable
 
+from ..errors import HarnessError
 from .credentials import DeviceCredentials
 
 
-class Refused(Exception):
+class Refused(HarnessError):
     """The hub refused the connection; `code` is the CONNACK return code when there was one."""
 
     def __init__(self, code: int | None, text: str) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..certs import DevPKI
-from ..config import WELL_KNOWN_POLICIES, WELL_KNOWN_SYMMETRIC_GROUP, WELL_KNOWN_X509_GROUP, Config, Policy
+from ..config import ENDPOINTS_FILE, WELL_KNOWN_POLICIES, WELL_KNOWN_SYMMETRIC_GROUP, WELL_KNOWN_X509_GROUP, Config, Policy
 from ..errors import ConfigError, HarnessError
 from .dps.dps import Dps
 from .edge.edge import Edge
@@ -26,8 +26,6 @@ from .store import Store
 from .web import HttpsServer, build_app
 
 log = logging.getLogger("azure_iot_harness")
-
-ENDPOINTS_FILE = "endpoints.json"
 
 
 class Emulator:
