@@ -4,6 +4,16 @@ Each variant module has `HELP`, `add_arguments(parser)` and `run(args) -> exit c
 `CommandError`s, printed as one `error: …` line. Variant modules import nothing heavy at the top,
 so the command line works without paho, amqtt, mosquitto or node: each is needed only by the
 variants that run it.
+
+What the variants share, one module each:
+- `hub_target`: the hub flags and `HubTarget`, resolved from the flags or the running emulator;
+- `dps_target`: the DPS flags and `DpsTarget`, the assignment printed, the assigned hub;
+- `dps_client`: the one DPS device client (MQTT and REST), also used by the conformance suite;
+- `link`: a paho connection with blocking connect/publish/subscribe;
+- `messages`: telemetry bodies, property bags and topics, and their flags;
+- `tls`, `failures`: client TLS contexts; one-line reasons for failed connections (CONNACK texts);
+- `tools`, `process`, `workdir`, `site_broker`: external tools, child processes, work folders,
+  the plain local broker.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from ..running.errors import CommandError
 from ..running.lookup import RunningEmulator
 from .device import send_telemetry
 from .dps_client import GLOBAL_HOST, DpsTarget, register_mqtt, register_rest, registration_body
-from .hub_target import HubTarget, cert_flags, check_file, device_sas, split_host_port
+from .hub_target import HubTarget, add_cert_arguments, cert_flags, check_file, device_sas, split_host_port
 from .messages import add_message_arguments
 from .workdir import WorkDir
 
@@ -39,8 +39,7 @@ def add_dps_arguments(p: argparse.ArgumentParser, *, default_port: int) -> None:
     g.add_argument("--group-key", metavar="KEY", help="a symmetric-key enrollment group's key: the device key is derived from it (default: the emulator's well-known group)")
     g.add_argument("--sas-key", metavar="KEY", help="an individual enrollment's key, or a device key already derived")
     g.add_argument("--x509", action="store_true", help="attest with a certificate; without --cert the emulator's device CA issues one with CN = registration id (its X.509 enrollment group trusts it)")
-    g.add_argument("--cert", metavar="FILE", help="client certificate (PEM, chain after the leaf)")
-    g.add_argument("--cert-key", metavar="FILE", help="its private key (PEM)")
+    add_cert_arguments(g)
     g.add_argument("--payload", metavar="JSON", help="the registration's payload (custom allocation data)")
     g.add_argument("--ttl", type=int, default=3600, metavar="SECONDS", help="lifetime of the generated SAS tokens (default: 3600)")
     g.add_argument("--timeout", type=float, default=60.0, metavar="S", help="seconds for the whole registration (default: 60)")

@@ -82,8 +82,7 @@ def add_hub_arguments(p: argparse.ArgumentParser, *, ttl: int = 3600, default_de
     g.add_argument("--sas-key", metavar="KEY", help="the device's key (base64); default: looked up in the emulator")
     g.add_argument("--sas-token", metavar="TOKEN", help="a ready SharedAccessSignature token (used as the password)")
     g.add_argument("--x509", action="store_true", help="authenticate with a certificate; without --cert the emulator's device CA issues one with CN = device id")
-    g.add_argument("--cert", metavar="FILE", help="client certificate (PEM, chain after the leaf)")
-    g.add_argument("--cert-key", metavar="FILE", help="its private key (PEM)")
+    add_cert_arguments(g)
     g.add_argument("--api-version", default=API_VERSION, metavar="V", help=f"api-version in the username (default: {API_VERSION})")
     g.add_argument("--ttl", type=int, default=ttl, metavar="SECONDS", help=f"lifetime of the generated SAS token (default: {ttl})")
 
@@ -170,6 +169,12 @@ def device_sas(host: str, device_id: str, key: str, ttl: int) -> str:
         return sas.generate(f"{host}/devices/{device_id}", key, ttl=ttl)
     except HarnessError as exc:
         raise CommandError(f"cannot make a SAS token: {exc}", 2) from None
+
+
+def add_cert_arguments(g: argparse._ArgumentGroup) -> None:
+    """--cert and --cert-key (read by `cert_flags`)."""
+    g.add_argument("--cert", metavar="FILE", help="client certificate (PEM, chain after the leaf)")
+    g.add_argument("--cert-key", metavar="FILE", help="its private key (PEM)")
 
 
 def cert_flags(args: argparse.Namespace) -> tuple[str, str]:

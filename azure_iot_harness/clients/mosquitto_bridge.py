@@ -184,8 +184,8 @@ def wait_bridge_connected(
         refused = re.search(r"Connection Refused: (.+?)\.?$", line)
         if refused:
             words = refused.group(1).strip().lower()
-            code = _REFUSALS.get(words)
-            text = f"CONNACK {code} ({words})" if code is not None else words
+            rc = _REFUSALS.get(words)
+            text = f"CONNACK {rc} ({words})" if rc is not None else words
             raise CommandError(f"{peer} refused the bridge's connection to {address}:{port}: {text}")
         if re.search(r"Received (UN)?SUBACK from", line):
             return  # answers to subscriptions come only on an accepted connection

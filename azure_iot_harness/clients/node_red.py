@@ -18,6 +18,7 @@ import re
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 from ..running.errors import CommandError
 from .failures import probe_tls
@@ -113,7 +114,7 @@ def flows(target: HubTarget, messages: list[tuple[str, str]], interval: float) -
         return {"id": node_id, "type": "function", "z": tab, "name": name, "func": code, "outputs": 1, "wires": [wires]}
 
     send = SEND_JS.replace("MESSAGES", json.dumps(messages))
-    nodes = [
+    nodes: list[dict[str, Any]] = [
         {"id": tab, "type": "tab", "label": "IoT Hub telemetry"},
         {
             "id": ID["inject"],
@@ -169,7 +170,7 @@ def flows(target: HubTarget, messages: list[tuple[str, str]], interval: float) -
             "alpnprotocol": "",
         },
     ]
-    creds = {ID["broker"]: {"user": target.username(), **({"password": target.password} if target.password else {})}}
+    creds: dict[str, Any] = {ID["broker"]: {"user": target.username(), **({"password": target.password} if target.password else {})}}
     return nodes, creds
 
 

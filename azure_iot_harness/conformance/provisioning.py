@@ -48,12 +48,14 @@ def register_sdk(dps: DpsEndpoint, reg: Registrant, timeout: float = 60) -> dict
         client = ProvisioningDeviceClient.create_from_x509_certificate(
             provisioning_host=dps.host, registration_id=reg.registration_id, id_scope=dps.id_scope,
             x509=X509(cert_file=reg.cert_file, key_file=reg.key_file), **kw)
-    else:
+    elif reg.key:
         client = ProvisioningDeviceClient.create_from_symmetric_key(
             provisioning_host=dps.host, registration_id=reg.registration_id, id_scope=dps.id_scope, symmetric_key=reg.key, **kw)
+    else:
+        raise ValueError(f"registration {reg.registration_id} has neither a certificate nor a key")
     result = client.register()
-    assert result.status == "assigned", f"registration ended {result.status}"
     state = result.registration_state
+    assert result.status == "assigned" and state is not None, f"registration ended {result.status}"
     return {"assignedHub": state.assigned_hub, "deviceId": state.device_id}
 
 

@@ -143,9 +143,9 @@ def near_miss_report(expectation: Expectation, seen: list[dict], limit: int = 5)
     lines = [f"{len(mine)} message{'s' if len(mine) != 1 else ''} {who}, none matched {expectation.describe()}"]
     for m in mine[-limit:]:
         lines.append(f"  - body={m.get('body')!r} properties={m.get('properties')!r}" + (f" moduleId={m['moduleId']!r}" if m.get("moduleId") else ""))
-    others = sorted({m.get("deviceId") for m in seen} - {expectation.device_id}) if expectation.device_id else []
+    others = sorted({str(m.get("deviceId")) for m in seen} - {expectation.device_id}) if expectation.device_id else []
     if others:
-        lines.append(f"  (also messages from: {', '.join(map(str, others))})")
+        lines.append(f"  (also messages from: {', '.join(others)})")
     return "\n".join(lines)
 
 
@@ -173,7 +173,10 @@ class HubService:
         self.hub_connection_string = hub_connection_string
         self.dps_connection_string = dps_connection_string
         self._telemetry = telemetry if telemetry is not None else EmulatorTelemetry(self.hub)
-        self._c2d = EmulatorC2D(self.hub) if c2d == "emulator" else c2d  # None: no way to send (Azure: AMQP only)
+        if isinstance(c2d, str) and c2d != "emulator":
+            raise ValueError(f"c2d: 'emulator', a C2DSender or None, not {c2d!r}")
+        # None: no way to send (Azure: AMQP only)
+        self._c2d: C2DSender | None = EmulatorC2D(self.hub) if isinstance(c2d, str) else c2d
         self._seen: list[dict] = []
         self._position: Any = self._telemetry.position()
 
