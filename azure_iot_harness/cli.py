@@ -28,102 +28,20 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from . import __version__
-from .config import WELL_KNOWN_POLICIES, Config
+from .clients.messages import parse_props
+from .config import Config
 from .errors import ConfigError, HarnessError
+from .running import connection_strings
+from .running.endpoints import connect_host, read_endpoints
+from .running.errors import CommandError
+from .running.service import get_identity, https_connection, send_c2d, service_token, unreachable
 
-API_VERSION = "2021-04-12"
 log = logging.getLogger("azure_iot_harness.cli")
-
-
-class CliError(HarnessError):
-    """Printed as `error: MESSAGE` on stderr; the process exits with `code`."""
-
-    def __init__(self, message: str, code: int = 1) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def not_supported_yet(what: str) -> CliError:
-    return CliError(f"{what} is not supported by the emulator yet", 2)
-
-
-# ---- settings and the endpoints file --------------------------------------------------------
 
 
 def load_config(args: argparse.Namespace, **flags: Any) -> Config:
     """The Config of file/env/flags; verbs other than serve pass only --data-dir."""
     return Config.load(file=getattr(args, "config", None), flags={"data_dir": args.data_dir, **flags})
-
-
-def pid_alive(pid: int) -> bool:
-    if os.name == "nt":  # os.kill(pid, 0) would terminate the process on Windows
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, but another user's
-        return True
-    return True
-
-
-def read_endpoints(data_dir: Path) -> dict:
-    """The endpoints file of the emulator running with `data_dir`, or CliError(1)."""
-    from .emulator.app import ENDPOINTS_FILE
-
-    path = data_dir / ENDPOINTS_FILE
-    hint = "(start one with `azure-iot-harness serve`)"
-    try:
-        info = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise CliError(f"no emulator is running with data folder {data_dir} {hint}") from None
-    except (OSError, ValueError) as exc:
-        raise CliError(f"cannot read {path}: {exc}") from None
-    if not isinstance(info, dict):
-        raise CliError(f"{path} is not an endpoints file")
-    pid = info.get("pid")
-    if not isinstance(pid, int) or not pid_alive(pid):
-        raise CliError(
-            f"no emulator is running with data folder {data_dir}: {path} is stale "
-            f"(process {pid} is gone; the file can be deleted) {hint}"
-        )
-    if not isinstance(info.get("https"), dict) or not all(k in info for k in _ENDPOINT_KEYS):
-        raise CliError(f"{path} is not an endpoints file of this version of azure-iot-harness")
-    return info
-
-
-_ENDPOINT_KEYS = ("hubHostName", "mqtt", "https", "caFile", "connectionStrings")
-
-
-def connect_host(info: dict) -> str:
-    """An address to reach the emulator at; the server certificate covers it (and loopback)."""
-    bind = info.get("bind") or "127.0.0.1"
-    return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(bind, bind)
-
-
-def service_audience(info: dict) -> str:
-    """`host[:port]` of the HTTPS endpoint, as the emulator's service tokens use it (sr)."""
-    return info["https"]["url"].split("://", 1)[-1].rstrip("/")
-
-
-def service_token(info: dict, policy: str = "iothubowner", ttl: int = 3600) -> str:
-    from .emulator.protocol import sas
-
-    pol = next(p for p in WELL_KNOWN_POLICIES if p.name == policy)
-    return sas.generate(service_audience(info), pol.key, key_name=pol.name, ttl=ttl)
-
-
-def https_connection(info: dict, timeout: float | None = 30.0) -> http.client.HTTPSConnection:
-    """A connection to the emulator's HTTPS port that verifies against its development CA."""
-    try:
-        ctx = ssl.create_default_context(cafile=info["caFile"])
-    except OSError as exc:  # ssl.SSLError is an OSError too
-        raise CliError(f"cannot load the emulator's CA file {info['caFile']}: {exc}") from None
-    return http.client.HTTPSConnection(connect_host(info), info["https"]["port"], context=ctx, timeout=timeout)
-
-
-def unreachable(info: dict, exc: BaseException) -> CliError:
-    return CliError(f"cannot reach the emulator at {connect_host(info)}:{info['https']['port']}: {exc}")
 
 
 # ---- serve ----------------------------------------------------------------------------------
@@ -160,13 +78,13 @@ def refuse_second_emulator(data_dir: Path) -> None:
     """Two emulators on one data folder would share (and fight over) one store."""
     try:
         info = read_endpoints(data_dir)
-    except CliError:
+    except CommandError:
         return  # none, or a stale file that the new emulator overwrites
     try:  # a live pid could be a reused one: the HTTPS port must answer too
         socket.create_connection((connect_host(info), info["https"]["port"]), timeout=2).close()
     except OSError:
         return
-    raise CliError(f"an emulator (pid {info['pid']}) is already running with data folder {data_dir}", 2)
+    raise CommandError(f"an emulator (pid {info['pid']}) is already running with data folder {data_dir}", 2)
 
 
 async def serve(cfg: Config) -> None:
@@ -268,94 +186,42 @@ def cmd_sas_token(args: argparse.Namespace) -> int:
 
 def cmd_connection_string(args: argparse.Namespace) -> int:
     if args.policy is not None and not args.service:
-        raise CliError("--policy goes with --service only", 2)
+        raise CommandError("--policy goes with --service only", 2)
     device, module = args.device or args.edge_device, None
     if args.module is not None:
         device, sep, module = args.module.partition("/")
         if not sep or not device or not module or "/" in module:
-            raise CliError(f"--module wants DEVICE/MODULE, not {args.module!r}", 2)
+            raise CommandError(f"--module wants DEVICE/MODULE, not {args.module!r}", 2)
     info = read_endpoints(load_config(args).data_dir)
     if args.dps_service:
-        print(dps_service_connection_string(info))
+        print(connection_strings.dps_service_string(info))
         return 0
     if args.service:
-        print(service_connection_string(info, args.policy or "iothubowner"))
+        print(connection_strings.service_string(info, args.policy or "iothubowner"))
         return 0
     if args.edge_device is not None and not (get_identity(info, device, None).get("capabilities") or {}).get("iotEdge"):
-        raise CliError(f"{device} is not an IoT Edge device (capabilities.iotEdge is false)")
+        raise CommandError(f"{device} is not an IoT Edge device (capabilities.iotEdge is false)")
     print(rest_connection_string(info, device, module))
     return 0
-
-
-def service_connection_string(info: dict, policy: str) -> str:
-    pol = next((p for p in WELL_KNOWN_POLICIES if p.name == policy), None)
-    if pol is None:
-        names = ", ".join(p.name for p in WELL_KNOWN_POLICIES)
-        raise CliError(f"no shared access policy named {policy!r} (the hub has {names})")
-    return f"HostName={service_audience(info)};SharedAccessKeyName={pol.name};SharedAccessKey={pol.key}"
-
-
-def dps_service_connection_string(info: dict) -> str:
-    """The DPS service connection string: the DPS host (and HTTPS port) and provisioningserviceowner."""
-    from .config import WELL_KNOWN_DPS_POLICY
-
-    pol = WELL_KNOWN_DPS_POLICY
-    return f"HostName={service_audience(info)};SharedAccessKeyName={pol.name};SharedAccessKey={pol.key}"
 
 
 def rest_connection_string(info: dict, device: str, module: str | None) -> str:
     """Ask the running emulator's identity registry (IoT Hub's service REST API)."""
     doc = get_identity(info, device, module)
-    out = f"HostName={info['hubHostName']};DeviceId={device}"
-    if module:
-        out += f";ModuleId={module}"
     auth = doc.get("authentication") or {}
     kind = auth.get("type")
     if kind == "sas":
-        return out + f";SharedAccessKey={auth['symmetricKey']['primaryKey']}"
+        return connection_strings.device_string(info["hubHostName"], device, module_id=module, key=auth["symmetricKey"]["primaryKey"])
     if kind in ("selfSigned", "certificateAuthority"):
-        return out + ";x509=true"
-    raise CliError(f"{device}{'/' + module if module else ''} has authentication type {kind!r}: no connection string")
-
-
-def get_identity(info: dict, device: str, module: str | None) -> dict:
-    """GET /devices/{id}[/modules/{mid}] with an iothubowner token; the registry's JSON."""
-    path = "/devices/" + urllib.parse.quote(device, safe="")
-    if module:
-        path += "/modules/" + urllib.parse.quote(module, safe="")
-    conn = https_connection(info)
-    try:
-        conn.request("GET", f"{path}?api-version={API_VERSION}", headers={"Authorization": service_token(info)})
-        resp = conn.getresponse()
-        body = resp.read()
-    except (OSError, http.client.HTTPException) as exc:
-        raise unreachable(info, exc) from None
-    finally:
-        conn.close()
-    # A plain 404 (no IoT Hub error code) means the route itself is missing, not the identity.
-    if resp.status == 404 and resp.getheader("iothub-errorcode") == "DeviceNotFound":
-        raise CliError(f"the hub has no device {device}")
-    if resp.status == 404 and resp.getheader("iothub-errorcode") == "ModuleNotFound":
-        raise CliError(f"the hub has no module {device}/{module}")
-    if resp.status != 200:
-        raise CliError(f"GET {path} answered {resp.status}: {body.decode(errors='replace').strip()}")
-    try:
-        return json.loads(body)
-    except ValueError:
-        raise CliError(f"GET {path} answered something that is not JSON") from None
+        return connection_strings.device_string(info["hubHostName"], device, module_id=module)
+    raise CommandError(f"{device}{'/' + module if module else ''} has authentication type {kind!r}: no connection string")
 
 
 # ---- c2d send ----------------------------------------------------------------------------------
 
 
 def cmd_c2d_send(args: argparse.Namespace) -> int:
-    props: dict[str, str] = {}
-    for item in args.prop:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise CliError(f"--prop wants KEY=VALUE, not {item!r}", 2)
-        props[key] = value
-    body = {"data": args.data, "properties": props, "ttlSeconds": args.ttl}
+    body = {"data": args.data, "properties": parse_props(args.prop), "ttlSeconds": args.ttl}
     for field, value in (
         ("messageId", args.message_id),
         ("correlationId", args.correlation_id),
@@ -366,28 +232,7 @@ def cmd_c2d_send(args: argparse.Namespace) -> int:
         if value is not None:
             body[field] = value
     info = read_endpoints(load_config(args).data_dir)
-    path = "/_emulator/c2d/" + urllib.parse.quote(args.device, safe="")
-    conn = https_connection(info)
-    try:
-        conn.request(
-            "POST",
-            path,
-            body=json.dumps(body),
-            headers={"Authorization": service_token(info), "Content-Type": "application/json"},
-        )
-        resp = conn.getresponse()
-        answer = resp.read()
-    except (OSError, http.client.HTTPException) as exc:
-        raise unreachable(info, exc) from None
-    finally:
-        conn.close()
-    if resp.status != 201:
-        try:
-            message = json.loads(answer)["Message"].split(";", 1)[-1]
-        except (ValueError, KeyError, TypeError):
-            message = answer.decode(errors="replace").strip()
-        raise CliError(f"the hub refused the message ({resp.status}): {message}")
-    print(json.loads(answer)["messageId"])
+    print(send_c2d(info, args.device, body))
     return 0
 
 
@@ -417,7 +262,7 @@ def cmd_cert_issue(args: argparse.Namespace) -> int:
 
 def cmd_monitor_events(args: argparse.Namespace) -> int:
     if args.count is not None and args.count < 1:
-        raise CliError("--count must be at least 1", 2)
+        raise CommandError("--count must be at least 1", 2)
     info = read_endpoints(load_config(args).data_dir)
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
     query = {"deviceId": args.device} if args.device else {}
@@ -433,7 +278,7 @@ def cmd_monitor_events(args: argparse.Namespace) -> int:
         except (OSError, http.client.HTTPException) as exc:
             raise unreachable(info, exc) from None
         if resp.status != 200:
-            raise CliError(f"GET {path} answered {resp.status}: {resp.read().decode(errors='replace').strip()}")
+            raise CommandError(f"GET {path} answered {resp.status}: {resp.read().decode(errors='replace').strip()}")
         # The stream listens from here on: tell whoever waits for us (stderr keeps stdout pure JSON).
         who = f"device {args.device}" if args.device else "all devices"
         print(f"monitoring telemetry from {who} on {info['https']['url']} (Ctrl-C to stop)", file=sys.stderr, flush=True)
@@ -441,9 +286,9 @@ def cmd_monitor_events(args: argparse.Namespace) -> int:
     finally:
         conn.close()
     if seen is None:
-        raise CliError("the emulator closed the telemetry stream")
+        raise CommandError("the emulator closed the telemetry stream")
     if args.count is not None and seen < args.count:
-        raise CliError(f"received {seen} of {args.count} messages within {args.timeout:g} s")
+        raise CommandError(f"received {seen} of {args.count} messages within {args.timeout:g} s")
     return 0
 
 
@@ -625,7 +470,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except CliError as exc:
+    except CommandError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.code
     except HarnessError as exc:  # configuration problems and refusals: a message, no traceback

@@ -92,6 +92,11 @@ WELL_KNOWN_LEAF_DEVICE_KEYS = (
 )
 
 
+# The file `serve` writes into its data folder (where it listens, the CA file, the well-known
+# identities) and the other commands read (running.endpoints) to find it.
+ENDPOINTS_FILE = "endpoints.json"
+
+
 def default_data_dir() -> Path:
     return Path.home() / ".azure-iot-harness"
 

@@ -1,9 +1,19 @@
 """The client variants from the field, each a small runnable program: `azure-iot-harness client VARIANT`.
 
 Each variant module has `HELP`, `add_arguments(parser)` and `run(args) -> exit code`; failures are
-`ClientError`s, printed as one `error: …` line. Variant modules import nothing heavy at the top,
+`CommandError`s, printed as one `error: …` line. Variant modules import nothing heavy at the top,
 so the command line works without paho, amqtt, mosquitto or node: each is needed only by the
 variants that run it.
+
+What the variants share, one module each:
+- `hub_target`: the hub flags and `HubTarget`, resolved from the flags or the running emulator;
+- `dps_target`: the DPS flags and `DpsTarget`, the assignment printed, the assigned hub;
+- `dps_client`: the one DPS device client (MQTT and REST), also used by the conformance suite;
+- `link`: a paho connection with blocking connect/publish/subscribe;
+- `messages`: telemetry bodies, property bags and topics, and their flags;
+- `tls`, `failures`: client TLS contexts; one-line reasons for failed connections (CONNACK texts);
+- `tools`, `process`, `workdir`, `site_broker`: external tools, child processes, work folders,
+  the plain local broker.
 """
 
 from __future__ import annotations
@@ -12,7 +22,7 @@ import argparse
 import importlib
 import sys
 
-from .common import ClientError
+from ..running.errors import CommandError
 
 # variant name → module, in the order `client --help` lists them
 VARIANTS = {
@@ -50,6 +60,6 @@ def add_parser(verbs: argparse._SubParsersAction, data: argparse.ArgumentParser)
 def run(args: argparse.Namespace) -> int:
     try:
         return _module(args.variant).run(args)
-    except ClientError as exc:
+    except CommandError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return exc.code

@@ -10,20 +10,11 @@ from __future__ import annotations
 import argparse
 import time
 
-from .common import (
-    ClientError,
-    HubTarget,
-    WorkDir,
-    add_hub_arguments,
-    add_message_arguments,
-    is_json,
-    message_body,
-    parse_props,
-    property_bag,
-    resolve_hub,
-    telemetry_topic,
-)
+from ..running.errors import CommandError
+from .hub_target import HubTarget, add_hub_arguments, resolve_hub
 from .link import hub_link
+from .messages import add_message_arguments, is_json, message_body, parse_props, property_bag, telemetry_topic
+from .workdir import WorkDir
 
 HELP = "the paho device script: N telemetry messages at QoS 1, SAS or X.509, direct or through a gateway"
 
@@ -36,7 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.count < 1:
-        raise ClientError("--count must be at least 1", 2)
+        raise CommandError("--count must be at least 1", 2)
     parse_props(args.prop)  # usage errors before connecting
     work = WorkDir(None, "device")
     try:
@@ -65,7 +56,7 @@ def send_telemetry(target: HubTarget, count: int, args: argparse.Namespace) -> i
         print(f"acknowledged {acked} of {count} messages", flush=True)
         if acked < count:
             why = "the hub closed the connection" if not link.connected else f"no PUBACK within {args.ack_timeout:g} s"
-            raise ClientError(f"{count - acked} of {count} messages were not acknowledged: {why}")
+            raise CommandError(f"{count - acked} of {count} messages were not acknowledged: {why}")
         return 0
     finally:
         link.close()

@@ -14,8 +14,11 @@ import json
 import math
 import time
 
-from .common import ClientError, WorkDir, add_hub_arguments, resolve_hub, telemetry_topic
+from ..running.errors import CommandError
+from .hub_target import add_hub_arguments, resolve_hub
 from .link import hub_link
+from .messages import telemetry_topic
+from .workdir import WorkDir
 
 HELP = "Kepware IoT Gateway's standard JSON template, username without api-version"
 DEFAULT_TAGS = ("Channel1.Device1.Tag1", "Channel1.Device1.Tag2")
@@ -43,7 +46,7 @@ def standard_template(tags: list[str], seq: int, now_ms: int) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     if args.count < 1:
-        raise ClientError("--count must be at least 1", 2)
+        raise CommandError("--count must be at least 1", 2)
     tags = args.tag or list(DEFAULT_TAGS)
     work = WorkDir(None, "kepware")
     try:
@@ -52,9 +55,9 @@ def run(args: argparse.Namespace) -> int:
         link = hub_link(target, username)
         try:
             link.connect()
-        except ClientError as exc:
+        except CommandError as exc:
             if target.via_gateway and not args.with_api_version and "CONNACK 5" in str(exc):
-                raise ClientError(f"{exc}; edgeHub refuses a username without api-version (--with-api-version adds one)") from None
+                raise CommandError(f"{exc}; edgeHub refuses a username without api-version (--with-api-version adds one)") from None
             raise
         print(f"connected to {target.describe()} with username {username}", flush=True)
         try:
@@ -69,14 +72,14 @@ def run(args: argparse.Namespace) -> int:
             if args.qos == 0:
                 time.sleep(0.5)  # QoS 0 has no acknowledgement: give the last one time to leave
                 if not link.connected:
-                    raise ClientError("the hub closed the connection")
+                    raise CommandError("the hub closed the connection")
                 print(f"sent {args.count} messages at QoS 0 (not acknowledged by MQTT)", flush=True)
                 return 0
             link.wait_acked(mids, args.ack_timeout)
             acked = sum(1 for m in mids if m in link.acked)
             print(f"acknowledged {acked} of {args.count} messages", flush=True)
             if acked < args.count:
-                raise ClientError(f"{args.count - acked} of {args.count} messages were not acknowledged")
+                raise CommandError(f"{args.count - acked} of {args.count} messages were not acknowledged")
             return 0
         finally:
             link.close()

@@ -13,14 +13,16 @@ import time
 import warnings
 from typing import Any
 
-from .common import ClientError, HubTarget, connack_text, tls_failure
+from ..running.errors import CommandError
+from .failures import connack_text, tls_failure
+from .hub_target import HubTarget
 
 
 def paho_client(client_id: str, *, clean_session: bool = True) -> Any:
     try:
         import paho.mqtt.client as mqtt
     except ImportError:
-        raise ClientError("paho-mqtt is not installed (pip install paho-mqtt)", 2) from None
+        raise CommandError("paho-mqtt is not installed (pip install paho-mqtt)", 2) from None
     kwargs = dict(client_id=client_id, clean_session=clean_session, protocol=mqtt.MQTTv311, reconnect_on_failure=False)
     api = getattr(mqtt, "CallbackAPIVersion", None)
     if api is None:
@@ -88,7 +90,7 @@ class MqttLink:
             self._cond.notify_all()
 
     def connect(self, timeout: float = 15.0) -> None:
-        """Connect and wait for CONNACK 0; ClientError naming the reason otherwise."""
+        """Connect and wait for CONNACK 0; CommandError naming the reason otherwise."""
         scheme = "mqtts" if self.tls is not None else "mqtt"
         try:
             self.client.connect(self.address, self.port, keepalive=self.keepalive)
@@ -102,10 +104,10 @@ class MqttLink:
         self.close()
         where = f"{scheme}://{self.address}:{self.port}"
         if self.connack is not None:
-            raise ClientError(f"{self.what} refused the connection at {where}: {connack_text(self.connack)}")
+            raise CommandError(f"{self.what} refused the connection at {where}: {connack_text(self.connack)}")
         if self.disconnect_rc is not None:
-            raise ClientError(f"{self.what} at {where} closed the connection without answering CONNECT")
-        raise ClientError(f"{self.what} at {where} sent no CONNACK within {timeout:g} s")
+            raise CommandError(f"{self.what} at {where} closed the connection without answering CONNECT")
+        raise CommandError(f"{self.what} at {where} sent no CONNACK within {timeout:g} s")
 
     @property
     def connected(self) -> bool:
@@ -114,7 +116,7 @@ class MqttLink:
     def publish(self, topic: str, payload: bytes | str, qos: int = 1, retain: bool = False) -> int:
         info = self.client.publish(topic, payload, qos=qos, retain=retain)
         if info.rc != 0:
-            raise ClientError(f"cannot publish to {self.what}: the connection is closed")
+            raise CommandError(f"cannot publish to {self.what}: the connection is closed")
         return info.mid
 
     def wait_acked(self, mids: list[int], timeout: float) -> bool:
@@ -130,7 +132,7 @@ class MqttLink:
         with self._cond:
             done = rc == 0 and self._cond.wait_for(lambda: mid in self.subacked or self.disconnect_rc is not None, timeout)
         if not done or mid not in self.subacked:
-            raise ClientError(f"{self.what} did not accept a subscription to {topic}")
+            raise CommandError(f"{self.what} did not accept a subscription to {topic}")
 
     def wait_closed(self, timeout: float | None) -> bool:
         with self._cond:

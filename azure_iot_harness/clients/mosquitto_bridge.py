@@ -16,18 +16,13 @@ import re
 import subprocess
 import time
 
-from .common import (
-    ClientError,
-    HubTarget,
-    WorkDir,
-    add_hub_arguments,
-    find_tool,
-    free_port,
-    probe_tls,
-    resolve_hub,
-    telemetry_topic,
-)
+from ..running.errors import CommandError
+from .failures import probe_tls
+from .hub_target import HubTarget, add_hub_arguments, resolve_hub
+from .messages import telemetry_topic
 from .process import Child, stop_on_signals
+from .tools import PortTaken, find_tool, free_port
+from .workdir import WorkDir
 
 HELP = "a real Mosquitto with a plain local listener, bridged to the hub (SAS or X.509)"
 INSTALL_HINT = "on Debian/Ubuntu: apt-get install mosquitto; or give --mosquitto PATH"
@@ -115,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     for name in ("telemetry_prefix", "c2d_prefix"):
         value = getattr(args, name)
         if value and (not value.endswith("/") or "#" in value or "+" in value):
-            raise ClientError(f"--{name.replace('_', '-')} must end with '/' and hold no wildcard, not {value!r}", 2)
+            raise CommandError(f"--{name.replace('_', '-')} must end with '/' and hold no wildcard, not {value!r}", 2)
     mosquitto = None if args.print_config else find_tool("mosquitto", args.mosquitto, INSTALL_HINT)
     work = WorkDir(args.work_dir, "bridge")
     try:
@@ -141,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
                 except PortTaken:
                     if pick and attempt < 2:  # another process took the free port first: draw again
                         continue
-                    raise ClientError(f"mosquitto cannot listen on {args.local_bind}:{port}: address already in use") from None
+                    raise CommandError(f"mosquitto cannot listen on {args.local_bind}:{port}: address already in use") from None
                 print(f"bridge connected to {target.describe()}", flush=True)
                 c2d = f"; cloud-to-device messages arrive on {args.c2d_prefix}…" if args.c2d_prefix else ""
                 print(
@@ -157,10 +152,6 @@ def run(args: argparse.Namespace) -> int:
         return 0
     finally:
         work.cleanup()
-
-
-class PortTaken(Exception):
-    pass
 
 
 def _wait_connected(child: Child, target: HubTarget, args: argparse.Namespace) -> None:
@@ -179,13 +170,13 @@ def wait_bridge_connected(
     timeout: float,
     peer: str = "the hub",
 ) -> None:
-    """Read mosquitto's log until its bridge is connected; ClientError with the reason otherwise."""
+    """Read mosquitto's log until its bridge is connected; CommandError with the reason otherwise."""
     deadline = time.monotonic() + timeout
     connack_at: float | None = None
     for line in child.read(deadline):
         if line is None:
             code = child.proc.wait()
-            raise ClientError(f"mosquitto exited with code {code} before the bridge connected: {child.tail()}")
+            raise CommandError(f"mosquitto exited with code {code} before the bridge connected: {child.tail()}")
         if "Address already in use" in line:
             raise PortTaken()
         if "Received CONNACK on connection" in line:
@@ -193,17 +184,17 @@ def wait_bridge_connected(
         refused = re.search(r"Connection Refused: (.+?)\.?$", line)
         if refused:
             words = refused.group(1).strip().lower()
-            code = _REFUSALS.get(words)
-            text = f"CONNACK {code} ({words})" if code is not None else words
-            raise ClientError(f"{peer} refused the bridge's connection to {address}:{port}: {text}")
+            rc = _REFUSALS.get(words)
+            text = f"CONNACK {rc} ({words})" if rc is not None else words
+            raise CommandError(f"{peer} refused the bridge's connection to {address}:{port}: {text}")
         if re.search(r"Received (UN)?SUBACK from", line):
             return  # answers to subscriptions come only on an accepted connection
         if "OpenSSL Error" in line or "Error creating bridge" in line or ("disconnected" in line and connack_at is None):
             why = probe_tls(address, port, ca_file, cert_file, key_file, peer)
-            raise why or ClientError(f"the bridge could not connect to {address}:{port}: {line.split(': ', 1)[-1]}")
+            raise why or CommandError(f"the bridge could not connect to {address}:{port}: {line.split(': ', 1)[-1]}")
         if connack_at is not None and time.monotonic() - connack_at > 1.0:
             return  # accepted, and nothing to subscribe
-    raise ClientError(f"the bridge did not connect to {address}:{port} within {timeout:g} s: {child.tail()}")
+    raise CommandError(f"the bridge did not connect to {address}:{port} within {timeout:g} s: {child.tail()}")
 
 
 def _forward_log(child: Child, verbose: bool) -> int:
@@ -218,6 +209,6 @@ def _forward_log(child: Child, verbose: bool) -> int:
     except subprocess.TimeoutExpired:
         return 1
     if code:
-        raise ClientError(f"mosquitto exited with code {code}: {child.tail()}")
+        raise CommandError(f"mosquitto exited with code {code}: {child.tail()}")
     return 0
 

@@ -12,41 +12,21 @@ sends telemetry straight to the assigned hub over TLS. Each command is printed a
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import subprocess
 import time
 from pathlib import Path
 
-from .common import (
-    ClientError,
-    WorkDir,
-    find_tool,
-    free_port,
-    is_json,
-    message_body,
-    parse_props,
-    property_bag,
-    system_ca_file,
-    telemetry_topic,
-)
-from .dps_common import (
-    POLL_TOPIC,
-    REGISTER_TOPIC,
-    RESPONSE_FILTER,
-    DpsTarget,
-    add_dps_arguments,
-    assignment_result,
-    dps_failure,
-    hub_after_assignment,
-    parse_response_topic,
-    print_assignment,
-    registration_body,
-    resolve_dps,
-)
-from .mosquitto_bridge import PortTaken, wait_bridge_connected
+from ..running.errors import CommandError
+from .dps_client import POLL_TOPIC, REGISTER_TOPIC, RESPONSE_FILTER, DpsTarget, follow, parse_answer, parse_response_topic
+from .dps_target import add_dps_arguments, hub_after_assignment, print_assignment, print_step, request_body, resolve_dps
+from .messages import is_json, message_body, parse_props, property_bag, telemetry_topic
+from .mosquitto_bridge import wait_bridge_connected
 from .process import Child, stop_on_signals
+from .tls import system_ca_file
+from .tools import PortTaken, find_tool, free_port
+from .workdir import WorkDir
 
 HELP = "the manual DPS + telemetry flow with mosquitto, mosquitto_sub and mosquitto_pub"
 CLIENTS_HINT = "on Debian/Ubuntu: apt-get install mosquitto-clients"
@@ -143,7 +123,7 @@ def _provision(dps: DpsTarget, ca_file: str, tools: dict[str, str], work: WorkDi
             except PortTaken:
                 if attempt < 2:
                     continue
-                raise ClientError("no free local port for the DPS bridge") from None
+                raise CommandError("no free local port for the DPS bridge") from None
             print(f"bridge connected to {dps.describe('mqtts')}", flush=True)
             return _register(bridge, port, tools, dps, args)
         finally:
@@ -157,34 +137,26 @@ def _register(bridge: Child, port: int, tools: dict[str, str], dps: DpsTarget, a
     print(f"$ {_show(sub_cmd)} &", flush=True)
     sub = Child(sub_cmd)
     try:
-        deadline = time.monotonic() + args.timeout
         # mosquitto_sub buffers its own debug output when it is not a terminal: the broker's log
         # tells when the subscription is in place.
-        if not any(line and "Sending SUBACK to" in line for line in _until(bridge, deadline, "Sending SUBACK to")):
-            raise ClientError(f"mosquitto_sub did not subscribe on the local bridge: {sub.tail()} {bridge.tail()}")
-        rid, topic, body = 1, REGISTER_TOPIC.format(rid=1), registration_body(args, dps.registration_id).decode()
-        while True:
-            pub = [tools["mosquitto_pub"], *local, "-t", topic, "-m", body]
+        if not any(line and "Sending SUBACK to" in line for line in _until(bridge, time.monotonic() + args.timeout, "Sending SUBACK to")):
+            raise CommandError(f"mosquitto_sub did not subscribe on the local bridge: {sub.tail()} {bridge.tail()}")
+        body = request_body(args, dps.registration_id).decode()
+        rid = 0
+
+        def send(operation: str | None, deadline: float) -> tuple[str, int, str | None, dict]:
+            nonlocal rid
+            rid += 1
+            topic, payload = (POLL_TOPIC.format(rid=rid, op=operation), "") if operation else (REGISTER_TOPIC.format(rid=rid), body)
+            pub = [tools["mosquitto_pub"], *local, "-t", topic, "-m", payload]
             print(f"$ {_show(pub)}", flush=True)
             done = subprocess.run(pub, capture_output=True, text=True, timeout=30)
             if done.returncode:
-                raise ClientError(f"mosquitto_pub failed: {(done.stderr or done.stdout).strip()}")
+                raise CommandError(f"mosquitto_pub failed: {(done.stderr or done.stdout).strip()}")
             status, params, answer = _answer(sub, str(rid), deadline)
-            if status == 200:
-                print(f"answer {status}: {answer.get('status')}", flush=True)
-                return assignment_result(answer)
-            print(f"answer {status}: {json.dumps(answer)}", flush=True)
-            if status not in (202, 429) and status < 500:
-                raise dps_failure(status, answer)
-            wait = float(params.get("retry-after") or 2)
-            if time.monotonic() + wait > deadline:
-                raise ClientError(f"DPS did not assign the registration within {args.timeout:g} s")
-            time.sleep(wait)
-            rid += 1
-            if status == 202 and answer.get("operationId"):
-                topic, body = POLL_TOPIC.format(rid=rid, op=answer["operationId"]), ""
-            else:
-                topic = REGISTER_TOPIC.format(rid=rid) if "iotdps-register" in topic else topic.replace(f"$rid={rid - 1}&", f"$rid={rid}&")
+            return "answer", status, params.get("retry-after"), answer
+
+        return follow(send, args.timeout, print_step)
     finally:
         sub.stop()
 
@@ -199,16 +171,13 @@ def _until(child: Child, deadline: float, marker: str):
 def _answer(sub: Child, rid: str, deadline: float) -> tuple[int, dict, dict]:
     for line in sub.read(deadline):
         if line is None:
-            raise ClientError(f"mosquitto_sub exited: {sub.tail()}")
+            raise CommandError(f"mosquitto_sub exited: {sub.tail()}")
         topic, _, payload = line.partition(" ")
         parsed = parse_response_topic(topic)
         if parsed is None or parsed[1].get("$rid") != rid:
             continue
-        try:
-            return parsed[0], parsed[1], json.loads(payload or "{}")
-        except ValueError:
-            return parsed[0], parsed[1], {"raw": payload}
-    raise ClientError("DPS did not answer in time")
+        return parsed[0], parsed[1], parse_answer(payload)
+    raise CommandError("DPS did not answer in time")
 
 
 def _telemetry(dps: DpsTarget, state: dict, ca_file: str, mosquitto_pub: str, args: argparse.Namespace) -> int:
@@ -241,7 +210,7 @@ def _telemetry(dps: DpsTarget, state: dict, ca_file: str, mosquitto_pub: str, ar
     acked = out.count("received PUBACK")
     lines = [line for line in out.splitlines() if not line.startswith("Client ")]
     if child.returncode or acked < args.then_send:
-        raise ClientError(f"mosquitto_pub to {hub.address}:{hub.port} failed ({acked} of {args.then_send} acknowledged): {_reason(lines, out)}")
+        raise CommandError(f"mosquitto_pub to {hub.address}:{hub.port} failed ({acked} of {args.then_send} acknowledged): {_reason(lines, out)}")
     print(f"acknowledged {acked} of {args.then_send} messages", flush=True)
     return 0
 

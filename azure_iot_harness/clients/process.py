@@ -12,7 +12,7 @@ import threading
 import time
 from typing import IO, Iterator
 
-from .common import ClientError
+from ..running.errors import CommandError
 
 
 def _load_prctl():
@@ -54,7 +54,7 @@ class Child:
                 preexec_fn=_die_with_parent if _PRCTL is not None else None,
             )
         except OSError as exc:
-            raise ClientError(f"cannot start {cmd[0]}: {exc.strerror or exc}", 2) from None
+            raise CommandError(f"cannot start {cmd[0]}: {exc.strerror or exc}", 2) from None
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.seen: list[str] = []
         threading.Thread(target=self._pump, args=(self.proc.stdout,), daemon=True).start()

@@ -12,8 +12,9 @@ import threading
 import time
 from pathlib import Path
 
-from .common import ClientError, find_tool, free_port, wait_listening
+from ..running.errors import CommandError
 from .process import Child
+from .tools import PortTaken, find_tool, free_port, wait_listening
 
 KINDS = ("auto", "mosquitto", "amqtt")
 
@@ -33,20 +34,20 @@ class SiteBroker:
             try:
                 find_tool("mosquitto", None, "")
                 kind = "mosquitto"
-            except ClientError:
+            except CommandError:
                 kind = "amqtt"
         pick = self.port == 0
         for _ in range(3):  # a port picked as free may be taken before the broker binds it
             port = free_port(self.bind) if pick else self.port
             try:
                 (self._start_mosquitto if kind == "mosquitto" else self._start_amqtt)(port)
-            except _PortTaken:
+            except PortTaken:
                 if pick:
                     continue
-                raise ClientError(f"the site broker cannot listen on {self.bind}:{port}: address already in use") from None
+                raise CommandError(f"the site broker cannot listen on {self.bind}:{port}: address already in use") from None
             self.kind, self.port = kind, port
             return self
-        raise ClientError(f"the site broker found no free port on {self.bind}")
+        raise CommandError(f"the site broker found no free port on {self.bind}")
 
     @property
     def url(self) -> str:
@@ -66,19 +67,19 @@ class SiteBroker:
             if child.proc.poll() is not None:
                 out = " | ".join(line for line in child.read(time.monotonic() + 1) if line)
                 if "in use" in out:
-                    raise _PortTaken()
-                raise ClientError(f"mosquitto (the site broker) exited: {out}")
+                    raise PortTaken()
+                raise CommandError(f"mosquitto (the site broker) exited: {out}")
             if wait_listening(self.bind, port, timeout=0.2):
                 self._child = child
                 return
         child.stop()
-        raise ClientError(f"mosquitto (the site broker) did not listen on {self.bind}:{port} within 10 s")
+        raise CommandError(f"mosquitto (the site broker) did not listen on {self.bind}:{port} within 10 s")
 
     def _start_amqtt(self, port: int) -> None:
         try:
             from amqtt.broker import Broker
         except ImportError:
-            raise ClientError("neither mosquitto nor amqtt is installed for the site broker", 2) from None
+            raise CommandError("neither mosquitto nor amqtt is installed for the site broker", 2) from None
         # amqtt logs every connection at INFO; the site broker should stay quiet.
         logging.getLogger("amqtt").setLevel(logging.WARNING)
         loop = asyncio.new_event_loop()
@@ -100,8 +101,8 @@ class SiteBroker:
             loop.call_soon_threadsafe(loop.stop)
             thread.join(5)
             if "in use" in str(exc) or getattr(exc, "errno", None) == 98:
-                raise _PortTaken() from None
-            raise ClientError(f"the embedded amqtt broker did not start on {self.bind}:{port}: {exc}") from None
+                raise PortTaken() from None
+            raise CommandError(f"the embedded amqtt broker did not start on {self.bind}:{port}: {exc}") from None
         self._loop, self._thread = loop, thread
 
     def stop(self) -> None:
@@ -117,7 +118,3 @@ class SiteBroker:
             if self._thread is not None:
                 self._thread.join(5)
             self._loop = self._broker = None
-
-
-class _PortTaken(Exception):
-    pass

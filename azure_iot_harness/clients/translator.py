@@ -13,19 +13,13 @@ from __future__ import annotations
 import argparse
 import queue
 
-from .common import (
-    DEFAULT_DEVICE,
-    ClientError,
-    WorkDir,
-    add_hub_arguments,
-    is_json,
-    property_bag,
-    resolve_hub,
-    telemetry_topic,
-)
+from ..running.errors import CommandError
+from .hub_target import DEFAULT_DEVICE, add_hub_arguments, resolve_hub
 from .link import MqttLink, hub_link
+from .messages import is_json, property_bag, telemetry_topic
 from .process import stop_on_signals
 from .site_broker import KINDS, SiteBroker
+from .workdir import WorkDir
 
 HELP = "republish every local broker topic onto the hub's telemetry topic, directly or behind a Mosquitto bridge"
 
@@ -79,9 +73,9 @@ def run(args: argparse.Namespace) -> int:
     stop_on_signals()
     host, _, port_text = args.source.rpartition(":")
     if not host or not port_text.isdigit():
-        raise ClientError(f"--source wants HOST:PORT, not {args.source!r}", 2)
+        raise CommandError(f"--source wants HOST:PORT, not {args.source!r}", 2)
     if args.count is not None and args.count < 1:
-        raise ClientError("--count must be at least 1", 2)
+        raise CommandError("--count must be at least 1", 2)
     work = WorkDir(None, "translator")
     site = None
     links: list[MqttLink] = []
@@ -128,9 +122,9 @@ def _pump(inbox: queue.Queue, source: MqttLink, out: MqttLink, device_id: str, a
             msg = inbox.get(timeout=0.5)
         except queue.Empty:
             if not out.connected:
-                raise ClientError(f"{out.what} closed the connection") from None
+                raise CommandError(f"{out.what} closed the connection") from None
             if not source.connected:
-                raise ClientError("the local broker closed the connection") from None
+                raise CommandError("the local broker closed the connection") from None
             continue
         # Retained messages are old news replayed at SUBSCRIBE: forwarding them would repeat them.
         if msg.retain or not should_forward(msg.topic):
@@ -138,7 +132,7 @@ def _pump(inbox: queue.Queue, source: MqttLink, out: MqttLink, device_id: str, a
         topic = translate(msg.topic, msg.payload, device_id, args.template, args.topic_property)
         mid = out.publish(topic, msg.payload, qos=1)
         if not out.wait_acked([mid], args.ack_timeout):
-            raise ClientError(f"{out.what} did not acknowledge the message from {msg.topic}")
+            raise CommandError(f"{out.what} did not acknowledge the message from {msg.topic}")
         forwarded += 1
         print(f"forwarded {msg.topic} -> {topic}", flush=True)
     return 0

@@ -6,9 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..clients.hub_target import API_VERSION
 from ..emulator.protocol import sas
-
-API_VERSION = "2021-04-12"
+from ..running import connection_strings
 
 
 @dataclass(frozen=True)
@@ -41,17 +41,14 @@ class DeviceCredentials:
         return f"{self.host}/devices/{self.device_id}" + (f"/modules/{self.module_id}" if self.module_id else "")
 
     def sas_token(self, ttl: int = 3600, key: str | None = None) -> str:
-        if not (key or self.key):
+        key = key or self.key
+        if not key:
             raise ValueError(f"{self.client_id} authenticates with a certificate, not a SAS key")
-        return sas.generate(self.resource_uri, key or self.key, ttl=ttl)  # type: ignore[arg-type]
+        return sas.generate(self.resource_uri, key, ttl=ttl)
 
     @property
     def connection_string(self) -> str:
-        out = f"HostName={self.host};DeviceId={self.device_id}"
-        if self.module_id:
-            out += f";ModuleId={self.module_id}"
-        out += f";SharedAccessKey={self.key}" if self.key else ";x509=true"
-        return out + (f";GatewayHostName={self.gateway_host}" if self.gateway_host else "")
+        return connection_strings.device_string(self.host, self.device_id, module_id=self.module_id, key=self.key, gateway=self.gateway_host)
 
     @property
     def password(self) -> str | None:

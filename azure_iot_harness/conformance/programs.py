@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 
-from ..clients.common import ClientError, find_tool
 from ..clients.link import MqttLink
 from ..clients.process import Child
+from ..clients.tools import find_tool
+from ..running.errors import CommandError
 from .credentials import DeviceCredentials
 from .provisioning import DpsEndpoint, Registrant
 
@@ -36,7 +37,7 @@ def require_tool(variant: str) -> None:
             from ..clients.node_red import find_node_red
 
             find_node_red(None)
-    except ClientError as exc:
+    except CommandError as exc:
         pytest.skip(f"client {variant}: {exc}; bash scripts/install-tools installs it")
 
 

@@ -9,7 +9,6 @@ connection strings, and against real Azure for everything but C2D.
 from __future__ import annotations
 
 import base64
-import http.client
 import json
 import ssl
 import time
@@ -17,10 +16,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
-from ..emulator.protocol import sas
-
-HUB_API = "2021-04-12"
-DPS_API = "2021-10-01"
+from ..running.service import DPS_API_VERSION, HUB_API_VERSION, ServiceRest
 
 
 class ServiceError(AssertionError):
@@ -31,50 +27,18 @@ class ServiceError(AssertionError):
         self.status, self.body = status, body
 
 
-def parse_connection_string(text: str) -> dict[str, str]:
-    parts = dict(p.split("=", 1) for p in text.strip().split(";") if p)
-    if "HostName" not in parts:
-        raise ValueError(f"not a connection string (no HostName): {text!r}")
-    return parts
-
-
 class _Rest:
-    """HTTPS + SAS to one service; the token is renewed before it expires."""
+    """One service endpoint whose unexpected answers fail the test (ServiceError)."""
 
     def __init__(self, connection_string: str, ssl_context: ssl.SSLContext) -> None:
-        cs = parse_connection_string(connection_string)
-        self.host_port = cs["HostName"]
-        host, _, port = self.host_port.partition(":")
-        self.host, self.port = host, int(port or 443)
-        self._key, self._key_name = cs["SharedAccessKey"], cs["SharedAccessKeyName"]
-        self._ctx = ssl_context
-        self._token, self._expires = "", 0.0
-
-    def token(self) -> str:
-        if time.time() > self._expires - 300:
-            self._token = sas.generate(self.host_port, self._key, key_name=self._key_name, ttl=3600)
-            self._expires = time.time() + 3600
-        return self._token
+        self.service = ServiceRest.from_connection_string(connection_string, ssl_context)
+        self.host = self.service.address
 
     def request(self, method: str, path: str, body: Any = None, *, api: str, ok: tuple[int, ...] = (200,), headers: dict | None = None, timeout: float = 60) -> Any:
-        sep = "&" if "?" in path else "?"
-        url = f"{path}{sep}api-version={api}"
-        data = json.dumps(body).encode() if body is not None else None
-        hdrs = {"Authorization": self.token(), "Content-Type": "application/json; charset=utf-8", **(headers or {})}
-        conn = http.client.HTTPSConnection(self.host, self.port, context=self._ctx, timeout=timeout)
-        try:
-            conn.request(method, url, body=data, headers=hdrs)
-            resp = conn.getresponse()
-            raw = resp.read()
-        finally:
-            conn.close()
-        try:
-            parsed = json.loads(raw) if raw else None
-        except ValueError:
-            parsed = raw.decode(errors="replace")
-        if resp.status not in ok:
-            raise ServiceError(method, path, resp.status, parsed)
-        return parsed
+        answer = self.service.call(method, path, body, api=api, headers=headers, timeout=timeout)
+        if answer.status not in ok:
+            raise ServiceError(method, path, answer.status, answer.body())
+        return answer.body()
 
 
 # ---- telemetry observer and C2D sender: the AMQP-only parts ---------------------------------------
@@ -100,13 +64,13 @@ class EmulatorTelemetry:
         self.rest = rest
 
     def read(self, after: int) -> tuple[list[dict], int]:
-        page = self.rest.request("GET", f"/_emulator/telemetry?after={after}&limit=1000", api=HUB_API)
+        page = self.rest.request("GET", f"/_emulator/telemetry?after={after}&limit=1000", api=HUB_API_VERSION)
         return page["messages"], page["last"]
 
     def position(self) -> int:
         last = 0
         while True:
-            page = self.rest.request("GET", f"/_emulator/telemetry?after={last}&limit=1000", api=HUB_API)
+            page = self.rest.request("GET", f"/_emulator/telemetry?after={last}&limit=1000", api=HUB_API_VERSION)
             if not page["messages"]:
                 return last
             last = page["last"]
@@ -121,7 +85,7 @@ class EmulatorC2D:
     def send(self, device_id: str, data: str, properties: dict[str, str] | None = None, **options: Any) -> str:
         body: dict[str, Any] = {"data": data, "properties": properties or {}}
         body.update({k: v for k, v in options.items() if v is not None})
-        out = self.rest.request("POST", f"/_emulator/c2d/{urllib.parse.quote(device_id, safe='')}", body, api=HUB_API, ok=(201,))
+        out = self.rest.request("POST", f"/_emulator/c2d/{urllib.parse.quote(device_id, safe='')}", body, api=HUB_API_VERSION, ok=(201,))
         return out["messageId"]
 
 
@@ -179,9 +143,9 @@ def near_miss_report(expectation: Expectation, seen: list[dict], limit: int = 5)
     lines = [f"{len(mine)} message{'s' if len(mine) != 1 else ''} {who}, none matched {expectation.describe()}"]
     for m in mine[-limit:]:
         lines.append(f"  - body={m.get('body')!r} properties={m.get('properties')!r}" + (f" moduleId={m['moduleId']!r}" if m.get("moduleId") else ""))
-    others = sorted({m.get("deviceId") for m in seen} - {expectation.device_id}) if expectation.device_id else []
+    others = sorted({str(m.get("deviceId")) for m in seen} - {expectation.device_id}) if expectation.device_id else []
     if others:
-        lines.append(f"  (also messages from: {', '.join(map(str, others))})")
+        lines.append(f"  (also messages from: {', '.join(others)})")
     return "\n".join(lines)
 
 
@@ -209,7 +173,10 @@ class HubService:
         self.hub_connection_string = hub_connection_string
         self.dps_connection_string = dps_connection_string
         self._telemetry = telemetry if telemetry is not None else EmulatorTelemetry(self.hub)
-        self._c2d = EmulatorC2D(self.hub) if c2d == "emulator" else c2d  # None: no way to send (Azure: AMQP only)
+        if isinstance(c2d, str) and c2d != "emulator":
+            raise ValueError(f"c2d: 'emulator', a C2DSender or None, not {c2d!r}")
+        # None: no way to send (Azure: AMQP only)
+        self._c2d: C2DSender | None = EmulatorC2D(self.hub) if isinstance(c2d, str) else c2d
         self._seen: list[dict] = []
         self._position: Any = self._telemetry.position()
 
@@ -231,32 +198,32 @@ class HubService:
         doc = {"deviceId": device_id, "status": "enabled", "authentication": auth, "capabilities": {"iotEdge": edge}}
         if parent_scope:
             doc.update(deviceScope=parent_scope, parentScopes=[parent_scope])
-        return self.hub.request("PUT", f"/devices/{_q(device_id)}", doc, api=HUB_API)
+        return self.hub.request("PUT", f"/devices/{_q(device_id)}", doc, api=HUB_API_VERSION)
 
     def create_module(self, device_id: str, module_id: str, *, key: str | None = None) -> dict:
         key = key or base64.b64encode(_random(32)).decode()
         doc = {"deviceId": device_id, "moduleId": module_id, "authentication": {"type": "sas", "symmetricKey": {"primaryKey": key, "secondaryKey": key}}}
-        return self.hub.request("PUT", f"/devices/{_q(device_id)}/modules/{_q(module_id)}", doc, api=HUB_API)
+        return self.hub.request("PUT", f"/devices/{_q(device_id)}/modules/{_q(module_id)}", doc, api=HUB_API_VERSION)
 
     def get_device(self, device_id: str) -> dict:
-        return self.hub.request("GET", f"/devices/{_q(device_id)}", api=HUB_API)
+        return self.hub.request("GET", f"/devices/{_q(device_id)}", api=HUB_API_VERSION)
 
     def delete_device(self, device_id: str) -> None:
-        self.hub.request("DELETE", f"/devices/{_q(device_id)}", api=HUB_API, ok=(200, 204, 404), headers={"If-Match": "*"})
+        self.hub.request("DELETE", f"/devices/{_q(device_id)}", api=HUB_API_VERSION, ok=(200, 204, 404), headers={"If-Match": "*"})
 
     # twins and methods
     def get_twin(self, device_id: str, module_id: str | None = None) -> dict:
-        return self.hub.request("GET", _twin_path(device_id, module_id), api=HUB_API)
+        return self.hub.request("GET", _twin_path(device_id, module_id), api=HUB_API_VERSION)
 
     def patch_desired(self, device_id: str, desired: dict, module_id: str | None = None) -> dict:
-        return self.hub.request("PATCH", _twin_path(device_id, module_id), {"properties": {"desired": desired}}, api=HUB_API, headers={"If-Match": "*"})
+        return self.hub.request("PATCH", _twin_path(device_id, module_id), {"properties": {"desired": desired}}, api=HUB_API_VERSION, headers={"If-Match": "*"})
 
     def invoke_method(self, device_id: str, name: str, payload: Any = None, *, module_id: str | None = None, timeout: int = 30,
                       connect_timeout: int = 0, ok: tuple[int, ...] = (200,)) -> dict:
         """{"status": int, "payload": …}; a device that is offline or slow answers 404/504 (ServiceError).
         `connect_timeout`: how long the hub waits for the device to be online (connectTimeoutInSeconds)."""
         body = {"methodName": name, "payload": payload, "responseTimeoutInSeconds": timeout, "connectTimeoutInSeconds": connect_timeout}
-        return self.hub.request("POST", _twin_path(device_id, module_id) + "/methods", body, api=HUB_API, ok=ok,
+        return self.hub.request("POST", _twin_path(device_id, module_id) + "/methods", body, api=HUB_API_VERSION, ok=ok,
                                 timeout=timeout + connect_timeout + 30)
 
     # DPS
@@ -271,11 +238,11 @@ class HubService:
             key = symmetric_key or base64.b64encode(_random(32)).decode()
             att = {"type": "symmetricKey", "symmetricKey": {"primaryKey": key, "secondaryKey": key}}
         doc = {"registrationId": registration_id, "attestation": att, "provisioningStatus": "enabled"}
-        return self.dps.request("PUT", f"/enrollments/{_q(registration_id)}", doc, api=DPS_API)
+        return self.dps.request("PUT", f"/enrollments/{_q(registration_id)}", doc, api=DPS_API_VERSION)
 
     def delete_enrollment(self, registration_id: str) -> None:
         if self.dps is not None:
-            self.dps.request("DELETE", f"/enrollments/{_q(registration_id)}", api=DPS_API, ok=(200, 204, 404), headers={"If-Match": "*"})
+            self.dps.request("DELETE", f"/enrollments/{_q(registration_id)}", api=DPS_API_VERSION, ok=(200, 204, 404), headers={"If-Match": "*"})
 
     # C2D
     @property

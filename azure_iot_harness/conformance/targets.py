@@ -10,13 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from ..certs.pki import self_signed_cert
+from ..clients.dps_client import GLOBAL_HOST
 from ..config import WELL_KNOWN_EDGE_DEVICE
+from ..running import connection_strings
 from .credentials import DeviceCredentials, write_cert
 from .provisioning import DpsEndpoint, Registrant
-from .service import HubService, parse_connection_string
+from .service import HubService
 
 TARGETS = ("emulator", "external", "azure")
-GLOBAL_DPS = "global.azure-devices-provisioning.net"
 
 # option name → (environment variable, help)
 SETTINGS = {
@@ -133,7 +134,7 @@ def external_target(config: Any, work: Path) -> Target:
     dps = None
     dps_cs = setting(config, "dps_connection_string")
     if dps_cs and setting(config, "id_scope"):
-        dps_host, _, https = parse_connection_string(dps_cs)["HostName"].partition(":")
+        dps_host, _, https = connection_strings.parse(dps_cs)["HostName"].partition(":")
         dps = DpsEndpoint(dps_host, port, int(https or 443), setting(config, "id_scope") or "", ca)
     edge, why = edge_from_settings(config, "external")
     return Target("external", None, service, host, port, ca, dps, work, None, edge, why)
@@ -152,6 +153,6 @@ def azure_target(config: Any, work: Path) -> Target:
     service = HubService(hub_connection_string=setting(config, "hub_connection_string") or "",
                          dps_connection_string=setting(config, "dps_connection_string"),
                          id_scope=setting(config, "id_scope"), ca_file=None, telemetry=telemetry, c2d=None)
-    dps = DpsEndpoint(GLOBAL_DPS, 8883, 443, setting(config, "id_scope") or "", None)
+    dps = DpsEndpoint(GLOBAL_HOST, 8883, 443, setting(config, "id_scope") or "", None)
     edge, why = edge_from_settings(config, "azure")
     return Target("azure", None, service, service.hub_host, 8883, None, dps, work, None, edge, why)

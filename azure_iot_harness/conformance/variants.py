@@ -16,10 +16,11 @@ import urllib.parse
 import uuid
 from typing import Any, Callable
 
+from ..errors import HarnessError
 from .credentials import DeviceCredentials
 
 
-class Refused(Exception):
+class Refused(HarnessError):
     """The hub refused the connection; `code` is the CONNACK return code when there was one."""
 
     def __init__(self, code: int | None, text: str) -> None:
@@ -28,13 +29,34 @@ class Refused(Exception):
 
 
 class Session:
-    def send_telemetry(self, body: str, properties: dict[str, str]) -> None: ...
-    def receive_c2d(self, timeout: float) -> tuple[str, dict[str, str]]: ...
-    def get_twin(self) -> dict: ...
-    def report(self, patch: dict) -> None: ...
-    def next_desired(self, timeout: float) -> dict: ...
-    def serve_method(self, handler: Callable[[str, Any], tuple[int, Any]]) -> None: ...
-    def close(self) -> None: ...
+    """What every variant's session offers the checks."""
+
+    def send_telemetry(self, body: str, properties: dict[str, str]) -> None:
+        raise NotImplementedError
+
+    def subscribe_c2d(self) -> None:
+        raise NotImplementedError
+
+    def receive_c2d(self, timeout: float) -> tuple[str, dict[str, str]]:
+        raise NotImplementedError
+
+    def get_twin(self) -> dict:
+        raise NotImplementedError
+
+    def report(self, patch: dict) -> None:
+        raise NotImplementedError
+
+    def subscribe_desired(self) -> None:
+        raise NotImplementedError
+
+    def next_desired(self, timeout: float) -> dict:
+        raise NotImplementedError
+
+    def serve_method(self, handler: Callable[[str, Any], tuple[int, Any]]) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
 
 
 # ---- paho ---------------------------------------------------------------------------------------------
@@ -51,8 +73,9 @@ def paho_client(client_id: str, protocol: int | None = None) -> Any:
 
 def tls_context(creds: DeviceCredentials, *, cert_file: str | None = None, key_file: str | None = None) -> ssl.SSLContext:
     ctx = ssl.create_default_context(cafile=creds.ca_file) if creds.ca_file else ssl.create_default_context()
-    if cert_file or creds.cert_file:
-        ctx.load_cert_chain(cert_file or creds.cert_file, key_file or creds.key_file)
+    cert_file = cert_file or creds.cert_file
+    if cert_file:
+        ctx.load_cert_chain(cert_file, key_file or creds.key_file)
     return ctx
 
 
@@ -173,7 +196,7 @@ class SdkSession(Session):
     leaf device reaches its IoT Edge gateway through `gateway_hostname`."""
 
     def __init__(self, creds: DeviceCredentials) -> None:
-        from azure.iot.device import IoTHubDeviceClient, X509
+        from azure.iot.device import X509, IoTHubDeviceClient
 
         ca = open(creds.ca_file).read() if creds.ca_file else None
         kw: dict[str, Any] = {"server_verification_cert": ca} if ca else {}
@@ -182,8 +205,10 @@ class SdkSession(Session):
         if creds.cert_file:
             x509 = X509(cert_file=creds.cert_file, key_file=creds.key_file)
             self.client = IoTHubDeviceClient.create_from_x509_certificate(x509=x509, hostname=creds.host, device_id=creds.device_id, **kw)
-        else:
+        elif creds.key:
             self.client = IoTHubDeviceClient.create_from_symmetric_key(symmetric_key=creds.key, hostname=creds.host, device_id=creds.device_id, **kw)
+        else:
+            raise ValueError(f"{creds.client_id} has neither a certificate nor a key")
         self.c2d: "queue.Queue[Any]" = queue.Queue()
         self.desired: "queue.Queue[dict]" = queue.Queue()
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from ..certs import DevPKI
 from ..config import (
+    ENDPOINTS_FILE,
     WELL_KNOWN_SYMMETRIC_GROUP,
     WELL_KNOWN_X509_GROUP,
     Config,
@@ -42,8 +43,6 @@ from .tls_peers import client_certificate
 from .web import HttpsServer, WebContext, build_app
 
 log = logging.getLogger("azure_iot_harness")
-
-ENDPOINTS_FILE = "endpoints.json"
 
 
 class Emulator:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
-from azure_iot_harness.cli import https_connection, service_token
+from azure_iot_harness.running.service import https_connection, service_token
 from tests.cli_helpers import CliProcess, Serve, cli_env, no_traceback, run_cli
 
 

@@ -6,7 +6,7 @@ import time
 import urllib.parse
 
 from azure_iot_harness.certs import DevPKI
-from azure_iot_harness.clients.common import HubTarget
+from azure_iot_harness.clients.hub_target import HubTarget
 from azure_iot_harness.clients.mosquitto_bridge import bridge_config
 from tests.cli_helpers import run_cli
 from tests.clients.helpers import client, data, failed, ok, publish_plain, ready_port, start, subscribe_plain, wait_messages

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-from azure_iot_harness.clients.common import HubTarget
+from azure_iot_harness.clients.hub_target import HubTarget
 from azure_iot_harness.clients.node_red import flows
 from tests.cli_helpers import cli_env
 from tests.clients.helpers import client, failed, ok, wait_messages

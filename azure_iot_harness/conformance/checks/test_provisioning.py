@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ..suite import cases
 from ..provisioning import REGISTER
+from ..suite import cases
 
 pytestmark = pytest.mark.azure_unvalidated
 
@@ -16,7 +16,9 @@ def test_dps_registration(case, target):
         pytest.skip("this target has no DPS settings (DPS connection string and ID scope)")
     if case.variant == "dps-sdk" and target.sdk_reason:
         pytest.skip(target.sdk_reason.replace("azure-iot-device SDK", "azure-iot-device provisioning client"))
-    import base64, os, uuid
+    import base64
+    import os
+    import uuid
 
     name = f"conf-{case.variant}-{case.auth}-{uuid.uuid4().hex[:6]}"
     key = base64.b64encode(os.urandom(32)).decode() if case.auth == "sas" else None
