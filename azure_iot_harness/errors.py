@@ -21,6 +21,20 @@ class ConnackCode(enum.IntEnum):
     BAD_USERNAME_OR_PASSWORD = 4
     NOT_AUTHORIZED = 5
 
+    @property
+    def text(self) -> str:
+        """How the MQTT specification names the code ("not authorized")."""
+        return self.name.lower().replace("_", " ").replace("username", "user name")
+
+
+def connack_text(return_code: int) -> str:
+    """`CONNACK 5 (not authorized)`: a return code as clients and logs print it."""
+    try:
+        name = ConnackCode(return_code).text
+    except ValueError:
+        name = "unknown return code"
+    return f"CONNACK {return_code} ({name})"
+
 
 class HarnessError(Exception):
     """Base class of every error raised by azure-iot-harness."""

@@ -1,6 +1,5 @@
-"""Why a connection failed, in one line: the CONNACK return codes' texts (the client side's one
-table of them), and the TCP/TLS reasons, found from an exception or by probing the way a tool
-that failed would have connected."""
+"""Why a connection failed, in one line: the TCP/TLS reasons, found from an exception or by
+probing the way a tool that failed would have connected (CONNACK texts: `errors.connack_text`)."""
 
 from __future__ import annotations
 
@@ -9,19 +8,6 @@ import ssl
 
 from ..running.errors import CommandError
 from .tls import tls_context
-
-CONNACK_CODES = {
-    1: "unacceptable protocol version",
-    2: "identifier rejected",
-    3: "server unavailable",
-    4: "bad user name or password",
-    5: "not authorized",
-}
-
-
-def connack_text(rc: int) -> str:
-    return f"CONNACK {rc} ({CONNACK_CODES.get(rc, 'unknown return code')})"
-
 
 def tls_failure(exc: BaseException, address: str, port: int, ca_file: str | None, what: str = "") -> CommandError:
     """A one-line reason for a failed connection: unreachable, untrusted, or refused by TLS."""

@@ -13,8 +13,9 @@ import time
 import warnings
 from typing import Any
 
+from ..errors import connack_text
 from ..running.errors import CommandError
-from .failures import connack_text, tls_failure
+from .failures import tls_failure
 from .hub_target import HubTarget
 
 

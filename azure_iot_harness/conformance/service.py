@@ -16,11 +16,13 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
+from ..errors import HarnessError
 from ..running.service import DPS_API_VERSION, HUB_API_VERSION, ServiceRest
 
 
-class ServiceError(AssertionError):
-    """A service call answered with an unexpected status (an AssertionError, so tests fail plainly)."""
+class UnexpectedAnswer(HarnessError, AssertionError):
+    """A service call answered with an unexpected status (an AssertionError too, so a check
+    fails plainly rather than erroring)."""
 
     def __init__(self, method: str, path: str, status: int, body: Any) -> None:
         super().__init__(f"{method} {path} answered {status}: {body}")
@@ -28,7 +30,7 @@ class ServiceError(AssertionError):
 
 
 class _Rest:
-    """One service endpoint whose unexpected answers fail the test (ServiceError)."""
+    """One service endpoint whose unexpected answers fail the test (UnexpectedAnswer)."""
 
     def __init__(self, connection_string: str, ssl_context: ssl.SSLContext) -> None:
         self.service = ServiceRest.from_connection_string(connection_string, ssl_context)
@@ -37,7 +39,7 @@ class _Rest:
     def request(self, method: str, path: str, body: Any = None, *, api: str, ok: tuple[int, ...] = (200,), headers: dict | None = None, timeout: float = 60) -> Any:
         answer = self.service.call(method, path, body, api=api, headers=headers, timeout=timeout)
         if answer.status not in ok:
-            raise ServiceError(method, path, answer.status, answer.body())
+            raise UnexpectedAnswer(method, path, answer.status, answer.body())
         return answer.body()
 
 
@@ -220,7 +222,7 @@ class HubService:
 
     def invoke_method(self, device_id: str, name: str, payload: Any = None, *, module_id: str | None = None, timeout: int = 30,
                       connect_timeout: int = 0, ok: tuple[int, ...] = (200,)) -> dict:
-        """{"status": int, "payload": …}; a device that is offline or slow answers 404/504 (ServiceError).
+        """{"status": int, "payload": …}; a device that is offline or slow answers 404/504 (UnexpectedAnswer).
         `connect_timeout`: how long the hub waits for the device to be online (connectTimeoutInSeconds)."""
         body = {"methodName": name, "payload": payload, "responseTimeoutInSeconds": timeout, "connectTimeoutInSeconds": connect_timeout}
         return self.hub.request("POST", _twin_path(device_id, module_id) + "/methods", body, api=HUB_API_VERSION, ok=ok,
