@@ -62,43 +62,24 @@ class Twins:
             return new["reportedVersion"]
 
     async def service_update(self, key: Key, body: dict, *, if_match: str | None, replace: bool) -> dict:
-        """REST PATCH (merge) or PUT (replace) of tags and desired properties."""
+        """REST PATCH (merge) or PUT (replace) of tags and desired properties (see tw.service_update)."""
         if not isinstance(body, dict):
             raise hub_error("ArgumentInvalid", "the twin must be a JSON object")
-        tags = body.get("tags")
-        props = body.get("properties") or {}
-        if not isinstance(props, dict) or (tags is not None and not isinstance(tags, dict)):
-            raise hub_error("ArgumentInvalid", "tags and properties must be JSON objects")
-        if "reported" in props:
-            raise hub_error("ArgumentInvalid", "reported properties can only be changed by the device")
-        desired = props.get("desired")
-        if desired is not None and not isinstance(desired, dict):
-            raise hub_error("ArgumentInvalid", "properties.desired must be a JSON object")
         async with self._lock:
             current = self.get(key)
             if if_match is not None and not etag_matches(if_match, tw.etag(current)):
                 raise hub_error("PreconditionFailed", f"etag {if_match} does not match the twin's {tw.etag(current)}")
-            new, now = current, utc_now_iso(self.clock.now())
             try:
-                if replace:
-                    new = tw.replace_section(new, "tags", tags or {}, now)
-                    if desired is not None:
-                        new = tw.replace_section(new, "desired", desired, now)
-                else:
-                    if tags:
-                        new = tw.apply_patch(new, "tags", tags, now)
-                    if desired:
-                        new = tw.apply_patch(new, "desired", desired, now)
+                new, notice = tw.service_update(current, body, utc_now_iso(self.clock.now()), replace=replace)
             except tw.TwinError as exc:
                 raise hub_error("ArgumentInvalid", str(exc)) from None
             if new is current:
                 return current
             await self._save(key, new)
-        if new["desiredVersion"] != current["desiredVersion"]:
-            # A PUT pushes the whole new desired section; a PATCH pushes the patch as applied.
-            change = new["desired"] if replace else tw.strip_reserved(desired or {})
+        if notice is not None:
+            version = new["desiredVersion"]
             for fn in self._desired_listeners:
-                fn(key, tw.desired_notification(change, new["desiredVersion"]), new["desiredVersion"])
+                fn(key, tw.desired_notification(notice, version), version)
         return new
 
     async def _save(self, key: Key, doc: dict) -> None:

@@ -196,6 +196,64 @@ def replace_section(twin: dict, section: str, value: dict, now: str) -> dict:
     return new
 
 
+def clearing_patch(section: dict) -> dict:
+    """The patch that removes every member of a section: what `"desired": null` (or `"tags": null`)
+    in a REST PATCH means, and what the device is told (each removed property set to null)."""
+    return {key: None for key in strip_reserved(section)}
+
+
+def replacement_notice(old: dict, new: dict) -> dict:
+    """What a device is told when a REST PUT replaces its desired section: the new section, with
+    null for every property that no longer exists (IoT Hub diffs by existence, not by value)."""
+    out = copy.deepcopy(new)
+    for key, value in old.items():
+        if key not in new:
+            out[key] = None
+        elif isinstance(value, dict) and isinstance(new[key], dict):
+            out[key] = replacement_notice(value, new[key])
+    return out
+
+
+def service_update(twin: dict, body: dict, now: str, *, replace: bool) -> tuple[dict, dict | None]:
+    """A REST PATCH (merge) or PUT (replace) of a twin's tags and desired properties.
+
+    Returns the new twin and, when the desired section changed, the body the device is notified
+    with (without `$version`). In a PATCH a null section (`"tags": null`, `"desired": null`)
+    removes all of it and a null member removes that member, at any depth; a PUT refuses null
+    members, replaces the tags (absent: none) and replaces desired when given (null: none).
+    TwinError for what IoT Hub refuses with 400.
+    """
+    tags = body.get("tags")
+    props = body.get("properties")
+    if props is None:
+        props = {}
+    if not isinstance(props, dict) or (tags is not None and not isinstance(tags, dict)):
+        raise TwinError("tags and properties must be JSON objects")
+    if "reported" in props:
+        raise TwinError("reported properties can only be changed by the device")
+    desired = props.get("desired")
+    if desired is not None and not isinstance(desired, dict):
+        raise TwinError("properties.desired must be a JSON object")
+    new = twin
+    notice: dict | None = None
+    if replace:
+        new = replace_section(new, "tags", tags or {}, now)
+        if "desired" in props:
+            new = replace_section(new, "desired", desired or {}, now)
+            notice = replacement_notice(twin["desired"], new["desired"])
+        return new, notice
+    if "tags" in body and tags is None:
+        tags = clearing_patch(twin["tags"])
+    if "desired" in props and desired is None:
+        desired = clearing_patch(twin["desired"])
+    if tags:
+        new = apply_patch(new, "tags", tags, now)
+    if desired:
+        new = apply_patch(new, "desired", desired, now)
+        notice = strip_reserved(desired)
+    return new, notice
+
+
 # ---- views -------------------------------------------------------------------------------------
 
 

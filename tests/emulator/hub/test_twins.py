@@ -79,6 +79,34 @@ def test_desired_patch_from_the_service_is_pushed_to_the_device(emulator, device
     assert json.loads(msg.payload) == {"fan": 3, "$version": 2}
 
 
+def test_null_desired_clears_them_bumps_the_version_and_tells_the_device(emulator, device):
+    https(emulator, "PATCH", "/twins/device1" + API, {"properties": {"desired": {"fan": 3, "led": {"on": True}}}})
+    _next(device, "$iothub/twin/PATCH/properties/desired/?$version=2")
+    status, _, twin = https(emulator, "PATCH", "/twins/device1" + API, {"properties": {"desired": None}},
+                            headers={"If-Match": '"*"'})
+    desired = twin["properties"]["desired"]
+    assert status == 200 and desired["$version"] == 3 and [k for k in desired if not k.startswith("$")] == []
+    msg = _next(device, "$iothub/twin/PATCH/properties/desired/?$version=3")
+    assert json.loads(msg.payload) == {"fan": None, "led": None, "$version": 3}
+
+
+def test_put_tells_the_device_which_desired_properties_are_gone(emulator, device):
+    https(emulator, "PATCH", "/twins/device1" + API, {"properties": {"desired": {"a": 1, "b": 2}}})
+    https(emulator, "PUT", "/twins/device1" + API, {"properties": {"desired": {"a": 1, "c": 100}}})
+    msg = _next(device, "$iothub/twin/PATCH/properties/desired/?$version=3")
+    assert json.loads(msg.payload) == {"a": 1, "b": None, "c": 100, "$version": 3}
+
+
+def test_null_tags_and_nested_nulls(emulator):
+    https(emulator, "PATCH", "/twins/device1" + API, {"tags": {"a": {"b": 1, "c": 2}, "d": 3}})
+    twin = https(emulator, "PATCH", "/twins/device1" + API, {"tags": {"a": {"b": None}}})[2]
+    assert twin["tags"] == {"a": {"c": 2}, "d": 3}
+    twin = https(emulator, "PATCH", "/twins/device1" + API, {"tags": None})[2]
+    assert twin["tags"] == {}
+    status, _, body = https(emulator, "PUT", "/twins/device1" + API, {"tags": {"a": None}})
+    assert status == 400 and body["Message"].startswith("ErrorCode:ArgumentInvalid")
+
+
 def test_tags_only_patch_pushes_nothing(emulator, device):
     https(emulator, "PATCH", "/twins/device1" + API, {"tags": {"a": 1}})
     device.publish("$iothub/twin/GET/?$rid=x", b"", qos=0)

@@ -82,3 +82,63 @@ def test_parse_patch():
     for bad in (b"{", b"[1]", b"\xff"):
         with pytest.raises(tw.TwinError):
             tw.parse_patch(bad)
+
+
+def _desired(a: dict) -> dict:
+    return tw.apply_patch(tw.new_twin(), "desired", a, NOW)
+
+
+def test_null_desired_in_a_patch_removes_every_desired_property():
+    t = tw.apply_patch(_desired({"a": 1, "b": {"c": 2}}), "tags", {"site": "x"}, NOW)
+    new, notice = tw.service_update(t, {"properties": {"desired": None}}, LATER, replace=False)
+    assert new["desired"] == {} and new["desiredVersion"] == t["desiredVersion"] + 1
+    assert notice == {"a": None, "b": None} and new["tags"] == {"site": "x"}
+    assert new["desiredMeta"]["$lastUpdated"] == LATER and "a" not in new["desiredMeta"]
+
+
+def test_null_desired_on_an_empty_section_changes_nothing():
+    t = tw.new_twin()
+    assert tw.service_update(t, {"properties": {"desired": None}}, NOW, replace=False) == (t, None)
+
+
+def test_null_tags_in_a_patch_removes_every_tag_and_notifies_nobody():
+    t = tw.apply_patch(tw.new_twin(), "tags", {"a": 1, "b": {"c": 2}}, NOW)
+    new, notice = tw.service_update(t, {"tags": None}, LATER, replace=False)
+    assert new["tags"] == {} and notice is None and new["version"] == t["version"] + 1
+
+
+def test_null_members_at_any_depth_are_removed_and_passed_on():
+    t = _desired({"a": {"b": {"c": 1, "d": 2}}, "e": 3})
+    body = {"tags": {"x": {"y": None}}, "properties": {"desired": {"a": {"b": {"c": None}}, "e": None}}}
+    new, notice = tw.service_update(t, body, LATER, replace=False)
+    assert new["desired"] == {"a": {"b": {"d": 2}}} and new["tags"] == {"x": {}}
+    assert notice == {"a": {"b": {"c": None}}, "e": None}
+
+
+def test_put_tells_the_device_what_disappeared():
+    t = _desired({"a": 1, "b": 2, "n": {"p": 1, "q": 2}})
+    new, notice = tw.service_update(t, {"properties": {"desired": {"a": 1, "c": 100, "n": {"p": 1}}}}, LATER, replace=True)
+    assert new["desired"] == {"a": 1, "c": 100, "n": {"p": 1}}
+    assert notice == {"a": 1, "b": None, "c": 100, "n": {"p": 1, "q": None}}
+
+
+def test_put_with_null_desired_replaces_it_with_nothing_and_keeps_it_when_absent():
+    t = _desired({"a": 1})
+    new, notice = tw.service_update(t, {"properties": {"desired": None}}, LATER, replace=True)
+    assert new["desired"] == {} and notice == {"a": None}
+    new, notice = tw.service_update(t, {"tags": {"k": 1}}, LATER, replace=True)
+    assert new["desired"] == {"a": 1} and new["tags"] == {"k": 1} and notice is None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"properties": {"reported": {"a": 1}}}, {"tags": []}, {"properties": {"desired": 5}}, {"properties": []}],
+)
+def test_service_updates_refused(body):
+    with pytest.raises(tw.TwinError):
+        tw.service_update(tw.new_twin(), body, NOW, replace=False)
+
+
+def test_put_refuses_null_members():
+    with pytest.raises(tw.TwinError, match="null is not allowed"):
+        tw.service_update(tw.new_twin(), {"properties": {"desired": {"a": {"b": None}}}}, NOW, replace=True)
