@@ -1,8 +1,9 @@
 """One ASGI app for every HTTPS surface, served by hypercorn on the emulator's event loop.
 
 Routes, in order: the emulator's own `/_emulator/` API, IoT Hub's service REST API, DPS's service
-API and DPS's device API (`/{idScope}/registrations/…`), MQTT over WebSocket. `build_app` gets
-each surface's context (`WebContext`), never the whole emulator.
+API and DPS's device API (`/{idScope}/registrations/…`), MQTT over WebSocket; Azure's paths are
+matched the way the services match them (azure_paths). `build_app` gets each surface's context
+(`WebContext`), never the whole emulator.
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ import hypercorn.config
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from ..errors import ServiceError
-from . import emulator_api
+from . import azure_paths, emulator_api
 from .dps import rest as dps_rest
 from .dps import service_rest as dps_service_rest
 from .dps.context import DpsContext
@@ -70,7 +72,11 @@ def build_app(ctx: WebContext) -> Starlette:
         WebSocketRoute(mqtt_websocket.PATH, _MqttOverWebSocket(ctx)),
         Route("/{path:path}", _unrouted, methods=["GET", "PUT", "POST", "PATCH", "DELETE"]),
     ]
-    return Starlette(routes=routes, exception_handlers={ServiceError: service_error})
+    return Starlette(
+        routes=routes,
+        exception_handlers={ServiceError: service_error},
+        middleware=[Middleware(azure_paths.IgnoreTrailingSlash)],
+    )
 
 
 # Path prefixes of Azure REST APIs (IoT Hub service, DPS) the emulator does not answer yet.

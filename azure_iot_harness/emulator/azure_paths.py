@@ -1,0 +1,32 @@
+"""How IoT Hub and DPS match request paths, applied once to the whole HTTPS app (see web.py).
+
+Both services ignore a trailing slash (the Node service SDK's `Registry.list()` sends
+`GET /devices/?api-version=…`). The emulator's own `/_emulator/` API is not Azure's and is left as it is.
+"""
+
+from __future__ import annotations
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+OWN_PREFIX = "/_emulator/"
+
+
+def is_azure_path(path: str) -> bool:
+    return not (path + "/").startswith(OWN_PREFIX)
+
+
+class IgnoreTrailingSlash:
+    """ASGI middleware: `/devices/` is `/devices`, for every Azure route (HTTP only)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and len(path) > 1 and path.endswith("/") and is_azure_path(path):
+            scope = dict(scope, path=path.rstrip("/") or "/")
+            raw = scope.get("raw_path")
+            if isinstance(raw, bytes):
+                scope["raw_path"] = raw.rstrip(b"/") or b"/"
+        await self.app(scope, receive, send)
+
