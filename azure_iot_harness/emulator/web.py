@@ -72,6 +72,7 @@ def build_app(ctx: WebContext) -> Starlette:
         WebSocketRoute(mqtt_websocket.PATH, _MqttOverWebSocket(ctx)),
         Route("/{path:path}", _unrouted, methods=["GET", "PUT", "POST", "PATCH", "DELETE"]),
     ]
+    azure_paths.match_case_insensitively(routes)
     return Starlette(
         routes=routes,
         exception_handlers={ServiceError: service_error},
@@ -82,13 +83,14 @@ def build_app(ctx: WebContext) -> Starlette:
 # Path prefixes of Azure REST APIs (IoT Hub service, DPS) the emulator does not answer yet.
 _AZURE_PREFIXES = (
     "twins/", "devices/", "messages/", "jobs", "configurations", "digitaltwins", "statistics",
-    "enrollments", "enrollmentGroups", "registrations", "$iothub/websocket",
-)  # fmt: skip
+    "enrollments", "enrollmentgroups", "registrations", "$iothub/websocket",
+)  # fmt: skip; lower case, as Azure's routes match in any case
 
 
 async def _unrouted(request: Request) -> Response:
     path = request.path_params["path"]
-    if path.startswith(_AZURE_PREFIXES) or "/registrations/" in path:
+    lowered = path.lower()
+    if lowered.startswith(_AZURE_PREFIXES) or "/registrations/" in lowered:
         raise not_supported(f"{request.method} /{path}")
     raise hub_error("NotFound", f"no such resource: {request.method} /{path}")
 
