@@ -86,4 +86,4 @@ class SasTokenError(HarnessError):
 
 
 class CertificateError(HarnessError):
-    """A client certificate does not authenticate the identity it claims."""
+    """A certificate cannot be read, or a client certificate does not authenticate its identity."""

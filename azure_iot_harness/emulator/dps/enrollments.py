@@ -7,18 +7,17 @@ sends back such a view keeps the stored certificate with the same thumbprint.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import copy
 import datetime as dt
 import re
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
 from ...certs.pki import thumbprints
+from ...errors import CertificateError
 from ..protocol.dps import check_registration_id, dps_error, new_etag, timestamp
+from ..protocol.x509 import decode_certificate
 from ..protocol.sas import key_problem, new_key
 
 ATTESTATION_TYPES = ("tpm", "x509", "symmetricKey")
@@ -216,7 +215,7 @@ def _certificate(entry: object, old: dict | None, where: str) -> dict:
         sha256 = ((entry.get("info") or {}).get("sha256Thumbprint") or "").upper()
         if old and sha256 and old["info"]["sha256Thumbprint"] == sha256:
             return copy.deepcopy(old)
-        raise dps_error("ArgumentInvalid", f"{where}.certificate is required (PEM or base64 DER)")
+        raise dps_error("ArgumentInvalid", f"{where}.certificate is required (PEM, base64 PEM or base64 DER)")
     if not isinstance(text, str):
         raise dps_error("ArgumentInvalid", f"{where}.certificate must be a string")
     der = parse_certificate(text, where)
@@ -224,15 +223,11 @@ def _certificate(entry: object, old: dict | None, where: str) -> dict:
 
 
 def parse_certificate(text: str, where: str = "certificate") -> bytes:
-    """DER bytes of a certificate given as PEM or as base64 DER without armour."""
+    """DER bytes of a certificate given as PEM, base64 of PEM or base64 DER (see x509.decode_certificate)."""
     try:
-        if "-----BEGIN" in text:
-            return x509.load_pem_x509_certificate(text.encode()).public_bytes(serialization.Encoding.DER)
-        der = base64.b64decode("".join(text.split()), validate=True)
-        x509.load_der_x509_certificate(der)
-        return der
-    except (ValueError, binascii.Error):
-        raise dps_error("ArgumentInvalid", f"{where} is not a PEM or base64 DER certificate") from None
+        return decode_certificate(text)
+    except CertificateError:
+        raise dps_error("ArgumentInvalid", f"{where} is not a PEM, base64 PEM or base64 DER certificate") from None
 
 
 def certificate_info(der: bytes) -> dict:

@@ -1,4 +1,5 @@
-"""Client-certificate checks for X.509 device authentication. Pure functions.
+"""Certificates: decoding them as Azure's APIs take them, and the client-certificate checks of
+X.509 device authentication. Pure functions.
 
 selfSigned devices are matched by SHA-1 or SHA-256 thumbprint (any case, primary or
 secondary); certificateAuthority devices need a certificate issued by a trusted CA whose CN is
@@ -7,15 +8,32 @@ the device id (`{device}/{module}` for modules). Validity dates are checked in b
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 from typing import Iterable
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
 from ...certs.pki import thumbprints
 from ...errors import CertificateError
+
+
+def decode_certificate(text: str) -> bytes:
+    """DER of a certificate in any form Azure's APIs accept: PEM text, base64 of the PEM text (what
+    the portal and the Node SDKs' samples send) or base64 of the DER. CertificateError otherwise."""
+    try:
+        if "-----BEGIN" not in text:
+            raw = base64.b64decode("".join(text.split()), validate=True)
+            if b"-----BEGIN" not in raw:
+                x509.load_der_x509_certificate(raw)
+                return raw
+            text = raw.decode("ascii")
+        return x509.load_pem_x509_certificate(text.encode()).public_bytes(Encoding.DER)
+    except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors too
+        raise CertificateError("not a certificate in PEM, base64 of PEM or base64 DER") from None
 
 
 def load(der: bytes) -> x509.Certificate:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import time
 
@@ -173,6 +174,14 @@ def test_certificates_are_shown_by_their_info_and_kept_on_update(pki):
     assert "certificate" not in info and info["info"] == en.certificate_info(ca_der)
     again = en.group(shown, "g", doc, HUBS)  # the view sent back keeps the certificate
     assert en.stored_certificates(again) == en.stored_certificates(doc)
+
+
+@pytest.mark.parametrize("encode", [lambda c: c.cert_pem.decode(), lambda c: base64.b64encode(c.cert_pem).decode(),
+                                    lambda c: base64.b64encode(c.der).decode()], ids=["pem", "base64-pem", "base64-der"])
+def test_certificates_in_every_form_dps_takes(pki, encode):
+    cert = pki.issue_device_cert("dev1")
+    body = {"attestation": {"type": "x509", "x509": {"clientCertificates": {"primary": {"certificate": encode(cert)}}}}}
+    assert en.stored_certificates(en.individual(body, "dev1", None, HUBS)) == [cert.der]
 
 
 @pytest.mark.parametrize(
