@@ -136,10 +136,7 @@ class Registry:
         if (WELL_KNOWN_EDGE_DEVICE, None) not in self._docs:
             keys = dict(zip(("primaryKey", "secondaryKey"), WELL_KNOWN_EDGE_DEVICE_KEYS))
             body = {"authentication": {"type": "sas", "symmetricKey": keys}, "capabilities": {"iotEdge": True}}
-            doc = await self.put_device({"deviceId": WELL_KNOWN_EDGE_DEVICE, **body}, if_match=None)
-            # The scope names the edge device's generation, which exists only once it does.
-            scope = f"ms-azure-iot-edge://{WELL_KNOWN_EDGE_DEVICE}-{doc['generationId']}"
-            await self.put_device({"deviceId": WELL_KNOWN_EDGE_DEVICE, **body, "deviceScope": scope}, if_match="*")
+            await self.put_device({"deviceId": WELL_KNOWN_EDGE_DEVICE, **body}, if_match=None)
         scope = self._docs[(WELL_KNOWN_EDGE_DEVICE, None)].get("deviceScope")
         if (WELL_KNOWN_LEAF_DEVICE, None) not in self._docs and scope:
             keys = dict(zip(("primaryKey", "secondaryKey"), WELL_KNOWN_LEAF_DEVICE_KEYS))
@@ -203,18 +200,23 @@ class Registry:
         existing = self._docs.get((device_id, None))
         self._check_precondition(existing, if_match, "DeviceAlreadyExists", "DeviceNotFound", f"device {device_id}")
         capabilities = _optional(body, "capabilities", dict) or {}
+        is_edge = bool(_optional(capabilities, "iotEdge", bool))
+        generation_id = existing["generationId"] if existing else _generation_id(self.clock.time())
+        scope, parents = device_scopes(
+            device_id, generation_id, is_edge, _optional(body, "deviceScope", str), _string_list(body, "parentScopes"), existing
+        )
         doc = {
             "deviceId": device_id,
-            "generationId": existing["generationId"] if existing else _generation_id(self.clock.time()),
+            "generationId": generation_id,
             "etag": _etag(int(base64.b64decode(existing["etag"])) + 1 if existing else 1),
             "status": _status(body.get("status", "enabled")),
             "statusReason": _optional(body, "statusReason", str),
             "statusUpdatedTime": NEVER,
             "cloudToDeviceMessageCount": existing.get("cloudToDeviceMessageCount", 0) if existing else 0,
             "authentication": _authentication(body.get("authentication")),
-            "capabilities": {"iotEdge": bool(_optional(capabilities, "iotEdge", bool))},
-            "deviceScope": _optional(body, "deviceScope", str),
-            "parentScopes": _string_list(body, "parentScopes"),
+            "capabilities": {"iotEdge": is_edge},
+            "deviceScope": scope,
+            "parentScopes": parents,
         }
         if existing is None or existing["status"] != doc["status"]:
             doc["statusUpdatedTime"] = utc_now_iso(self.clock.now())
@@ -317,6 +319,23 @@ def _status(value: object) -> str:
     if value not in ("enabled", "disabled"):
         raise hub_error("ArgumentInvalid", f"status must be 'enabled' or 'disabled', not {value!r}")
     return value  # type: ignore[return-value]
+
+
+def device_scopes(
+    device_id: str, generation_id: str, is_edge: bool, scope: str | None, parents: list[str], existing: dict | None
+) -> tuple[str | None, list[str]]:
+    """(deviceScope, parentScopes) of a device as IoT Hub keeps them.
+
+    An IoT Edge device's scope is its own, made by the hub from its id and generation and never
+    changed (what the body says is ignored); its parentScopes name the edge device above it. A
+    leaf device is placed under an edge device by setting its deviceScope to the edge device's,
+    and its parentScopes follow from that.
+    """
+    if is_edge:
+        own = (existing or {}).get("deviceScope") if (existing or {}).get("capabilities", {}).get("iotEdge") else None
+        return own or f"ms-azure-iot-edge://{device_id}-{generation_id}", parents
+    scope = scope or None  # "" is how clients take a leaf out of its parent's scope
+    return scope, [scope] if scope else []
 
 
 def _optional(body: dict, name: str, kind: type[T]) -> T | None:

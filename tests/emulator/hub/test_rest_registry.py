@@ -16,7 +16,7 @@ import pytest
 
 from azure_iot_harness.emulator.app import Emulator
 from azure_iot_harness.emulator.protocol import sas
-from tests.helpers import https, sas_device, wait_for
+from tests.helpers import PahoDevice, device_token, https, sas_device, wait_for
 
 API = "api-version=2021-04-12"
 THUMB1 = "AB" * 20  # SHA-1 sized
@@ -701,3 +701,35 @@ def test_refused_writes_change_nothing(emulator: Emulator) -> None:
     call(emulator, "PUT", "/devices/sneaky", {}, token=emulator.service_token("service"))
     assert call(emulator, "GET", "/devices/device1")[0] == 200
     assert call(emulator, "GET", "/devices/sneaky")[0] == 404
+
+
+# ---- IoT Edge scopes -----------------------------------------------------------------------------
+
+
+def test_an_edge_device_gets_its_own_immutable_scope(emulator: Emulator) -> None:
+    doc = create(emulator, "edge-api", {"capabilities": {"iotEdge": True}, "deviceScope": "ms-azure-iot-edge://mine-1"})
+    scope = f"ms-azure-iot-edge://edge-api-{doc['generationId']}"
+    assert doc["deviceScope"] == scope and doc["parentScopes"] == []
+    again = create(emulator, "edge-api", {"capabilities": {"iotEdge": True}, "parentScopes": ["ms-azure-iot-edge://up-1"]},
+                   headers={"If-Match": "*"})
+    assert again["deviceScope"] == scope and again["parentScopes"] == ["ms-azure-iot-edge://up-1"]
+    assert call(emulator, "GET", "/twins/edge-api")[2]["deviceScope"] == scope
+
+
+def test_a_leaf_placed_under_an_edge_device_by_its_scope(emulator: Emulator) -> None:
+    scope = create(emulator, "edge-api", {"capabilities": {"iotEdge": True}})["deviceScope"]
+    leaf = create(emulator, "leaf-api", {"deviceScope": scope})
+    assert leaf["deviceScope"] == scope and leaf["parentScopes"] == [scope]
+    # The gateway may now connect on the leaf's behalf with its own credentials.
+    dev = PahoDevice(
+        emulator,
+        "leaf-api",
+        username=f"{emulator.host}/leaf-api/?api-version=2021-04-12&auth-chain=leaf-api;edge-api",
+        password=device_token(emulator, "edge-api"),
+    )
+    try:
+        assert dev.connect() == 0
+    finally:
+        dev.close()
+    moved = create(emulator, "leaf-api", {"deviceScope": ""}, headers={"If-Match": "*"})
+    assert moved["deviceScope"] is None and moved["parentScopes"] == []
