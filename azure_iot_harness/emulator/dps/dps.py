@@ -38,7 +38,7 @@ from ..store import Store
 from . import allocation, attestation, enrollments, webhook
 from .attestation import Attestation
 from .session import DpsSession
-from .state import GROUP, INDIVIDUAL, DpsState
+from .state import GROUP, INDIVIDUAL, DpsState, enrollment_of
 
 log = logging.getLogger("azure_iot_harness.dps")
 
@@ -324,13 +324,7 @@ class Dps:
     def group_registrations(self, group_id: str) -> list[dict]:
         if self.state.enrollment(GROUP, group_id) is None:
             raise self._not_found(GROUP, group_id)
-        out = []
-        for record in self.state.registrations():
-            state = record["state"]
-            block = state.get("symmetricKey") or state.get("x509") or {}
-            if (block.get("enrollmentGroupId") or "").lower() == group_id.lower():
-                out.append(state)
-        return out
+        return [r["state"] for r in self.state.registrations() if enrollment_of(r["state"]) == (GROUP, group_id.lower())]
 
     async def delete_registration(self, registration_id: str, *, if_match: str | None) -> None:
         async with self._lock:

@@ -27,6 +27,13 @@ CREATE TABLE IF NOT EXISTS dps_registrations (
 INDIVIDUAL, GROUP = "individual", "group"
 
 
+def enrollment_of(state: dict) -> tuple[str, str]:
+    """(kind, lower-case key) of the enrollment a registration state was assigned through."""
+    block = state.get("symmetricKey") or state.get("x509") or {}
+    group = block.get("enrollmentGroupId")
+    return (GROUP, group.lower()) if group else (INDIVIDUAL, state["registrationId"].lower())
+
+
 class DpsState:
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -66,10 +73,18 @@ class DpsState:
         self._enrollments[kind][key.lower()] = doc
 
     async def delete_enrollment(self, kind: str, key: str) -> None:
-        await self.store.submit(
-            lambda c: c.execute("DELETE FROM dps_enrollments WHERE kind = ? AND id = ?", (kind, key.lower()))
-        )
+        """Delete an enrollment and, as DPS does, the registration records made through it (a new
+        enrollment for the same device starts afresh: initial assignment, its own initial twin)."""
+        records = [k for k, r in self._registrations.items() if enrollment_of(r["state"]) == (kind, key.lower())]
+
+        def delete(c):
+            c.execute("DELETE FROM dps_enrollments WHERE kind = ? AND id = ?", (kind, key.lower()))
+            c.executemany("DELETE FROM dps_registrations WHERE registration_id = ?", [(r,) for r in records])
+
+        await self.store.submit(delete)
         self._enrollments[kind].pop(key.lower(), None)
+        for record in records:
+            self._registrations.pop(record, None)
 
     # ---- registration records ----------------------------------------------------------------
 

@@ -10,6 +10,7 @@ import pytest
 from azure_iot_harness.certs import DevPKI, self_signed_cert
 from azure_iot_harness.emulator.app import EmulatorThread
 from azure_iot_harness.emulator.protocol import sas
+from azure_iot_harness.errors import ProvisioningError
 from tests.emulator.dps.helpers import (
     POLL,
     REGISTER,
@@ -188,6 +189,37 @@ def test_initial_twin_and_reprovisioning(emulator_thread, emulator):
     assert second["substatus"] == "deviceDataReset" and second["createdDateTimeUtc"] == first["createdDateTimeUtc"]
     assert second["etag"] != first["etag"]
     assert emulator.hub.twins.get(("twin-1", None))["tags"] == {"site": "lab"}
+
+
+def test_a_new_enrollment_after_deleting_the_old_one_and_the_device_starts_afresh(emulator_thread, emulator):
+    old = individual(emulator_thread, "again-2", initialTwin={"tags": {"gen": 1}})
+    c = RawDps(emulator, "again-2", token(emulator, "again-2", old["attestation"]["symmetricKey"]["primaryKey"]))
+    c.provision("again-2")
+    c.close()
+    emulator_thread.call(emulator.dps.delete_enrollment("individual", "again-2", if_match=None))
+    with pytest.raises(ProvisioningError, match="no registration record"):
+        emulator.dps.get_registration("again-2")  # gone with its enrollment
+    emulator_thread.call(emulator.registry.delete("again-2"))
+    new = individual(emulator_thread, "again-2", initialTwin={"tags": {"gen": 2}, "properties": {"desired": {"v": 2}}})
+    c = RawDps(emulator, "again-2", token(emulator, "again-2", new["attestation"]["symmetricKey"]["primaryKey"]))
+    state = c.provision("again-2")["registrationState"]
+    c.close()
+    assert state["substatus"] == "initialAssignment"
+    twin = emulator.hub.twins.get(("again-2", None))
+    assert twin["tags"] == {"gen": 2} and twin["desired"] == {"v": 2}
+
+
+def test_deleting_a_group_deletes_its_devices_records_only(emulator_thread, emulator):
+    for rid in ("grp-a", "grp-b"):
+        c = RawDps(emulator, rid, token(emulator, rid, group_key(rid)))
+        c.provision(rid)
+        c.close()
+    lone = individual(emulator_thread, "lone-1")
+    c = RawDps(emulator, "lone-1", token(emulator, "lone-1", lone["attestation"]["symmetricKey"]["primaryKey"]))
+    c.provision("lone-1")
+    c.close()
+    emulator_thread.call(emulator.dps.delete_enrollment("group", "SYMMETRIC-group1", if_match=None))
+    assert [r["state"]["registrationId"] for r in emulator.dps.state.registrations()] == ["lone-1"]
 
 
 def test_reregistration_keeps_the_device_when_migrating(emulator):
