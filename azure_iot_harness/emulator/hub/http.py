@@ -62,6 +62,14 @@ def authorize(request: Request, hub: HubContext, permissions: tuple[str, ...]) -
 
 async def json_object(request: Request) -> dict:
     """The request body as a JSON object, or a 400 that says what is wrong with it."""
+    body = await json_body(request)
+    if not isinstance(body, dict):
+        raise hub_error("ArgumentInvalid", f"the request body must be a JSON object, not {type(body).__name__}")
+    return body
+
+
+async def json_body(request: Request) -> object:
+    """The request body as JSON of any shape, or a 400 that says what is wrong with it."""
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
@@ -76,8 +84,6 @@ async def json_object(request: Request) -> dict:
         body = json.loads(raw)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise hub_error("IotHubFormatError", f"the request body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise hub_error("ArgumentInvalid", f"the request body must be a JSON object, not {type(body).__name__}")
     return body
 
 

@@ -1,4 +1,5 @@
-"""IoT Hub's service REST API for the identity registry: devices, modules, query, statistics.
+"""IoT Hub's service REST API for the identity registry: devices, modules, bulk operations
+(bulk.py), query, statistics.
 
 Every route needs the `api-version` query parameter and a service SAS token in the
 Authorization header (see service_auth). Documents have the shape the service SDKs
@@ -15,8 +16,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from ...config import REGISTRY_READ, REGISTRY_WRITE, SERVICE_CONNECT
-from ..protocol.errors import hub_error, not_supported
-from . import http
+from ..protocol.errors import hub_error
+from . import bulk, http
 from . import query as q
 from .context import HubContext
 from .http import Handler
@@ -54,7 +55,9 @@ def routes(hub: HubContext) -> list[BaseRoute]:
         return JSONResponse(registry.devices()[:top])
 
     async def bulk_devices(request: Request) -> Response:
-        raise not_supported("Bulk registry operations (POST /devices)")
+        ops = bulk.parse(await http.json_body(request))
+        status, body = bulk.result(await bulk.apply(ops, registry, hub.twins))
+        return JSONResponse(body, status_code=status)
 
     # ---- modules -------------------------------------------------------------------------
 

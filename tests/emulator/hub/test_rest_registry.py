@@ -307,11 +307,6 @@ def test_concurrent_creates_of_one_id_conflict(emulator: Emulator) -> None:
     assert sorted(results) == [200] + [409] * 7
 
 
-def test_bulk_registry_is_not_supported(emulator: Emulator) -> None:
-    result = call(emulator, "POST", "/devices", [{"id": "a", "importMode": "create"}])
-    assert_error(result, 501, "NotImplemented", "not supported by the emulator")
-
-
 def test_each_error_logs_one_line(emulator: Emulator, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="azure_iot_harness.https")
     call(emulator, "GET", "/devices/log-me")

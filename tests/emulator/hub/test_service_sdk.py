@@ -12,7 +12,7 @@ from typing import Iterator
 
 import pytest
 from azure.iot.hub import IoTHubRegistryManager
-from azure.iot.hub.models import QuerySpecification
+from azure.iot.hub.models import ExportImportDevice, QuerySpecification
 from msrest.exceptions import HttpOperationError
 
 from azure_iot_harness.emulator.app import Emulator
@@ -149,6 +149,17 @@ def test_device_id_with_special_characters(manager: IoTHubRegistryManager) -> No
     assert manager.create_device_with_sas(device_id, None, None, "enabled").device_id == device_id
     assert manager.get_device(device_id).device_id == device_id
     manager.delete_device(device_id)
+
+
+def test_bulk_create_or_update_devices(manager: IoTHubRegistryManager) -> None:
+    devices = [ExportImportDevice(id=f"sdk-bulk-{i}", import_mode="create", status="disabled") for i in range(2)]
+    result = manager.bulk_create_or_update_devices(devices)
+    assert result.is_successful and result.errors == []
+    assert manager.get_device("sdk-bulk-1").status == "disabled"
+    again = manager.bulk_create_or_update_devices([ExportImportDevice(id="sdk-bulk-0", import_mode="create")])
+    assert not again.is_successful and again.errors[0].error_code == "DeviceAlreadyExists"
+    gone = manager.bulk_create_or_update_devices([ExportImportDevice(id=f"sdk-bulk-{i}", import_mode="delete") for i in range(2)])
+    assert gone.is_successful
 
 
 # ---- modules -------------------------------------------------------------------------------------
