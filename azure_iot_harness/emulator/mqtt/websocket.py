@@ -20,6 +20,7 @@ from .connection import MqttConnection, Router
 log = logging.getLogger("azure_iot_harness.mqtt")
 
 PATH = "/$iothub/websocket"
+CLOSE_TIMEOUT = 5.0  # how long the peer has to answer our close frame before we stop waiting
 Receive = Callable[[], Awaitable[dict]]
 Send = Callable[[dict], Awaitable[None]]
 
@@ -112,5 +113,10 @@ async def serve(scope: dict[str, Any], receive: Receive, send: Send, router: Rou
         await conn.serve()
     finally:
         await writer.close()
+        # Return only once the peer has answered our close frame (or is gone): hypercorn ends the
+        # TLS connection when this app returns, and a close frame that arrives after our TLS
+        # close_notify makes hypercorn's connection task fail with an ssl.SSLError
+        # (APPLICATION_DATA_AFTER_CLOSE_NOTIFY) that asyncio logs at ERROR.
+        await asyncio.wait({feeder}, timeout=CLOSE_TIMEOUT)
         feeder.cancel()
 

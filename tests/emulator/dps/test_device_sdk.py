@@ -1,4 +1,4 @@
-"""The unmodified azure-iot-device ProvisioningDeviceClient (MQTT on 8883 only), then the hub with the same credentials."""
+"""The unmodified azure-iot-device ProvisioningDeviceClient (MQTT on 8883, MQTT over WebSocket on 443), then the hub with the same credentials."""
 
 from __future__ import annotations
 
@@ -47,6 +47,16 @@ def test_symmetric_key_group_then_hub(emu):
     client = IoTHubDeviceClient.create_from_symmetric_key(symmetric_key=key, hostname=state.assigned_hub, device_id=state.device_id)
     _send_one(client, "hello from a provisioned device")
     assert _telemetry(emu) == [(rid, "hello from a provisioned device")]
+
+
+def test_registration_over_mqtt_over_websocket_on_443(emu):
+    rid = "sdk-ws-1"
+    prov = ProvisioningDeviceClient.create_from_symmetric_key(
+        provisioning_host=emu.host, registration_id=rid, id_scope=emu.config.dps_id_scope, symmetric_key=group_key(rid),
+        websockets=True,
+    )
+    result = prov.register()
+    assert result.status == "assigned" and result.registration_state.device_id == rid
 
 
 def test_individual_enrollment_then_hub(emu):

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import base64
+import logging
 import os
 import socket
 import ssl
+import struct
 
 import paho.mqtt.client as mqtt
+import pytest
 from azure.iot.device import IoTHubDeviceClient, Message
 
-from tests.helpers import device_token, https, wait_for
+from tests.helpers import connect_packet, device_token, https, wait_for
 
 
 def _ws_client(emu, client_id="device1", username="localhost/device1/?api-version=2021-04-12", password=None):
@@ -73,3 +76,134 @@ def test_device_sdk_with_websockets_on_443(standard_ports_emulator, monkeypatch)
     client.send_message(Message("via 443"))
     client.shutdown()
     assert https(emu, "GET", "/_emulator/telemetry")[2]["messages"][0]["body"] == "via 443"
+
+
+# ---- closing, in every order a client may close ----------------------------------------------
+
+DISCONNECT = b"\xe0\x00"
+TEXT, BINARY, CLOSE = 0x1, 0x2, 0x8
+
+
+class RawWebSocket:
+    """MQTT over a hand-made WebSocket, so a test decides the order of every closing step."""
+
+    def __init__(self, emu) -> None:
+        ctx = ssl.create_default_context(cafile=str(emu.ca_file))
+        self.tls = ctx.wrap_socket(socket.create_connection(("127.0.0.1", emu.https_port), timeout=10), server_hostname="localhost")
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.tls.sendall(
+            f"GET /$iothub/websocket HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: mqtt\r\n\r\n".encode()
+        )
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += self.tls.recv(1)
+        assert head.startswith(b"HTTP/1.1 101"), head
+        user = "localhost/device1/?api-version=2021-04-12"
+        self.send(BINARY, connect_packet("device1", user, device_token(emu, "device1")))
+        assert self.recv() == (BINARY, b"\x20\x02\x00\x00")
+
+    def send(self, opcode: int, payload: bytes = b"") -> None:
+        mask = os.urandom(4)
+        n = len(payload)
+        length = bytes([0x80 | n]) if n < 126 else bytes([0x80 | 126]) + struct.pack("!H", n)
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        self.tls.sendall(bytes([0x80 | opcode]) + length + mask + masked)
+
+    def _exactly(self, n: int) -> bytes:
+        data = b""
+        while len(data) < n:
+            chunk = self.tls.recv(n - len(data))
+            if not chunk:
+                raise EOFError
+            data += chunk
+        return data
+
+    def recv(self) -> tuple[int, bytes]:
+        first, second = self._exactly(2)
+        length = second & 0x7F
+        if length == 126:
+            (length,) = struct.unpack("!H", self._exactly(2))
+        return first & 0x0F, self._exactly(length)
+
+    def close_frame(self) -> None:
+        self.send(CLOSE, struct.pack("!H", 1000))
+
+    def server_closes_tls(self) -> bool:
+        """True once the server has ended TLS (its close_notify, or the socket closing)."""
+        self.tls.settimeout(1)
+        try:
+            return self.tls.recv(1) == b""
+        except socket.timeout:
+            return False
+        except (ssl.SSLError, OSError):
+            return True
+
+    def close_notify(self) -> None:
+        try:
+            self.tls.unwrap().close()
+        except (ssl.SSLError, OSError):
+            self.tls.close()
+
+    def reset(self) -> None:
+        self.tls.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.tls.close()
+
+
+def _disconnect_close_frame_then_tls(ws):
+    ws.send(BINARY, DISCONNECT)
+    ws.close_frame()
+    ws.close_notify()
+
+
+def _close_frame_without_disconnect(ws):
+    ws.close_frame()
+    assert ws.recv()[0] == CLOSE
+    ws.close_notify()
+
+
+def _disconnect_then_answer_the_servers_close_frame_late(ws):
+    # A slow client: it answers the server's close frame only once the server has had every
+    # chance to end the TLS connection (a server that does not wait for the answer has).
+    ws.send(BINARY, DISCONNECT)
+    assert ws.recv()[0] == CLOSE
+    ws.server_closes_tls()
+    try:
+        ws.close_frame()
+    except OSError:
+        pass  # the server is gone: nothing to answer
+    ws.close_notify()
+
+
+def _disconnect_then_drop_the_socket(ws):
+    ws.send(BINARY, DISCONNECT)
+    ws.tls.close()  # no close frame, no TLS close_notify
+
+
+def _tls_close_notify_first(ws):
+    ws.close_notify()
+
+
+def _reset(ws):
+    ws.reset()
+
+
+@pytest.mark.parametrize(
+    "close",
+    [_disconnect_close_frame_then_tls, _close_frame_without_disconnect, _disconnect_then_answer_the_servers_close_frame_late,
+     _disconnect_then_drop_the_socket, _tls_close_notify_first, _reset],
+)  # fmt: skip
+def test_a_client_closing_in_any_order_logs_nothing_above_debug(emulator_thread, caplog, close):
+    emu = emulator_thread.emulator
+    caplog.set_level(logging.DEBUG)
+    ws = RawWebSocket(emu)
+    start = len(caplog.records)  # from here on: the closing
+    close(ws)
+    wait_for(lambda: not emu.registry.is_connected("device1"))
+    emulator_thread.stop()  # every connection task has ended, and said what it had to say
+    transport = ("asyncio", "hypercorn", "azure_iot_harness.https", "azure_iot_harness.mqtt")
+    noise = [
+        r for r in caplog.records[start:]
+        if r.levelno > logging.INFO or r.exc_info or (r.name.startswith(transport) and r.levelno > logging.DEBUG)
+    ]  # fmt: skip
+    assert noise == [], [f"{r.levelname} {r.name}: {r.getMessage()}" for r in noise]
