@@ -20,7 +20,7 @@ from ..mqtt.client import ConnectionLost
 from ..mqtt.codec import Connect, Publish
 from ..mqtt.connection import MqttConnection
 from ..protocol.messages import Telemetry
-from ..protocol.topics import HubUsername, encode_property_bag
+from ..protocol.topics import HubUsername, c2d_filters, encode_property_bag
 from .queue import EdgeQueues, Queued
 from .upstream import Upstream
 
@@ -181,7 +181,7 @@ class EdgeSession:
         relay = []
         for topic, qos in topics:
             self.subscriptions[topic] = min(qos, 1)
-            if topic in RELAYED_FILTERS or topic == f"devices/{self.principal.device_id}/messages/devicebound/#":
+            if topic in RELAYED_FILTERS or topic in c2d_filters(self.principal.device_id):
                 relay.append((topic, min(qos, 1)))
             elif topic not in self.input_filters:
                 log.info("%s: subscription to %r ignored (edgeHub does not know it)", self.client_id, topic)

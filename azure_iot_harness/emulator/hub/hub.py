@@ -94,6 +94,8 @@ class Hub:
             trusted_cas=self.trusted_cas,
             now=self.clock.now(),
         )
+        if principal.model_id:
+            await self.twins.announce_model(principal.key, principal.model_id)
         state, present = self.session_states.resume(principal.key, connect.clean_session)
         session = DeviceSession(self, principal, conn, state)
         if connect.will_topic is not None:

@@ -38,11 +38,11 @@ def answer(text: str, request: Request, hub: HubContext) -> Response:
 
 SUPPORTED = (
     "SELECT * | SELECT COUNT() AS alias, FROM devices | devices.modules, "
-    "optional WHERE field = literal [AND ...] on deviceId, moduleId, status, connectionState, capabilities.iotEdge"
+    "optional WHERE field = literal [AND ...] on deviceId, moduleId, status, connectionState, modelId, capabilities.iotEdge"
 )
 _FIELDS = {
-    "devices": ("deviceId", "status", "connectionState", "capabilities.iotEdge"),
-    "devices.modules": ("deviceId", "moduleId", "status", "connectionState"),
+    "devices": ("deviceId", "status", "connectionState", "modelId", "capabilities.iotEdge"),
+    "devices.modules": ("deviceId", "moduleId", "status", "connectionState", "modelId"),
 }
 _TOKEN = re.compile(
     r"""\s*(?:

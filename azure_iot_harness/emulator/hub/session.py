@@ -14,7 +14,7 @@ from ..mqtt.codec import Publish
 from ..protocol import twin as tw
 from ..protocol.errors import error_code
 from ..protocol.messages import Telemetry, build_telemetry
-from ..protocol.topics import decode_property_bag, parse_telemetry_topic
+from ..protocol.topics import c2d_filters, decode_property_bag, parse_telemetry_topic
 from .methods import METHODS_FILTER
 from .sessions import SessionState
 
@@ -41,11 +41,9 @@ class DeviceSession:
         self._next_packet_id = 0
         self._c2d_timer: asyncio.TimerHandle | None = None
         d, m = principal.device_id, principal.module_id
-        self.c2d_filter = f"devices/{d}/messages/devicebound/#" if m is None else None
-        allowed = {TWIN_RESPONSES, DESIRED_UPDATES, METHODS_FILTER}
-        if m is None:
-            allowed.add(f"devices/{d}/messages/devicebound/#")
-        else:
+        self.c2d_filters = c2d_filters(d) if m is None else frozenset()
+        allowed = {TWIN_RESPONSES, DESIRED_UPDATES, METHODS_FILTER} | self.c2d_filters
+        if m is not None:
             allowed |= {f"devices/{d}/modules/{m}/inputs/#", f"devices/{d}/modules/{m}/#"}
         self._allowed_filters = allowed
 
@@ -85,7 +83,7 @@ class DeviceSession:
         elif topic.startswith("$iothub/twin/PATCH/properties/reported/"):
             rid = _rid(topic)
             try:
-                version = await self.hub.twins.patch_reported(self.key, tw.parse_patch(pub.payload))
+                version = await self.hub.twins.patch_reported(self.key, tw.parse_reported_patch(pub.payload))
             except tw.TwinError as exc:
                 log.warning("%s: reported patch refused with 400: %s", self.principal.name, exc)
                 body = json.dumps({"errorCode": error_code("ArgumentInvalid"), "message": str(exc)}).encode()
@@ -129,9 +127,9 @@ class DeviceSession:
     def pump_c2d(self) -> None:
         """Deliver every cloud-to-device message that may go out now; come back at the next
         lock expiry for those still unacknowledged."""
-        if self.conn.closed.is_set() or self.c2d_filter not in self.state.subscriptions:
+        qos = self._c2d_qos(self.state.subscriptions)
+        if self.conn.closed.is_set() or qos is None:
             return
-        qos = self.state.subscriptions[self.c2d_filter]
         queues = self.hub.c2d
         now = self.hub.clock.time()
         for msg in queues.deliverable(self.principal.device_id, self.state.c2d_after, now):
@@ -145,6 +143,11 @@ class DeviceSession:
             self.conn.send(codec.encode_publish(msg.topic(), msg.body, 1, packet_id, dup=dup))
             queues.lock(msg, now)
         self._schedule_c2d()
+
+    def _c2d_qos(self, subscriptions: dict[str, int]) -> int | None:
+        """The QoS of the device's C2D subscription (the higher one if it holds both forms)."""
+        granted = [q for t, q in subscriptions.items() if t in self.c2d_filters]
+        return max(granted) if granted else None
 
     def _schedule_c2d(self) -> None:
         if self._c2d_timer is not None:
@@ -183,7 +186,7 @@ class DeviceSession:
             granted.append(min(qos, 1))
         if len(subs) > MAX_SUBSCRIPTIONS:
             raise ProtocolViolation(f"more than {MAX_SUBSCRIPTIONS} subscriptions on one connection")
-        if self.c2d_filter in subs and self.c2d_filter not in self.state.subscriptions:
+        if self._c2d_qos(subs) is not None and self._c2d_qos(self.state.subscriptions) is None:
             # Only messages enqueued from now on are delivered to this subscription.
             self.state.c2d_after = self.hub.c2d.last_seq
         self.state.subscriptions = subs

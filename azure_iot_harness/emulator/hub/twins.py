@@ -61,6 +61,14 @@ class Twins:
             await self._save(key, new)
             return new["reportedVersion"]
 
+    async def announce_model(self, key: Key, model_id: str) -> None:
+        """Record the model id a device or module announced on connect (`model-id=` in the
+        username), shown as the twin's `modelId`. Not a twin change: versions stay as they are."""
+        async with self._lock:
+            current = self.get(key)
+            if current.get("modelId", "") != model_id:
+                await self._save(key, {**current, "modelId": model_id})
+
     async def service_update(self, key: Key, body: dict, *, if_match: str | None, replace: bool) -> dict:
         """REST PATCH (merge) or PUT (replace) of tags and desired properties (see tw.service_update)."""
         if not isinstance(body, dict):
@@ -126,7 +134,7 @@ class Twins:
                 "cloudToDeviceMessageCount": identity.get("cloudToDeviceMessageCount", 0),
                 "authenticationType": auth["type"],
                 "x509Thumbprint": dict(auth["x509Thumbprint"]),
-                "modelId": "",
+                "modelId": twin.get("modelId", ""),
                 "version": twin["version"],
                 "tags": twin["tags"],
                 "properties": tw.properties_view(twin),

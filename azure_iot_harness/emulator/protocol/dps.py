@@ -102,18 +102,24 @@ class DeviceRegistration:
 
 
 def parse_registration(raw: bytes, registration_id: str) -> DeviceRegistration:
-    """The body of a register request from the device `registration_id` (its credentials')."""
+    """The body of a register request from the device `registration_id` (its credentials').
+
+    The credentials name the registration, so the body may leave it out: the Embedded C SDK
+    sends no body at all when there is no custom payload, and DPS registers the device. A
+    `registrationId` that is there must be that registration's.
+    """
     if not raw.strip():
-        raise dps_error("ArgumentNull", 'the register request has no body; {"registrationId": "…"} is required')
+        return DeviceRegistration(registration_id, None)
     try:
         body = json.loads(raw)
     except (ValueError, RecursionError) as exc:
         raise dps_error("InvalidFormat", f"the register request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise dps_error("ArgumentInvalid", f"the register request body must be a JSON object, not {type(body).__name__}")
-    if "registrationId" not in body:
-        raise dps_error("ArgumentInvalid", "the register request body has no registrationId")
-    claimed = check_registration_id(body["registrationId"])
+    if body.get("registrationId") is None:
+        claimed = registration_id
+    else:
+        claimed = check_registration_id(body["registrationId"])
     if not same_registration(claimed, registration_id):
         raise dps_error(
             "ArgumentInvalid", f"registrationId {claimed!r} in the body is not {registration_id!r}, whose credentials were given"

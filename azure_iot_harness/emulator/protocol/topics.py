@@ -111,6 +111,19 @@ def parse_telemetry_topic(topic: str) -> TelemetryTopic | None:
     return None
 
 
+# ---- subscriptions -----------------------------------------------------------------------------
+
+
+def c2d_filters(device_id: str) -> frozenset[str]:
+    """The filters a device may subscribe to for its cloud-to-device messages.
+
+    The documented one names the device; the Embedded C SDK (and with it most microcontroller
+    firmware) subscribes with `+` in its place, which IoT Hub narrows to the connection's own
+    device. Either one delivers that device's messages only.
+    """
+    return frozenset({f"devices/{device_id}/messages/devicebound/#", "devices/+/messages/devicebound/#"})
+
+
 # Characters IoT Hub takes unescaped in a property bag; everything else (':' and spaces are the
 # ones seen in the field) makes it drop the connection.
 _BAG_CHARS = re.compile(r"[A-Za-z0-9\-._~!*'()$%,;@&=]*")

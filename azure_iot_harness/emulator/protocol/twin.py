@@ -2,7 +2,8 @@
 
 A twin is kept as one JSON-able dict:
 `{"tags", "desired", "reported", "desiredMeta", "reportedMeta", "desiredVersion",
-"reportedVersion", "version"}`; `views` below turn it into what MQTT and REST clients see.
+"reportedVersion", "version"}`, plus `"modelId"` once the device announced one; the views
+below turn it into what MQTT and REST clients see.
 """
 
 from __future__ import annotations
@@ -49,6 +50,16 @@ def parse_patch(body: bytes | str) -> dict:
     if not isinstance(patch, dict):
         raise TwinError("a twin patch must be a JSON object")
     return patch
+
+
+def parse_reported_patch(body: bytes) -> dict:
+    """A reported-properties patch as a device publishes it, or TwinError.
+
+    Firmware that publishes its whole fixed-size buffer sends the JSON followed by NUL bytes
+    (an official Plug and Play sample does), and IoT Hub's JSON reader skips them. So trailing
+    NULs (among trailing whitespace) are dropped; anything else after the JSON stays an error.
+    """
+    return parse_patch(body.rstrip(b"\0 \t\r\n"))
 
 
 def strip_reserved(section: dict) -> dict:

@@ -15,6 +15,7 @@ from tests.emulator.dps.helpers import (
     POLL,
     REGISTER,
     RawDps,
+    decode_publish,
     group_key,
     individual,
     token,
@@ -344,6 +345,39 @@ def test_hub_token_on_a_dps_username_and_the_reverse(emulator):
     assert _hub_connack(emulator, "device1", token(emulator, "device1", group_key("device1"))) == 5
 
 
+# ---- the Embedded C SDK's register request: no body -------------------------------------------------
+
+
+@pytest.mark.parametrize("body", [b"", b"{}", b'{"registrationId": "emb-c-1"}'], ids=["empty", "empty object", "id only"])
+def test_embedded_sdk_register_without_a_payload(emulator, body):
+    """The packets az_iot_provisioning_client makes: username without ClientVersion, QoS 0
+    requests, `$rid=1` for every request, an empty register body when there is no payload."""
+    rid = "emb-c-1"
+    c = RawClient(emulator)
+    c.send(connect_packet(rid, f"{emulator.config.dps_id_scope}/registrations/{rid}/api-version=2019-03-31", token(emulator, rid, group_key(rid))))
+    assert c.connack() == 0
+    c.send(subscribe_packet([("$dps/registrations/res/#", 1)], packet_id=1))
+    assert c.read_packet() == (9, 0, b"\x00\x01\x01")
+    c.send(publish_packet(REGISTER.format(1), body, qos=0))
+    topic, answer = _answer(c)
+    assert topic == "$dps/registrations/res/202/?$rid=1&retry-after=3" and answer["status"] == "assigning"
+    c.send(publish_packet(POLL.format(1, answer["operationId"]), b"", qos=0))
+    topic, done = _answer(c)
+    c.close()
+    assert topic == "$dps/registrations/res/200/?$rid=1"
+    assert done["status"] == "assigned" and done["registrationState"]["deviceId"] == rid
+    assert "payload" not in done["registrationState"]
+    assert emulator.registry.get(rid) is not None
+
+
+def _answer(c: RawClient) -> tuple[str, dict]:
+    kind, flags, raw = c.read_packet()
+    assert kind == 3
+    topic, payload = decode_publish(flags, raw)
+    c.send(bytes([0x40, 2]) + raw[2 + int.from_bytes(raw[:2], "big") :][:2])  # PUBACK (QoS 1)
+    return topic, json.loads(payload)
+
+
 # ---- refusals of requests -------------------------------------------------------------------------
 
 
@@ -351,7 +385,7 @@ def test_hub_token_on_a_dps_username_and_the_reverse(emulator):
     "body, status, code",
     [
         (b"{not json", 400, 400006),
-        (b"", 400, 400005),
+        (b"\0", 400, 400006),
         (json.dumps({"registrationId": "someone-else"}).encode(), 400, 400004),
         (json.dumps({"registrationId": "req-1", "tpm": {"endorsementKey": "AAAA"}}).encode(), 400, 400004),
     ],

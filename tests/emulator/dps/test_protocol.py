@@ -71,13 +71,18 @@ def test_registration_body():
     assert p.parse_registration(b'{"registrationId": "DEV1", "payload": {"a": 1}}', "dev1").payload == {"a": 1}
 
 
+@pytest.mark.parametrize("body", [b"", b" \r\n", b"{}", b'{"payload": null}', b'{"registrationId": null}', b'{"registrationId": "dev1"}'])
+def test_registration_body_may_leave_the_registration_id_to_the_credentials(body):
+    assert p.parse_registration(body, "dev1") == p.DeviceRegistration("dev1", None)
+    assert p.parse_registration(b'{"payload": {"a": 1}}', "dev1") == p.DeviceRegistration("dev1", {"a": 1})
+
+
 @pytest.mark.parametrize(
     "body, expected",
     [
-        (b"", (400, 400005)),
         (b"{not json", (400, 400006)),
         (b"[]", (400, 400004)),
-        (b'{"payload": null}', (400, 400004)),
+        (b'{"registrationId": 5}', (400, 400004)),
         (b'{"registrationId": "other"}', (400, 400004)),
         (b'{"registrationId": "bad id"}', (400, 400004)),
         (b'{"registrationId": "dev1", "tpm": {"endorsementKey": "AA=="}}', (400, 400004)),

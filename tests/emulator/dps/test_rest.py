@@ -103,6 +103,17 @@ def _refused(emu, expected: tuple[int, int], method: str, path: str, body: Any =
     return answer
 
 
+@pytest.mark.parametrize("raw", [b"", b"{}", b'{"registrationId": "rest-empty-1"}'], ids=["empty", "empty object", "id only"])
+def test_register_without_a_payload(emulator, raw):
+    rid = "rest-empty-1"
+    auth = token(emulator, rid, group_key(rid))
+    status, _, answer = call(emulator, "PUT", f"/{scope(emulator)}/registrations/{rid}/register{API}", auth=auth, raw=raw)
+    assert status == 202 and answer["status"] == "assigning", answer
+    path = f"/{scope(emulator)}/registrations/{rid}/operations/{answer['operationId']}{API}"
+    status, _, done = call(emulator, "GET", path, auth=auth)
+    assert status == 200 and done["registrationState"]["deviceId"] == rid
+
+
 def test_register_refusals(emulator, tmp_path):
     s, rid = scope(emulator), "rest-bad-1"
     good = token(emulator, rid, group_key(rid))

@@ -259,3 +259,16 @@ def test_routes_are_replaced_at_run_time_over_rest(edge):
     status, _, body = https(emu, "PUT", "/_emulator/edge/routes", {"schemaVersion": "9.9", "routes": {}})
     assert status == 400 and "schemaVersion" in body["Message"]
     leaf.close()
+
+
+def test_c2d_with_the_embedded_sdks_plus_filter_is_relayed_for_a_leaf(edge):
+    thread, emu = edge
+    leaf = _leaf(emu)
+    assert leaf.connect() == 0
+    leaf.client.subscribe("devices/+/messages/devicebound/#", 1)
+    wait_for(lambda: "devices/+/messages/devicebound/#" in getattr(emu.hub.sessions.get(("leaf-device1", None)), "state", None).subscriptions
+             if emu.hub.sessions.get(("leaf-device1", None)) else False)
+    assert https(emu, "POST", "/_emulator/c2d/leaf-device1", {"data": "via the gateway"})[0] == 201
+    msg = wait_for(lambda: leaf.messages and leaf.messages[0])
+    assert msg.topic.startswith("devices/leaf-device1/messages/devicebound/") and msg.payload == b"via the gateway"
+    leaf.close()

@@ -202,3 +202,72 @@ def test_queue_survives_a_restart(tmp_path):
         c, present = _raw_device(emu, subscribe=False)
         assert present  # subscriptions kept in the store too
         assert _publish(c)[1] == b"durable"
+
+
+# ---- the Embedded C SDK's filter: `+` for the device id --------------------------------------------
+
+EMBEDDED_C2D = "devices/+/messages/devicebound/#"  # AZ_IOT_HUB_CLIENT_C2D_SUBSCRIBE_TOPIC
+
+
+def test_plus_filter_delivers_the_devices_own_messages_only(emu):
+    https(emu, "PUT", "/devices/device2?api-version=2021-04-12", {"deviceId": "device2"})
+    c, _ = _raw_device(emu, clean=True, subscribe=False)
+    c.send(subscribe_packet([(EMBEDDED_C2D, 1)], packet_id=7))
+    assert c.read_packet() == (9, 0, b"\x00\x07\x01")
+    _send(emu, "for device1")
+    assert https(emu, "POST", "/_emulator/c2d/device2", {"data": "for device2"})[0] == 201
+    _send(emu, "device1 again")
+    topic, payload, _, pid = _publish(c)
+    assert topic.startswith("devices/device1/messages/devicebound/") and payload == b"for device1"
+    _puback(c, pid)
+    assert _publish(c)[1] == b"device1 again"
+    assert emu.registry.view("device2")["cloudToDeviceMessageCount"] == 1  # still queued for device2
+
+
+def test_plus_filter_is_kept_in_a_persistent_session(emu):
+    c, _ = _raw_device(emu, subscribe=False)
+    c.send(subscribe_packet([(EMBEDDED_C2D, 1)], packet_id=1))
+    assert c.read_packet()[0] == 9
+    c.send(bytes([0xE0, 0]))
+    c.close()
+    wait_for(lambda: emu.registry.view("device1")["connectionState"] == "Disconnected")
+    _send(emu, "while away")
+    c, present = _raw_device(emu, subscribe=False)
+    assert present and _publish(c)[1] == b"while away"
+
+
+def test_both_forms_together_deliver_each_message_once(emu):
+    c, _ = _raw_device(emu, clean=True, subscribe=False)
+    c.send(subscribe_packet([(C2D, 1), (EMBEDDED_C2D, 1)], packet_id=1))
+    assert c.read_packet()[0] == 9
+    for text in ("one", "two"):
+        _send(emu, text)
+        topic, payload, _, pid = _publish(c)
+        assert payload == text.encode()  # not a second copy of the one before
+        _puback(c, pid)
+
+
+@pytest.mark.parametrize(
+    "refused",
+    [
+        "devices/device2/messages/devicebound/#",  # another device's messages
+        "devices/#",
+        "devices/+/messages/#",
+        "devices/+/messages/devicebound/+",
+        "+/+/messages/devicebound/#",
+        "devices/+/modules/+/inputs/#",
+        "devices/+/messages/events/#",
+    ],
+)
+def test_filters_reaching_beyond_the_device_are_still_refused(emu, refused):
+    c, _ = _raw_device(emu, clean=True, subscribe=False)
+    c.send(subscribe_packet([(refused, 1)], packet_id=1))
+    assert c.closed_by_server()
+
+
+def test_a_module_may_not_use_the_plus_filter(emu):
+    c = RawClient(emu)
+    c.send(connect_packet("device1/module1", "localhost/device1/module1/?api-version=2021-04-12", device_token(emu, "device1", "module1")))
+    assert c.connack() == 0
+    c.send(subscribe_packet([(EMBEDDED_C2D, 1)], packet_id=1))
+    assert c.closed_by_server()

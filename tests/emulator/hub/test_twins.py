@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import urllib.parse
 
 import pytest
 
-from tests.helpers import https, sas_device, wait_for
+from tests.helpers import RawClient, connect_packet, device_token, https, publish_packet, sas_device, subscribe_packet, wait_for
 
 API = "?api-version=2021-04-12"
 
@@ -175,3 +176,83 @@ def test_query_returns_real_twins(emulator):
     https(emulator, "PATCH", "/twins/device1" + API, {"tags": {"site": "b"}})
     status, _, rows = https(emulator, "POST", "/devices/query" + API, {"query": "SELECT * FROM devices WHERE deviceId = 'device1'"})
     assert status == 200 and rows[0]["tags"] == {"site": "b"}
+
+
+# ---- the model id a Plug and Play device announces ------------------------------------------------
+
+MODEL = "dtmi:com:example:Thermostat;1"
+
+
+def _announce(emulator, device, module=None, model=MODEL):
+    """CONNECT as the Embedded C SDK builds it: api-version 2020-09-30, DeviceClientType, model-id."""
+    client_id = f"{device}/{module}" if module else device
+    c = RawClient(emulator)
+    user = f"localhost/{client_id}/?api-version=2020-09-30&DeviceClientType=azsdk-c%2F1.6.0&model-id={urllib.parse.quote(model, safe='')}"
+    c.send(connect_packet(client_id, user, device_token(emulator, device, module)))
+    assert c.connack() == 0
+    return c
+
+
+def test_model_id_announced_on_connect_is_the_twins_model_id(emulator):
+    status, _, before = https(emulator, "GET", "/twins/device1" + API)
+    assert before["modelId"] == ""
+    c = _announce(emulator, "device1")
+    status, _, twin = https(emulator, "GET", "/twins/device1" + API)
+    assert status == 200 and twin["modelId"] == MODEL
+    assert twin["etag"] == before["etag"] and twin["version"] == before["version"]  # not a twin change
+    status, _, found = https(emulator, "POST", "/devices/query" + API, {"query": f"SELECT * FROM devices WHERE modelId = '{MODEL}'"})
+    assert status == 200 and [t["deviceId"] for t in found] == ["device1"]
+    c.close()
+
+
+def test_model_id_of_a_module(emulator):
+    c = _announce(emulator, "device1", "module1")
+    assert https(emulator, "GET", "/twins/device1/modules/module1" + API)[2]["modelId"] == MODEL
+    assert https(emulator, "GET", "/twins/device1" + API)[2]["modelId"] == ""
+    status, _, found = https(emulator, "POST", "/devices/query" + API, {"query": f"SELECT * FROM devices.modules WHERE modelId = '{MODEL}'"})
+    assert [(t["deviceId"], t["moduleId"]) for t in found] == [("device1", "module1")]
+    c.close()
+
+
+def test_a_later_connect_with_another_model_id_replaces_it(emulator):
+    _announce(emulator, "device1").close()
+    c = _announce(emulator, "device1", model="dtmi:com:example:Thermostat;2")
+    assert https(emulator, "GET", "/twins/device1" + API)[2]["modelId"] == "dtmi:com:example:Thermostat;2"
+    c.close()
+
+
+# ---- a reported patch padded to its buffer with NUL bytes ------------------------------------------
+
+
+def _reported(emulator, body: bytes) -> tuple[str, bytes]:
+    """PUBLISH a reported patch as a C sample does (QoS 0, whole buffer); the twin response."""
+    c = RawClient(emulator)
+    c.send(connect_packet("device1", "localhost/device1/?api-version=2020-09-30&DeviceClientType=azsdk-c%2F1.6.0", device_token(emulator, "device1")))
+    assert c.connack() == 0
+    c.send(subscribe_packet([("$iothub/twin/res/#", 1)], packet_id=1))
+    assert c.read_packet()[0] == 9
+    c.send(publish_packet("$iothub/twin/PATCH/properties/reported/?$rid=1", body, qos=0))
+    kind, flags, raw = c.read_packet()
+    c.close()
+    assert kind == 3
+    n = int.from_bytes(raw[:2], "big")
+    return raw[2 : 2 + n].decode(), raw[2 + n :]
+
+
+def test_reported_patch_padded_with_nul_bytes_is_accepted(emulator):
+    doc = b'{"manufacturer":"contoso","serialNumber":"abc"}'
+    topic, body = _reported(emulator, doc + b"\0" * (512 - len(doc)))
+    assert topic == "$iothub/twin/res/204/?$rid=1&$version=2" and body == b""
+    reported = https(emulator, "GET", "/twins/device1" + API)[2]["properties"]["reported"]
+    assert reported["manufacturer"] == "contoso" and reported["serialNumber"] == "abc"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'{"a":1}\0\0x\0', b'{"a":1}}\0\0', b'{"a":1} junk', b"\0\0\0"],
+    ids=["garbage among NULs", "extra brace", "trailing text", "NULs only"],
+)
+def test_other_garbage_around_the_json_stays_400(emulator, body):
+    topic, answer = _reported(emulator, body)
+    assert topic == "$iothub/twin/res/400/?$rid=1" and json.loads(answer)["errorCode"] == 400004
+    assert emulator.hub.twins.get(("device1", None))["reportedVersion"] == 1

@@ -4,6 +4,7 @@ from azure_iot_harness.emulator.protocol.messages import AuthMethod, build_telem
 from azure_iot_harness.emulator.protocol.topics import (
     DpsUsername,
     HubUsername,
+    c2d_filters,
     decode_property_bag,
     encode_property_bag,
     parse_telemetry_topic,
@@ -117,3 +118,7 @@ def test_message_size_limit_counts_properties():
     _build([], body=b"x" * MAX_D2C_BYTES)
     with pytest.raises(ProtocolViolation):
         _build([("k", "v")], body=b"x" * MAX_D2C_BYTES)
+
+
+def test_c2d_filters_are_the_documented_one_and_the_embedded_sdks_plus_form():
+    assert c2d_filters("dev1") == {"devices/dev1/messages/devicebound/#", "devices/+/messages/devicebound/#"}

@@ -142,3 +142,10 @@ def test_service_updates_refused(body):
 def test_put_refuses_null_members():
     with pytest.raises(tw.TwinError, match="null is not allowed"):
         tw.service_update(tw.new_twin(), {"properties": {"desired": {"a": {"b": None}}}}, NOW, replace=True)
+
+
+def test_reported_patch_may_end_in_nul_padding_but_not_in_other_garbage():
+    assert tw.parse_reported_patch(b'{"a": 1}\n\0\0\0') == {"a": 1}
+    for body in (b'{"a": 1}\0x', b'{"a": 1}x\0', b"\0"):
+        with pytest.raises(tw.TwinError):
+            tw.parse_reported_patch(body)
