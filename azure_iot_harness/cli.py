@@ -56,6 +56,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         edge_mqtt_port=args.edge_mqtt_port,
         edge_routes=args.edge_routes,
         host=args.host,
+        host_names=args.host_name,
         bind=args.bind,
         mqtt_port=args.mqtt_port,
         https_port=args.https_port,
@@ -363,6 +364,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--config", metavar="FILE", help="a TOML file of settings (default: $AZURE_IOT_HARNESS_CONFIG)")
     p.add_argument("--host", metavar="NAME", help="the hub's host name (default: localhost)")
+    p.add_argument(
+        "--host-name",
+        action="append",
+        metavar="NAME",
+        help="one more name for the server certificate, e.g. global.azure-devices-provisioning.net (repeatable)",
+    )
     p.add_argument("--bind", metavar="ADDR", help="the address to listen on (default: 127.0.0.1)")
     p.add_argument("--mqtt-port", type=int, metavar="N", help="MQTT/TLS port, 0 picks a free one (default: 8883)")
     p.add_argument("--https-port", type=int, metavar="N", help="HTTPS port, 0 picks a free one (default: 443)")

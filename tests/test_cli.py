@@ -106,6 +106,27 @@ def test_serve_edge(tmp_path: Path) -> None:
         assert not_edge.returncode == 1 and "not an IoT Edge device" in not_edge.stderr
 
 
+def test_serve_host_names_for_firmware_and_the_hint_when_a_device_refuses_the_certificate(tmp_path: Path) -> None:
+    import ssl
+
+    names = ["myhub.azure-devices.net", "global.azure-devices-provisioning.net"]
+    with Serve(tmp_path / "data", "--host-name", names[0], "--host-name", names[1]) as serve:
+        info = serve.info
+        ctx = ssl.create_default_context(cafile=info["caFile"])
+
+        def handshake(name: str) -> None:
+            with socket.create_connection(("127.0.0.1", info["mqtt"]["port"]), timeout=10) as raw:
+                ctx.wrap_socket(raw, server_hostname=name).close()
+
+        for name in names:
+            handshake(name)
+        with pytest.raises(ssl.SSLCertVerificationError):
+            handshake("unknown.azure-devices.net")
+        line = next(line for line in iter(lambda: serve.stderr.next(30), None) if "TLS handshake failed" in line)
+    assert "WARNING" in line and "'bad certificate'" in line and info["caFile"] in line
+    assert all(name in line for name in names)
+
+
 def test_serve_bad_config_exits_2(tmp_path: Path) -> None:
     config = tmp_path / "harness.toml"
     config.write_text('no_such_setting = 1\n')

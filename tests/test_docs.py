@@ -1,7 +1,10 @@
 """The README stays true to the code: generated sections current, every setting documented."""
 
 import dataclasses
+import re
 from pathlib import Path
+
+import pytest
 
 from azure_iot_harness import support
 from azure_iot_harness.config import (
@@ -25,6 +28,19 @@ def test_every_setting_is_in_the_configuration_table():
     for field in dataclasses.fields(Config):
         assert f"| `{field.name}` |" in README, field.name
         assert f"`{ENV_PREFIX}{field.name.upper()}`" in README, field.name
+
+
+def test_every_flag_in_the_configuration_table_is_a_serve_flag(capsys):
+    from azure_iot_harness.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--help"])
+    flags = set(re.findall(r"--[a-z][a-z-]*", capsys.readouterr().out))
+    table = README.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    rows = [line.split("|") for line in table.splitlines() if line.startswith("| `")]
+    documented = {cell.strip().split("`")[1] for _, _, cell, *_ in rows if cell.strip()}
+    assert documented and documented <= flags, documented - flags
+    assert "--host-name" in documented
 
 
 def test_published_keys_are_the_real_ones():

@@ -147,6 +147,13 @@ class DevPKI:
     def server_context(self) -> ssl.SSLContext:
         return server_context(self.server_chain_pem, self.server_key_pem)
 
+    @property
+    def server_names(self) -> list[str]:
+        """The host names and addresses the server certificate covers (its subjectAltName)."""
+        cert = x509.load_pem_x509_certificate(self.server_chain_pem)
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        return [*san.get_values_for_type(x509.DNSName), *(str(ip) for ip in san.get_values_for_type(x509.IPAddress))]
+
     def issue_device_cert(
         self,
         common_name: str,

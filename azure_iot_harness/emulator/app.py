@@ -33,6 +33,7 @@ from .dps.dps import Dps
 from .edge.edge import Edge, HubLink
 from .emulator_api import ApiContext
 from .frontdoor import FrontDoor
+from .handshake_hint import ServerCertificate
 from .hub.hub import Hub
 from .hub.registry import Registry
 from .mqtt.listener import MqttListener
@@ -114,6 +115,7 @@ class Emulator:
                 router=self.front_door,
                 max_idle=cfg.max_idle_seconds,
                 connect_timeout=cfg.connect_timeout,
+                server_certificate=ServerCertificate(tuple(self.pki.server_names), str(self.ca_file)),
             )
             await _bind("MQTT", cfg.bind, cfg.mqtt_port, self.mqtt.start)
             # One HTTPS listener for every REST surface and MQTT over WebSocket. DPS's REST API

@@ -10,6 +10,7 @@ import ssl
 
 from amqtt.adapters import StreamReaderAdapter, StreamWriterAdapter
 
+from ..handshake_hint import ServerCertificate, explain
 from .connection import MqttConnection, Router
 
 log = logging.getLogger("azure_iot_harness.mqtt")
@@ -48,6 +49,7 @@ class MqttListener:
         router: Router,
         max_idle: float,
         connect_timeout: float,
+        server_certificate: ServerCertificate | None = None,
     ) -> None:
         self.host = host
         self.requested_port = port
@@ -55,6 +57,7 @@ class MqttListener:
         self.router = router
         self.max_idle = max_idle
         self.connect_timeout = connect_timeout
+        self.server_certificate = server_certificate  # for the hint when a client refuses it
         self.connections: set[MqttConnection] = set()
         self._server: asyncio.base_events.Server | None = None
         self._handlers: set[asyncio.Task] = set()
@@ -109,7 +112,8 @@ class MqttListener:
         try:
             await writer.start_tls(self.ssl_context, ssl_handshake_timeout=self.connect_timeout)
         except (ssl.SSLError, ConnectionError, OSError, asyncio.TimeoutError) as exc:
-            log.info("%s: TLS handshake failed: %s", peer, _describe(exc))
+            level, why = explain(exc, self.server_certificate)
+            log.log(level, "%s: TLS handshake failed: %s", peer, why)
             writer.transport.abort()
             return
         ssl_object = writer.get_extra_info("ssl_object")
@@ -145,11 +149,3 @@ def _peer(writer: asyncio.StreamWriter) -> str:
         host, port = info[0], info[1]
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     return "unknown peer"
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, asyncio.TimeoutError):
-        return "timed out"
-    if isinstance(exc, ssl.SSLError) and exc.reason:
-        return f"{exc.reason} ({exc.library})" if exc.library else exc.reason
-    return str(exc) or type(exc).__name__
