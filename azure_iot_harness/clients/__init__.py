@@ -34,6 +34,7 @@ VARIANTS = {
     "node-red": "node_red",
     "kepware": "kepware",
     "mqtt-cli": "mqtt_cli",
+    "c-device": "c_device",
 }
 
 

@@ -38,16 +38,17 @@ def _die_with_parent() -> None:
 
 
 class Child:
-    """A started tool with its merged stdout/stderr as a queue of lines."""
+    """A started tool with its merged stdout/stderr as a queue of lines (with talk=True: its
+    stdout only, stderr passed through to ours, and a pipe to its stdin)."""
 
-    def __init__(self, cmd: list[str], *, env: dict[str, str] | None = None, cwd: str | None = None) -> None:
+    def __init__(self, cmd: list[str], *, env: dict[str, str] | None = None, cwd: str | None = None, talk: bool = False) -> None:
         self.cmd = cmd
         try:
             self.proc = subprocess.Popen(
                 cmd,
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.PIPE if talk else subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
+                stderr=None if talk else subprocess.STDOUT,
                 text=True,
                 env=env,
                 cwd=cwd,
