@@ -77,30 +77,35 @@ def run(args: argparse.Namespace) -> int:
             flags.append("--json")
         for name, value in props.items():
             flags += ["--prop", f"{name}={value}"]
-        child = Child([str(executable), *flags], talk=True)
-        try:
-            for line in child.read(None):
-                if line is None:
-                    break
-                if line.startswith("token? "):
-                    assert child.proc.stdin is not None
-                    child.proc.stdin.write(signer(line.removeprefix("token? ")) + "\n")
-                    child.proc.stdin.flush()
-                else:
-                    print(line, flush=True)
-            return child.proc.wait()  # its own `error: …` line went to stderr
-        finally:
-            child.stop()
+        return _talk(Child([str(executable), *flags], talk=True), signer)
     except KeyboardInterrupt:
         return 0
     finally:
         work.cleanup()
 
 
+def _talk(child: Child, signer: Signer) -> int:
+    """Pass the device's lines on and answer its `token?` requests; its exit code (its own
+    `error: …` line went to stderr)."""
+    try:
+        for line in child.read(None):
+            if line is None:
+                break
+            if line.startswith("token? "):
+                assert child.proc.stdin is not None
+                child.proc.stdin.write(signer(line.removeprefix("token? ")) + "\n")
+                child.proc.stdin.flush()
+            else:
+                print(line, flush=True)
+        return child.proc.wait()
+    finally:
+        child.stop()
+
+
 def _flags(args: argparse.Namespace, work: WorkDir) -> tuple[list[str], Signer]:
     """The C program's flags, and what signs the SAS tokens it asks for."""
-    common = ["--api-version", args.api_version or EMBEDDED_API_VERSION, "--client-type", f"azure-iot-harness-c/{__version__}", "--interval", str(args.interval),
-              "--c2d", str(args.c2d), "--desired", str(args.desired), "--methods", str(args.methods),
+    common = ["--api-version", args.api_version or EMBEDDED_API_VERSION, "--client-type", f"azure-iot-harness-c/{__version__}",
+              "--interval", str(args.interval), "--c2d", str(args.c2d), "--desired", str(args.desired), "--methods", str(args.methods),
               "--wait", str(args.wait), "--serve", str(args.serve), "--report-buffer", str(args.report_buffer)]
     if args.report:
         if not is_json(args.report):

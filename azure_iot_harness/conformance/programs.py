@@ -21,7 +21,8 @@ from .credentials import DeviceCredentials
 from .provisioning import DpsEndpoint, Registrant
 
 # variant → the tool it needs besides Python ("" : none)
-NEEDS = {"mosquitto-bridge": "mosquitto", "translator": "", "kepware": "", "node-red": "node-red", "mqtt-cli": "mosquitto-clients"}
+NEEDS = {"mosquitto-bridge": "mosquitto", "translator": "", "kepware": "", "node-red": "node-red", "mqtt-cli": "mosquitto-clients",
+         "c-device": "paho-c"}
 WRONG_KEY = "d3JvbmcgMzIgYnl0ZXMgb2Yga2V5IG1hdGVyaWFsIQ=="
 
 
@@ -37,6 +38,10 @@ def require_tool(variant: str) -> None:
             from ..clients.node_red import find_node_red
 
             find_node_red(None)
+        elif NEEDS[variant] == "paho-c":
+            from ..clients.c_device import build
+
+            build()  # compiled once, then cached
     except CommandError as exc:
         pytest.skip(f"client {variant}: {exc}; bash scripts/install-tools installs it")
 

@@ -83,6 +83,8 @@ class EdgeHub:
             now=self.clock.now(),
         )
         self._check_scope(principal)
+        if principal.model_id:  # the hub learns it when the child's upstream link connects
+            self.upstream.model_ids[principal.name] = principal.model_id
         session = EdgeSession(self, principal, conn)
         previous = self.sessions.get(principal.key)
         if previous is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import urllib.parse
 from typing import Callable
 
 from ...errors import ConnectRefused
@@ -55,6 +56,8 @@ class Upstream:
         self.queues = queues
         self._clients: dict[str, MqttClient] = {}
         self._relayed: dict[str, dict[str, int]] = {}  # client id -> filters subscribed for the child
+        # client id -> the Plug and Play model id the child announced, passed on in the username
+        self.model_ids: dict[str, str] = {}
         self._task: asyncio.Task | None = None
         self.online = asyncio.Event()
         # What the hub sends on a child's link goes here: on_message(client_id, publish).
@@ -86,7 +89,8 @@ class Upstream:
             ssl_context=self.ssl_context,
             server_hostname=self.hub_host,
             client_id=client_id,
-            username=f"{self.hub_host}/{client_id}/?api-version={API_VERSION}&auth-chain={client_id};{self.edge_device_id}",
+            username=f"{self.hub_host}/{client_id}/?api-version={API_VERSION}&auth-chain={client_id};{self.edge_device_id}"
+            + (f"&model-id={urllib.parse.quote(self.model_ids[client_id], safe='')}" if client_id in self.model_ids else ""),
             password=self.token(),
             on_message=lambda pub: self.on_message(client_id, pub),
         )

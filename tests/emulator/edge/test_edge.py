@@ -272,3 +272,16 @@ def test_c2d_with_the_embedded_sdks_plus_filter_is_relayed_for_a_leaf(edge):
     msg = wait_for(lambda: leaf.messages and leaf.messages[0])
     assert msg.topic.startswith("devices/leaf-device1/messages/devicebound/") and msg.payload == b"via the gateway"
     leaf.close()
+
+
+def test_a_leafs_model_id_reaches_the_hubs_twin(edge):
+    thread, emu = edge
+    model = "dtmi:com:example:Thermostat;1"
+    leaf = _leaf(emu, username=f"localhost/leaf-device1/?api-version=2021-04-12&model-id={model.replace(':', '%3A').replace(';', '%3B')}")
+    assert leaf.connect() == 0
+    mid = leaf.publish("devices/leaf-device1/messages/events/", b"{}")
+    wait_for(lambda: mid in leaf.acked)
+    msg = wait_for(lambda: _hub_messages(emu))[0]  # forwarded upstream: the child's link is open
+    assert msg["systemProperties"]["dt-dataschema"] == model
+    assert https(emu, "GET", "/twins/leaf-device1?api-version=2021-04-12")[2]["modelId"] == model
+    leaf.close()
