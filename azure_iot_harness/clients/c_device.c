@@ -114,14 +114,27 @@ static void url_encode(const char *in, char *out, size_t size) {
     out[n] = '\0';
 }
 
-/* `bytes` as a JSON string: control characters escaped, other bytes (UTF-8) as they are. */
+/* How many bytes the UTF-8 sequence at `p` takes (0: not valid UTF-8 there). */
+static int utf8_length(const unsigned char *p, int left) {
+    int n = p[0] >= 0xf0 && p[0] <= 0xf4 ? 4 : p[0] >= 0xe0 ? 3 : p[0] >= 0xc2 && p[0] <= 0xdf ? 2 : 0;
+    if (n == 0 || n > left) return 0;
+    for (int i = 1; i < n; i++)
+        if ((p[i] & 0xc0) != 0x80) return 0;
+    return n;
+}
+
+/* `bytes` as a JSON string: control characters escaped, UTF-8 as it is, any other byte as the
+   character of the same number (so that the output is always UTF-8). */
 static void print_json_string(const char *bytes, int len) {
+    const unsigned char *p = (const unsigned char *)bytes;
     putchar('"');
-    for (int i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)bytes[i];
+    for (int i = 0; i < len;) {
+        unsigned char c = p[i];
+        int n = c >= 0x80 ? utf8_length(p + i, len - i) : 1;
         if (c == '"' || c == '\\') printf("\\%c", c);
-        else if (c < 0x20 || c == 0x7f) printf("\\u%04x", c);
-        else putchar(c);
+        else if (c < 0x20 || c == 0x7f || n == 0) printf("\\u%04x", c);
+        else fwrite(p + i, 1, (size_t)n, stdout);
+        i += n ? n : 1;
     }
     putchar('"');
 }

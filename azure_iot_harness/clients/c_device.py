@@ -190,7 +190,4 @@ def build(cc: str | None = None, folder: Path | None = None) -> Path:
             raise CommandError(f"Paho C is not installed ({INSTALL_HINT})", 2)
         raise CommandError(f"{compiler} could not build {SOURCE.name}: {res.stderr.strip()[-500:]}", 2)
     os.replace(partial, executable)
-    for old in folder.glob("c-device-*"):  # builds of earlier sources
-        if old != executable:
-            old.unlink(missing_ok=True)
     return executable

@@ -102,6 +102,19 @@ def test_c2d_desired_and_a_method_while_it_serves(hub):
     assert events["method"]["name"] == "reboot" and json.loads(events["method"]["payload"]) == {"delay": 1}
 
 
+def test_binary_and_utf8_c2d_payloads_are_printed_as_json(hub):
+    proc = start(hub, "c-device", "--count", "0", "--c2d", "2", "--wait", "30")
+    try:
+        for body in ({"dataBase64": "/wAB"}, {"data": "21.5 °C"}):
+            assert _service(hub.info, "POST", "/_emulator/c2d/device1", body)[0] == 201
+        assert proc.wait(30) == 0
+        lines = proc.stdout.until("received", timeout=10)
+    finally:
+        proc.terminate()
+    payloads = [json.loads(line.split(" ", 1)[1])["payload"] for line in lines if line.startswith("c2d ")]
+    assert payloads == ["\u00ff\u0000\u0001", "21.5 °C"]
+
+
 def test_wrong_key_is_one_error_line_with_the_connack(hub):
     line = failed(client(hub, "c-device", "--sas-key", WRONG_KEY))
     assert line == "error: the hub refused the connection: CONNACK 5 (not authorized)"
