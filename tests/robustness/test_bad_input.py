@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 import ssl
 import urllib.parse
 
 import pytest
+from azure.iot.hub import IoTHubRegistryManager
+from msrest.exceptions import HttpOperationError
 
 from azure_iot_harness.config import WELL_KNOWN_SYMMETRIC_GROUP_KEYS
 from azure_iot_harness.emulator.protocol import sas
@@ -136,7 +139,8 @@ def _raw_https(emu, method, path, body: bytes, *, token=None, headers=None):
     """One request with a body given as bytes (https() would serialise a Python value)."""
     ctx = ssl.create_default_context(cafile=str(emu.ca_file))
     conn = http.client.HTTPSConnection("localhost", emu.https_port, context=ctx, timeout=30)
-    hdrs = {"Content-Type": "application/json", "Authorization": token or emu.service_token(), **(headers or {})}
+    hdrs = {"Content-Type": "application/json", "Authorization": emu.service_token() if token is None else token}
+    hdrs.update(headers or {})
     # http.client sends str header values as latin-1: exactly what a careless client sends.
     conn.request(method, path, body=body, headers=hdrs)
     resp = conn.getresponse()
@@ -146,3 +150,34 @@ def _raw_https(emu, method, path, body: bytes, *, token=None, headers=None):
         return resp.status, dict(resp.headers), json.loads(raw)
     except ValueError:
         return resp.status, dict(resp.headers), raw.decode(errors="replace")
+
+
+# ---- HTTPS answers -------------------------------------------------------------------------------
+
+
+def test_service_sdk_errors_carry_the_reason_phrase(emulator, monkeypatch):
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(emulator.ca_file))
+    registry = IoTHubRegistryManager.from_connection_string(emulator.connection_string())
+    with pytest.raises(HttpOperationError, match="'Not Found'"):
+        registry.get_device("no-such-device")
+
+
+@pytest.mark.parametrize(
+    "method, path, status, reason",
+    [
+        ("POST", "/_emulator/c2d/device1", 401, "Unauthorized"),  # refused from the headers alone
+        ("POST", "/no/such/path", 404, "Not Found"),
+        ("PUT", "/devices/x?api-version=2021-04-12", 413, "Request Entity Too Large"),  # over 256 KB
+    ],
+)
+def test_an_answer_before_the_body_is_read_logs_no_traceback(emulator, caplog, method, path, status, reason):
+    body = b"x" * 300_000
+    for _ in range(20):  # the traceback came for most such requests, not all
+        got = _raw_https(emulator, method, path, body, token=None if status != 401 else "")
+        assert got[0] == status
+    conn = http.client.HTTPSConnection("localhost", emulator.https_port, context=ssl.create_default_context(cafile=str(emulator.ca_file)))
+    conn.request(method, path, body=body, headers={"Authorization": emulator.service_token() if status != 401 else ""})
+    assert conn.getresponse().reason == reason
+    conn.close()
+    problems = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not problems, [r.getMessage() for r in problems]
