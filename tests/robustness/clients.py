@@ -1,17 +1,30 @@
-"""Clients for the robustness suite: one MQTT attempt over TLS or WebSocket, with any credentials."""
+"""Helpers of the robustness suite: an emulator for a module's tests, and one MQTT attempt over
+TLS or WebSocket with any credentials."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable, Iterator
 
 import paho.mqtt.client as mqtt
 
-from azure_iot_harness.emulator.app import Emulator
+from azure_iot_harness.emulator.app import Emulator, EmulatorThread
 from tests.helpers import wait_for
 
 TRANSPORTS = ("mqtt", "websocket")
+
+
+@contextlib.contextmanager
+def running(**settings: Any) -> Iterator[EmulatorThread]:
+    """An in-memory emulator on ephemeral ports (more settings as keywords), stopped at the end."""
+    thread = EmulatorThread(in_memory=True, mqtt_port=0, https_port=0, **settings)
+    thread.start()
+    try:
+        yield thread
+    finally:
+        thread.stop()
 
 
 @dataclass(frozen=True)

@@ -125,6 +125,11 @@ def test_telemetry_after_an_absurd_number_is_400_with_a_message(emulator, after)
     assert status == 400 and "query parameter after" in body["Message"]
 
 
+def test_a_negative_telemetry_limit_is_400_not_everything(emulator):
+    status, _, body = https(emulator, "GET", "/_emulator/telemetry?limit=-1")
+    assert status == 400 and "query parameter limit" in body["Message"]
+
+
 @pytest.mark.parametrize("header", ["x-ms-continuation", "x-ms-max-item-count"])
 @pytest.mark.parametrize("value", ["\u00b2", "9" * 30])
 def test_dps_paging_headers_that_are_not_integers_are_400(emulator, header, value):

@@ -12,10 +12,10 @@ from typing import Awaitable, Callable
 
 import pytest
 
-from azure_iot_harness.emulator.app import Emulator, EmulatorThread
+from azure_iot_harness.emulator.app import Emulator
 from azure_iot_harness.emulator.protocol import sas
 from tests.helpers import wait_for
-from tests.robustness.clients import TRANSPORTS, Attempt, Credentials
+from tests.robustness.clients import TRANSPORTS, Attempt, Credentials, running
 
 HUB = "localhost"
 API = "?api-version=2021-04-12"
@@ -59,12 +59,8 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def thread():
-    thread = EmulatorThread(in_memory=True, mqtt_port=0, https_port=0)
-    thread.start()
-    try:
+    with running() as thread:
         yield thread
-    finally:
-        thread.stop()
 
 
 @pytest.mark.figures("identity changes while connected, hub")

@@ -17,6 +17,7 @@ import pytest
 
 from azure_iot_harness.emulator.app import EmulatorThread
 from tests.helpers import RawClient, connect_packet, device_token, packet, publish_packet, sas_device, subscribe_packet, wait_for
+from tests.robustness.clients import running
 
 DEVICE = "fuzz-dev"
 USER = f"localhost/{DEVICE}/?api-version=2021-04-12"
@@ -132,14 +133,11 @@ CORPUS = [
 
 @pytest.fixture(scope="module")
 def thread():
-    thread = EmulatorThread(in_memory=True, mqtt_port=0, https_port=0)
-    emu = thread.start()
-    key = emu.registry.get("device1")["authentication"]["symmetricKey"]
-    thread.call(emu.registry.put_device({"deviceId": DEVICE, "authentication": {"type": "sas", "symmetricKey": key}}, if_match=None))
-    try:
+    with running() as thread:
+        emu = thread.emulator
+        key = emu.registry.get("device1")["authentication"]["symmetricKey"]
+        thread.call(emu.registry.put_device({"deviceId": DEVICE, "authentication": {"type": "sas", "symmetricKey": key}}, if_match=None))
         yield thread
-    finally:
-        thread.stop()
 
 
 def _connected(emu, token: str) -> RawClient:
@@ -289,23 +287,21 @@ def fuzz(thread: EmulatorThread, seed: int, packets: int, figures) -> int:
 
 @pytest.mark.figures("random MQTT packets, seeded slice")
 def test_a_seeded_slice_of_random_packets(thread, caplog, figures, capsys):
-    with capsys.disabled():
-        print(f"\nrandom MQTT packets: seed {SLICE_SEED}, {SLICE_PACKETS} packets")
-    connections = fuzz(thread, SLICE_SEED, SLICE_PACKETS, figures)
-    figures.notes.append(f"seeded slice: seed {SLICE_SEED}, {connections} connections")
-    figures.crashes = _crashes(caplog)
-    _still_serves(thread.emulator)
-    assert figures.crashes == 0, f"seed {SLICE_SEED}: {_errors(caplog)}"
+    _fuzz_run(thread, SLICE_SEED, SLICE_PACKETS, "seeded slice", caplog, figures, capsys)
 
 
 @pytest.mark.robustness_long
 @pytest.mark.figures("random MQTT packets, long run")
 def test_a_long_run_of_random_packets(thread, caplog, figures, capsys):
     seed = int(os.environ.get("AZURE_IOT_HARNESS_FUZZ_SEED") or random.SystemRandom().randrange(2**32))
-    with capsys.disabled():
-        print(f"\nrandom MQTT packets: seed {seed}, {LONG_PACKETS} packets (AZURE_IOT_HARNESS_FUZZ_SEED={seed} repeats this run)")
-    connections = fuzz(thread, seed, LONG_PACKETS, figures)
-    figures.notes.append(f"long run: seed {seed}, {connections} connections")
+    _fuzz_run(thread, seed, LONG_PACKETS, "long run", caplog, figures, capsys)
+
+
+def _fuzz_run(thread: EmulatorThread, seed: int, packets: int, what: str, caplog, figures, capsys) -> None:
+    with capsys.disabled():  # the seed is shown whatever the outcome
+        print(f"\nrandom MQTT packets, {what}: seed {seed}, {packets} packets (AZURE_IOT_HARNESS_FUZZ_SEED={seed} repeats it)")
+    connections = fuzz(thread, seed, packets, figures)
+    figures.notes.append(f"{what}: seed {seed}, {connections} connections")
     figures.crashes = _crashes(caplog)
     _still_serves(thread.emulator)
     assert figures.crashes == 0, f"seed {seed}: {_errors(caplog)}"

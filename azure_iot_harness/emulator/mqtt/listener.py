@@ -59,7 +59,7 @@ class MqttListener:
         self._server: asyncio.base_events.Server | None = None
         # Each connection's handler and, once TLS is up, its transport: stop() aborts those and
         # cancels the handlers still in their handshake.
-        self._handlers: dict[asyncio.Task, asyncio.BaseTransport | None] = {}
+        self._handlers: dict[asyncio.Task, asyncio.WriteTransport | None] = {}
 
     @property
     def running(self) -> bool:
