@@ -178,7 +178,7 @@ def test_every_acknowledged_message_reaches_the_hub_after_kill_9_of_serve_edge(t
         info = serve.info
         scope = _https(info, "GET", "/devices/edge-device1?api-version=2021-04-12")["deviceScope"]
         leaves = {"leaf-device1": WELL_KNOWN_LEAF_DEVICE_KEYS[0]}
-        leaves.update({f"leaf-{i}": _create_device(info, f"leaf-{i}", parentScopes=[scope]) for i in range(2)})
+        leaves.update({f"leaf-{i}": _create_device(info, f"leaf-{i}", deviceScope=scope) for i in range(2)})
         edge = info["edge"]
         publishers = [Publisher(edge["host"], edge["mqtt"]["port"], info["caFile"], d, k) for d, k in leaves.items()]
         _kill_under_load(serve, publishers, 1000)

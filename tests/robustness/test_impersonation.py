@@ -112,7 +112,7 @@ def world(tmp_path_factory):
         ca = {"type": "certificateAuthority"}
         call(emu.registry.put_device({"deviceId": "x509-victim", "authentication": ca}, if_match=None))
         call(emu.registry.put_module("x509-victim", {"moduleId": "mod", "authentication": ca}, if_match=None))
-        edge = {"deviceId": "edge-gw", "capabilities": {"iotEdge": True}, "deviceScope": "ms-azure-iot-edge://edge-gw-1"}
+        edge = {"deviceId": "edge-gw", "capabilities": {"iotEdge": True}}
         call(emu.registry.put_device(edge, if_match=None))
         thumb_a, thumb_b = self_signed_cert("thumb-a"), self_signed_cert("thumb-victim")
         prints = {"primaryThumbprint": thumb_b.sha1_thumbprint, "secondaryThumbprint": None}
@@ -186,7 +186,7 @@ def edge_world():
         emu, call = thread.emulator, thread.call
         scope = emu.registry.get("edge-device1")["deviceScope"]
         keys = {"primaryKey": sas.new_key(), "secondaryKey": sas.new_key()}
-        leaf_b = {"deviceId": "leaf-b", "authentication": {"type": "sas", "symmetricKey": keys}, "parentScopes": [scope]}
+        leaf_b = {"deviceId": "leaf-b", "authentication": {"type": "sas", "symmetricKey": keys}, "deviceScope": scope}
         call(emu.registry.put_device(leaf_b, if_match=None))
         call(emu.registry.put_module("edge-device1", {"moduleId": "filter"}, if_match=None))
         call(emu.registry.put_module("edge-device1", {"moduleId": "other"}, if_match=None))

@@ -359,7 +359,8 @@ class Dps:
 
 # What a registration leaves as it is on an identity that already exists in the hub: DPS writes
 # the device state it owns (credentials, capabilities, the initial twin), not the hub's own
-# lifecycle and topology fields.
+# lifecycle and topology fields. An IoT Edge device also stays one: its scope, and with it its
+# children, depend on it.
 _HUB_OWNED = ("status", "statusReason", "deviceScope", "parentScopes")
 
 
@@ -369,8 +370,10 @@ def _keeping_what_the_hub_owns(body: dict, existing: dict | None, previous: dict
     if existing is None:
         return body
     kept = {k: existing[k] for k in _HUB_OWNED if existing.get(k) is not None}
+    if (existing.get("capabilities") or {}).get("iotEdge"):
+        kept["capabilities"] = {"iotEdge": True}
     if previous is None or previous.get("deviceId") != body["deviceId"]:
-        changed = [f for f in ("authentication", "capabilities") if existing.get(f) != body[f]]
+        changed = [f for f in ("authentication", "capabilities") if existing.get(f) != {**body, **kept}[f]]
         log.warning(
             "registration assigns device %s, which exists in the hub without a DPS registration: %s replaced "
             "from the enrollment, %s kept",
