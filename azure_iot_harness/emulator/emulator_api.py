@@ -50,7 +50,7 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
     async def read(request: Request) -> Response:
         authorize(request)
         after = http.int_param(request, "after", 0)
-        limit = min(http.int_param(request, "limit", 100), 1000)
+        limit = min(http.int_param(request, "limit", 100, low=0), 1000)  # SQLite reads a negative LIMIT as none
         rows = await store.read_telemetry(after=after, device_id=request.query_params.get("deviceId"), limit=limit)
         last = rows[-1][0] if rows else after
         return JSONResponse({"messages": [_entry(seq, t) for seq, t in rows], "last": last})

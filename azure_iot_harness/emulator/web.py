@@ -30,6 +30,7 @@ from .dps import rest as dps_rest
 from .dps import service_rest as dps_service_rest
 from .dps.context import DpsContext
 from .emulator_api import ApiContext
+from .http_answers import ASGIApp, HttpAnswers
 from .hub import rest as hub_rest
 from .hub import twin_rest
 from .hub.context import HubContext
@@ -54,7 +55,7 @@ class WebContext:
     ca_pem: bytes  # the development root CA, served at /_emulator/ca.pem
 
 
-def build_app(ctx: WebContext) -> Starlette:
+def build_app(ctx: WebContext) -> HttpAnswers:
     async def service_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ServiceError)
         log.info("%s %s -> %d %s: %s", request.method, request.url.path, exc.status, exc.error_code, exc.message)
@@ -73,11 +74,12 @@ def build_app(ctx: WebContext) -> Starlette:
         Route("/{path:path}", _unrouted, methods=["GET", "PUT", "POST", "PATCH", "DELETE"]),
     ]
     azure_paths.match_case_insensitively(routes)
-    return Starlette(
+    app = Starlette(
         routes=routes,
         exception_handlers={ServiceError: service_error},
         middleware=[Middleware(azure_paths.IgnoreTrailingSlash)],
     )
+    return HttpAnswers(app)  # outside Starlette: its 500 answers get a phrase too
 
 
 # Path prefixes of Azure REST APIs (IoT Hub service, DPS) the emulator does not answer yet.
@@ -124,7 +126,7 @@ class _HypercornConfig(hypercorn.config.Config):
 
 
 class HttpsServer:
-    def __init__(self, app: Starlette, *, host: str, port: int, ssl_context: ssl.SSLContext | None) -> None:
+    def __init__(self, app: ASGIApp, *, host: str, port: int, ssl_context: ssl.SSLContext | None) -> None:
         """ssl_context None serves plain HTTP (the edge's workload API on loopback)."""
         self.app = app
         self.host = host

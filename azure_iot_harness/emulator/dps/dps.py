@@ -248,7 +248,7 @@ class Dps:
                 "authentication": self._hub_authentication(att),
                 "capabilities": {"iotEdge": bool(enrollment.get("capabilities", {}).get("iotEdge"))},
             }
-            await self.registry.put_device(body, if_match="*")
+            await self.registry.put_device(_keeping_what_the_hub_owns(body, self.registry.get(device_id), previous), if_match="*")
         if twin:
             body = {"tags": twin["tags"], "properties": {"desired": twin["properties"]["desired"]}}
             await self.twins.service_update((device_id, None), body, if_match=None, replace=True)
@@ -355,3 +355,30 @@ class Dps:
             return
         if not etag_matches(if_match, existing["etag"]):
             raise p.dps_error("PreconditionFailed", f"etag {if_match} does not match {existing['etag']} of {what}")
+
+
+# What a registration leaves as it is on an identity that already exists in the hub: DPS writes
+# the device state it owns (credentials, capabilities, the initial twin), not the hub's own
+# lifecycle and topology fields. An IoT Edge device also stays one: its scope, and with it its
+# children, depend on it.
+_HUB_OWNED = ("status", "statusReason", "deviceScope", "parentScopes")
+
+
+def _keeping_what_the_hub_owns(body: dict, existing: dict | None, previous: dict | None) -> dict:
+    """The hub identity a registration writes, over `existing` (None: a new identity);
+    `previous` is this registration's last state (None: DPS never assigned it)."""
+    if existing is None:
+        return body
+    kept = {k: existing[k] for k in _HUB_OWNED if existing.get(k) is not None}
+    if (existing.get("capabilities") or {}).get("iotEdge"):
+        kept["capabilities"] = {"iotEdge": True}
+    if previous is None or previous.get("deviceId") != body["deviceId"]:
+        changed = [f for f in ("authentication", "capabilities") if existing.get(f) != {**body, **kept}[f]]
+        log.warning(
+            "registration assigns device %s, which exists in the hub without a DPS registration: %s replaced "
+            "from the enrollment, %s kept",
+            body["deviceId"],
+            " and ".join(changed) or "nothing",
+            ", ".join(kept) or "nothing else",
+        )
+    return {**body, **kept}

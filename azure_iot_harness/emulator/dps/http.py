@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from typing import Awaitable, Callable
@@ -14,6 +13,7 @@ from ...errors import ProvisioningError
 from ..clock import Clock
 from ..hub.http import drain
 from ..protocol import dps as p
+from ..protocol import jsontext
 
 log = logging.getLogger("azure_iot_harness.dps")
 
@@ -76,8 +76,8 @@ async def json_object(request: Request, *, required: bool = True) -> dict:
             return {}
         raise p.dps_error("ArgumentNull", "the request body is empty; a JSON object is required")
     try:
-        value = json.loads(raw)
-    except (ValueError, RecursionError) as exc:
+        value = jsontext.loads(raw)
+    except jsontext.JsonError as exc:
         raise p.dps_error("InvalidFormat", f"the request body is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
         raise p.dps_error("ArgumentInvalid", f"the request body must be a JSON object, not {type(value).__name__}")

@@ -18,6 +18,7 @@ from starlette.routing import BaseRoute, Route
 from ...errors import ProvisioningError, SasTokenError
 from ..protocol import dps as p
 from ..protocol import sas
+from ..protocol.numbers import INT64_MAX, NumberError, parse_int, shown
 from . import http
 from .context import DpsContext
 from .dps import Dps
@@ -126,15 +127,17 @@ def _page(request: Request, items: list[dict], item_type: str) -> Response:
     start = 0
     token = request.headers.get("x-ms-continuation")
     if token:
-        if not token.isdigit():
-            raise p.dps_error("ArgumentInvalid", f"x-ms-continuation {token!r} was not given by this emulator")
-        start = int(token)
+        try:
+            start = parse_int(token, 0, INT64_MAX)
+        except NumberError:
+            raise p.dps_error("ArgumentInvalid", f"x-ms-continuation {shown(token)} was not given by this emulator") from None
     size = request.headers.get("x-ms-max-item-count")
     count = len(items)
     if size:
-        if not size.isdigit() or int(size) < 1:
-            raise p.dps_error("ArgumentInvalid", f"x-ms-max-item-count must be a positive integer, not {size!r}")
-        count = int(size)
+        try:
+            count = parse_int(size, 1, INT64_MAX)
+        except NumberError:
+            raise p.dps_error("ArgumentInvalid", f"x-ms-max-item-count must be a positive integer, not {shown(size)}") from None
     page = items[start : start + count]
     headers = {"x-ms-item-type": item_type}
     if start + count < len(items):

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..protocol import dps as p
+from ..protocol import jsontext
 from . import enrollments
 from .attestation import Attestation
 
@@ -75,8 +76,8 @@ async def call(url: str, body: dict, timeout: float = TIMEOUT_SECONDS) -> object
         except (urllib.error.URLError, OSError, ValueError) as exc:
             raise p.dps_error("CustomAllocationFailed", f"Custom allocation failed: cannot reach {url}: {exc}") from None
         try:
-            return json.loads(raw)
-        except ValueError:
+            return jsontext.loads(raw)
+        except jsontext.JsonError:
             raise p.dps_error("CustomAllocationFailed", "Custom allocation failed: the webhook's answer is not JSON") from None
 
     return await asyncio.to_thread(post)

@@ -17,12 +17,13 @@ sentinels `NULL` and `UNDEFINED`.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Callable, Union
+
+from ..protocol import jsontext
 
 STRING, NUMBER, BOOL, NULL_TYPE, UNDEFINED_TYPE, DYNAMIC = (
     "string",
@@ -494,8 +495,8 @@ class MessageView:
             return UNDEFINED
         text = bytes(self.telemetry.body).decode(codec, errors="replace").lstrip("\ufeff")
         try:
-            document = json.loads(text)
-        except (ValueError, RecursionError):
+            document = jsontext.loads(text)
+        except jsontext.JsonError:
             return UNDEFINED
         return document if isinstance(document, dict) else UNDEFINED
 

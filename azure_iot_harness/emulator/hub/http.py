@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Awaitable, Callable
 
@@ -10,7 +9,9 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from ...errors import ServiceError
+from ..protocol import jsontext
 from ..protocol.errors import hub_error
+from ..protocol.numbers import INT64_MAX, NumberError, parse_int
 from .context import HubContext
 from .service_auth import require
 
@@ -81,8 +82,8 @@ async def json_body(request: Request) -> object:
     if not raw.strip():
         raise hub_error("ArgumentNull", "the request body is empty; a JSON object is required")
     try:
-        body = json.loads(raw)
-    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        body = jsontext.loads(raw)
+    except jsontext.JsonError as exc:
         raise hub_error("IotHubFormatError", f"the request body is not valid JSON: {exc}") from None
     return body
 
@@ -104,11 +105,13 @@ async def drain(request: Request) -> None:
         return
 
 
-def int_param(request: Request, name: str, default: int) -> int:
+def int_param(request: Request, name: str, default: int, low: int = -INT64_MAX - 1, high: int = INT64_MAX) -> int:
+    """A query parameter that must be an integer from `low` to `high` (the store's 64-bit range
+    by default), or a 400 that says so."""
     raw = request.query_params.get(name)
     if raw is None:
         return default
     try:
-        return int(raw)
-    except ValueError:
-        raise hub_error("ArgumentInvalid", f"query parameter {name} must be an integer, not {raw!r}") from None
+        return parse_int(raw, low, high, name=f"query parameter {name}")
+    except NumberError as exc:
+        raise hub_error("ArgumentInvalid", f"{exc}: an integer from {low} to {high} is required") from None

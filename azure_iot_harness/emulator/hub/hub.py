@@ -17,12 +17,12 @@ from ..mqtt.connection import MqttConnection
 from ..protocol.messages import Telemetry
 from ..protocol.topics import HubUsername
 from ..store import Store
-from .auth import authenticate
+from .auth import Principal, authenticate
 from .c2d import C2DQueues
 from .context import HubContext
 from .methods import Methods
 from .registry import Key, Registry
-from .session import DeviceSession
+from .session import DeviceSession, telemetry_from
 from .sessions import SessionStates
 from .twins import Twins
 
@@ -94,12 +94,15 @@ class Hub:
             trusted_cas=self.trusted_cas,
             now=self.clock.now(),
         )
+        # Everything that can refuse comes before anything that changes state: a refused
+        # CONNECT must leave the identity's live connection and its registry entry as they were.
+        will = self._will(principal, connect) if connect.will_topic is not None else None
+        expires_in = None if principal.token_expiry is None else max(0.0, principal.token_expiry - self.clock.time())
         if principal.model_id:
             await self.twins.announce_model(principal.key, principal.model_id)
         state, present = self.session_states.resume(principal.key, connect.clean_session)
         session = DeviceSession(self, principal, conn, state)
-        if connect.will_topic is not None:
-            session.will = self._will(session, connect)
+        session.will = will
         previous = self.sessions.get(principal.key)
         if previous is not None:
             log.info("%s: a new connection replaces the one from %s", principal.name, previous.conn.peer)
@@ -107,9 +110,8 @@ class Hub:
             previous.conn.close("replaced by a new connection of the same identity", graceful=True)
         self.sessions[principal.key] = session
         self.registry.set_connected(principal.device_id, principal.module_id, True)
-        if principal.token_expiry is not None:
-            delay = max(0.0, principal.token_expiry - self.clock.time())
-            handle = asyncio.get_running_loop().call_later(delay, self._token_expired, session)
+        if expires_in is not None:
+            handle = asyncio.get_running_loop().call_later(expires_in, self._token_expired, session)
             conn.context["expiry_timer"] = handle
         log.info(
             "%s connected from %s (%s, %s, clean session %d)",
@@ -121,9 +123,11 @@ class Hub:
         )
         return session, present
 
-    def _will(self, session: DeviceSession, connect: Connect) -> Telemetry:
+    def _will(self, principal: Principal, connect: Connect) -> Telemetry:
         try:
-            will = session.telemetry_from(connect.will_topic or "", connect.will_message or b"", connect.will_retain)
+            will = telemetry_from(
+                principal, connect.will_topic or "", connect.will_message or b"", connect.will_retain, self.clock.now()
+            )
         except ProtocolViolation as exc:
             raise ProtocolViolation(f"will message: {exc} (IoT Hub allows a will on the telemetry topic only)") from None
         will.properties["iothub-MessageType"] = "Will"

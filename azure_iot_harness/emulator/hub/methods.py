@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..protocol import jsontext
 from ..protocol.errors import hub_error
 from .registry import Key
 
@@ -89,10 +90,12 @@ class Methods:
         if len(body) > MAX_PAYLOAD:
             raise hub_error("RequestEntityTooLarge", f"the device's answer of {len(body)} bytes exceeds {MAX_PAYLOAD} bytes")
         payload: Any = None
+        if jsontext.deeper_than(body):
+            raise hub_error("ArgumentInvalid", f"the device's answer is JSON nested deeper than {jsontext.MAX_DEPTH} levels")
         if body.strip():
             try:
-                payload = json.loads(body)
-            except ValueError:
+                payload = jsontext.loads(body)
+            except jsontext.JsonError:
                 payload = body.decode("utf-8", "replace")
         return {"status": status, "payload": payload}
 

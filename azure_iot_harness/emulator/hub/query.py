@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse, Response
 
 from ...errors import ServiceError
 from ..protocol.errors import hub_error
+from ..protocol.numbers import INT64_MAX, NumberError, parse_int
 from .context import HubContext
 
 # Query page size when x-ms-max-item-count is absent, and the most the emulator hands out in
@@ -169,7 +170,10 @@ def _literal(tok: _Token) -> object:
     if tok.kind == "string":
         return tok.text[1:-1]
     if tok.kind == "number":
-        return float(tok.text) if "." in tok.text else int(tok.text)
+        try:  # int() refuses more than 4,300 digits; a float becomes inf instead of failing
+            return float(tok.text) if "." in tok.text else int(tok.text)
+        except ValueError:
+            raise hub_error("ArgumentInvalid", f"the number at position {tok.pos} has too many digits") from None
     if tok.kind == "name" and tok.text.lower() in ("true", "false"):
         return tok.text.lower() == "true"
     raise _unsupported(f"the value {_describe(tok)}")
@@ -207,8 +211,8 @@ def _page_size(request: Request) -> int:
     if raw is None:
         return DEFAULT_PAGE
     try:
-        size = int(raw)
-    except ValueError:
+        size = parse_int(raw, 0, INT64_MAX)
+    except NumberError:
         size = 0
     if size < 1:
         raise hub_error("ArgumentInvalid", f"x-ms-max-item-count must be a positive integer, not {raw!r}")

@@ -14,6 +14,7 @@ from ..mqtt.codec import Publish
 from ..protocol import twin as tw
 from ..protocol.errors import error_code
 from ..protocol.messages import Telemetry, build_telemetry
+from ..protocol.numbers import NumberError, parse_int
 from ..protocol.topics import c2d_filters, decode_property_bag, parse_telemetry_topic
 from .methods import METHODS_FILTER
 from .sessions import SessionState
@@ -105,10 +106,10 @@ class DeviceSession:
     def _on_method_response(self, topic: str, body: bytes) -> None:
         rest = topic[len("$iothub/methods/res/") :]
         status_text, _, query = rest.partition("/")
-        try:
-            status = int(status_text)
-        except ValueError:
-            raise ProtocolViolation(f"method response status {status_text!r} is not an integer") from None
+        try:  # the service reads the status as a 32-bit integer
+            status = parse_int(status_text, -(2**31), 2**31 - 1, name="method response status")
+        except NumberError as exc:
+            raise ProtocolViolation(str(exc)) from None
         rid = _param(query.lstrip("?"), "$rid")
         if rid is None or not self.hub.methods.resolve(self.key, rid, status, body):
             log.warning("%s: method response for unknown request id %r ignored", self.principal.name, rid)

@@ -2,7 +2,9 @@
 
 Framing reads the fixed header first, so an oversized packet is refused before its body is
 read. The hot path is done here rather than by amqtt: the fixed header, PUBLISH (amqtt also
-turns a topic that is not UTF-8 into the repr of its bytes instead of refusing it), PUBACK.
+turns a topic that is not UTF-8 into the repr of its bytes instead of refusing it), PUBACK; and
+so are the CONNECT payload and the SUBSCRIBE/UNSUBSCRIBE filters, which amqtt reads without
+refusing malformed ones.
 """
 
 from __future__ import annotations
@@ -12,10 +14,9 @@ import struct
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from amqtt.adapters import BufferReader, ReaderAdapter
-from amqtt.errors import AMQTTError, NoDataError
+from amqtt.adapters import ReaderAdapter
 from amqtt.mqtt.connack import ConnackPacket, ConnackVariableHeader
-from amqtt.mqtt.connect import ConnectPayload, ConnectVariableHeader
+from amqtt.mqtt.connect import ConnectVariableHeader
 from amqtt.mqtt.packet import (
     CONNECT,
     DISCONNECT,
@@ -27,14 +28,10 @@ from amqtt.mqtt.packet import (
     PUBREL,
     SUBSCRIBE,
     UNSUBSCRIBE,
-    MQTTFixedHeader,
-    PacketIdVariableHeader,
 )
 from amqtt.mqtt.publish import PublishPacket
 from amqtt.mqtt.suback import SubackPacket
-from amqtt.mqtt.subscribe import SubscribePayload
 from amqtt.mqtt.unsuback import UnsubackPacket
-from amqtt.mqtt.unsubscribe import UnubscribePayload
 
 from ...errors import ProtocolViolation
 
@@ -141,29 +138,64 @@ def decode_connect_header(body: bytes) -> ConnectVariableHeader:
 
 
 async def decode_connect(body: bytes) -> Connect:
+    """The CONNECT of MQTT 3.1.1, read strictly: every announced field present, strings UTF-8
+    without U+0000, no will QoS or retain without a will, nothing after the payload. (amqtt's
+    payload class turns a string that is not UTF-8 into the repr of its bytes and ignores what
+    follows the payload.) The password is binary in MQTT; a SAS token is text, so bytes that are
+    not UTF-8 are replaced and the token then fails to parse (CONNACK 5)."""
     vh = decode_connect_header(body)
     if vh.reserved_flag:
         raise ProtocolViolation("CONNECT with the reserved flag set")
-    reader = BufferReader(body[len(vh.to_bytes()) :])
-    try:
-        payload = await ConnectPayload.from_stream(reader, None, vh)
-    except (AMQTTError, NoDataError, struct.error) as exc:
-        raise ProtocolViolation(f"malformed CONNECT payload: {exc}") from None
-    if vh.username_flag and payload.username is None or vh.password_flag and payload.password is None:
-        raise ProtocolViolation("truncated CONNECT payload")
+    if not vh.will_flag and (vh.will_qos or vh.will_retain_flag):
+        raise ProtocolViolation("CONNECT with a will QoS or retain flag but no will (MQTT 3.1.1, 3.1.2.6)")
+    if vh.will_qos == 3:
+        raise ProtocolViolation("CONNECT with will QoS 3")
+    fields = _Fields(body, len(vh.to_bytes()))
+    client_id = fields.text("client id")
+    will_topic = fields.text("will topic") if vh.will_flag else None
+    will_message = fields.data("will message") if vh.will_flag else None
+    username = fields.text("username") if vh.username_flag else None
+    password = fields.data("password").decode("utf-8", "replace") if vh.password_flag else None
+    if fields.at != len(body):
+        raise ProtocolViolation(f"CONNECT with {len(body) - fields.at} bytes after its payload")
     return Connect(
         proto_name=vh.proto_name,
         proto_level=vh.proto_level,
         clean_session=vh.clean_session_flag,
         keep_alive=vh.keep_alive,
-        client_id="" if payload.client_id_is_random else (payload.client_id or ""),
-        username=payload.username,
-        password=payload.password,
-        will_topic=payload.will_topic,
-        will_message=bytes(payload.will_message) if payload.will_message is not None else None,
+        client_id=client_id,
+        username=username,
+        password=password,
+        will_topic=will_topic,
+        will_message=will_message,
         will_qos=vh.will_qos,
         will_retain=vh.will_retain_flag,
     )
+
+
+class _Fields:
+    """Length-prefixed fields of a packet body, read in order from `at`."""
+
+    def __init__(self, body: bytes, at: int) -> None:
+        self.body, self.at = body, at
+
+    def data(self, what: str) -> bytes:
+        if self.at + 2 > len(self.body):
+            raise ProtocolViolation(f"CONNECT cut before its {what}")
+        (length,) = struct.unpack_from("!H", self.body, self.at)
+        start, self.at = self.at + 2, self.at + 2 + length
+        if self.at > len(self.body):
+            raise ProtocolViolation(f"CONNECT {what} runs past the end of the packet")
+        return self.body[start : self.at]
+
+    def text(self, what: str) -> str:
+        try:
+            value = self.data(what).decode("utf-8")
+        except UnicodeDecodeError:
+            raise ProtocolViolation(f"CONNECT {what} is not UTF-8") from None
+        if "\x00" in value:
+            raise ProtocolViolation(f"CONNECT {what} holds U+0000")
+        return value
 
 
 def encode_connack(return_code: int, session_present: bool = False) -> bytes:
@@ -232,26 +264,40 @@ _PUBACK = struct.Struct("!BBH")
 
 
 async def decode_subscribe(body: bytes) -> tuple[int, list[tuple[str, int]]]:
-    if len(body) < 3:
-        raise ProtocolViolation("SUBSCRIBE without topic filters")
-    packet_id = struct.unpack_from("!H", body)[0]
-    fh = MQTTFixedHeader(SUBSCRIBE, 2, len(body))
-    payload = await SubscribePayload.from_stream(BufferReader(body[2:]), fh, PacketIdVariableHeader(packet_id))
-    if not payload.topics:
-        raise ProtocolViolation("SUBSCRIBE without topic filters")
-    for topic, qos in payload.topics:
+    packet_id, filters = _topic_filters(body, "SUBSCRIBE", with_qos=True)
+    for topic, qos in filters:
         if qos > 2:
             raise ProtocolViolation(f"SUBSCRIBE to {topic!r} with QoS {qos}")
-    return packet_id, payload.topics
+    return packet_id, filters
 
 
 async def decode_unsubscribe(body: bytes) -> tuple[int, list[str]]:
+    packet_id, filters = _topic_filters(body, "UNSUBSCRIBE", with_qos=False)
+    return packet_id, [topic for topic, _ in filters]
+
+
+def _topic_filters(body: bytes, kind: str, *, with_qos: bool) -> tuple[int, list[tuple[str, int]]]:
+    """A packet id and one or more (filter, requested QoS) pairs that fill the body exactly: a
+    length running past the end, bytes left over or a filter that is not UTF-8 is malformed
+    (amqtt's payload classes read such packets without complaint)."""
     if len(body) < 3:
-        raise ProtocolViolation("UNSUBSCRIBE without topic filters")
-    packet_id = struct.unpack_from("!H", body)[0]
-    fh = MQTTFixedHeader(UNSUBSCRIBE, 2, len(body))
-    payload = await UnubscribePayload.from_stream(BufferReader(body[2:]), fh, PacketIdVariableHeader(packet_id))
-    return packet_id, payload.topics
+        raise ProtocolViolation(f"{kind} without topic filters")
+    (packet_id,) = struct.unpack_from("!H", body)
+    filters, at = [], 2
+    while at < len(body):
+        if at + 2 > len(body):
+            raise ProtocolViolation(f"{kind} cut inside a topic filter length")
+        (length,) = struct.unpack_from("!H", body, at)
+        end = at + 2 + length + (1 if with_qos else 0)
+        if end > len(body):
+            raise ProtocolViolation(f"{kind} topic filter runs past the end of the packet")
+        try:
+            topic = body[at + 2 : at + 2 + length].decode("utf-8")
+        except UnicodeDecodeError:
+            raise ProtocolViolation(f"{kind} topic filter is not UTF-8") from None
+        filters.append((topic, body[end - 1] if with_qos else 0))
+        at = end
+    return packet_id, filters
 
 
 def encode_suback(packet_id: int, return_codes: list[int]) -> bytes:

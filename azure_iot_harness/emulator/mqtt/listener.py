@@ -60,8 +60,9 @@ class MqttListener:
         self.server_certificate = server_certificate  # for the hint when a client refuses it
         self.connections: set[MqttConnection] = set()
         self._server: asyncio.base_events.Server | None = None
-        self._handlers: set[asyncio.Task] = set()
-        self._transports: dict[MqttConnection, asyncio.BaseTransport] = {}
+        # Each connection's handler and, once TLS is up, its transport: stop() aborts those and
+        # cancels the handlers still in their handshake.
+        self._handlers: dict[asyncio.Task, asyncio.WriteTransport | None] = {}
 
     @property
     def running(self) -> bool:
@@ -85,10 +86,14 @@ class MqttListener:
         for conn in list(self.connections):
             conn.close("emulator stopping")
         if self._handlers:
-            # A moment to flush; then no waiting for peers that never answer TLS close_notify.
+            # A moment to flush; then no waiting for peers that never answer TLS close_notify
+            # or never finish their handshake.
             await asyncio.wait(list(self._handlers), timeout=0.2)
-            for transport in list(self._transports.values()):
-                transport.abort()
+            for task, transport in list(self._handlers.items()):
+                if transport is None:
+                    task.cancel()  # ends its handshake (see _handle_tls)
+                else:
+                    transport.abort()
         if self._handlers:
             await asyncio.wait(list(self._handlers), timeout=_FLUSH_SECONDS)
         await self._server.wait_closed()
@@ -98,13 +103,13 @@ class MqttListener:
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._handlers.add(task)
+        self._handlers[task] = None
         try:
-            await self._handle_tls(reader, writer)
+            await self._handle_tls(reader, writer, task)
         finally:
-            self._handlers.discard(task)
+            self._handlers.pop(task, None)
 
-    async def _handle_tls(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _handle_tls(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, task: asyncio.Task) -> None:
         peer = _peer(writer)
         sock = writer.get_extra_info("socket")
         if sock is not None:
@@ -116,9 +121,17 @@ class MqttListener:
             log.log(level, "%s: TLS handshake failed: %s", peer, why)
             writer.transport.abort()
             return
+        except asyncio.CancelledError:
+            # stop() during the handshake. Ending normally matters: asyncio logs a traceback for
+            # a connection callback that ends cancelled, and aborting the TCP transport under
+            # start_tls fails inside asyncio instead.
+            log.info("%s: TLS handshake ended: the emulator is stopping", peer)
+            writer.transport.abort()
+            return
         ssl_object = writer.get_extra_info("ssl_object")
         cert = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
         transport = writer.transport
+        self._handlers[task] = transport
 
         def close_transport() -> None:
             transport.close()  # flushes what is buffered (a CONNACK refusal) first
@@ -135,12 +148,10 @@ class MqttListener:
             connect_timeout=self.connect_timeout,
         )
         self.connections.add(conn)
-        self._transports[conn] = transport
         try:
             await conn.serve()
         finally:
             self.connections.discard(conn)
-            self._transports.pop(conn, None)
 
 
 def _peer(writer: asyncio.StreamWriter) -> str:

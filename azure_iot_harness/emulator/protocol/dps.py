@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import json
 import re
 import secrets
 import urllib.parse
@@ -21,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...errors import ProtocolViolation, ProvisioningError
+from . import jsontext
 
 SUBSCRIBE_FILTER = "$dps/registrations/res/#"
 _REGISTER = "$dps/registrations/PUT/iotdps-register/"
@@ -111,8 +111,8 @@ def parse_registration(raw: bytes, registration_id: str) -> DeviceRegistration:
     if not raw.strip():
         return DeviceRegistration(registration_id, None)
     try:
-        body = json.loads(raw)
-    except (ValueError, RecursionError) as exc:
+        body = jsontext.loads(raw)
+    except jsontext.JsonError as exc:
         raise dps_error("InvalidFormat", f"the register request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise dps_error("ArgumentInvalid", f"the register request body must be a JSON object, not {type(body).__name__}")

@@ -17,9 +17,13 @@ import urllib.parse
 from dataclasses import dataclass
 
 from ...errors import SasTokenError
+from .numbers import NumberError, parse_int
 
 PREFIX = "SharedAccessSignature "
 _FIELDS = ("sr", "sig", "se", "skn")
+# The last second Azure's services can represent (.NET's DateTime ends with year 9999): a
+# later expiry is refused like any unusable token, before anything computes with it.
+MAX_EXPIRY = 253402300799  # 9999-12-31T23:59:59Z
 
 
 @dataclass(frozen=True)
@@ -66,9 +70,9 @@ def parse(token: str | None) -> SasToken:
     if missing:
         raise SasTokenError(f"SAS token lacks {', '.join(missing)}")
     try:
-        expiry = int(fields["se"])
-    except ValueError:
-        raise SasTokenError(f"SAS token expiry se={fields['se']!r} is not an integer") from None
+        expiry = parse_int(fields["se"], 0, MAX_EXPIRY, name="SAS token expiry se")
+    except NumberError as exc:
+        raise SasTokenError(f"{exc} (seconds since 1970, at most 9999-12-31T23:59:59Z)") from None
     try:
         signature = base64.b64decode(urllib.parse.unquote(fields["sig"]), validate=True)
     except (binascii.Error, ValueError):

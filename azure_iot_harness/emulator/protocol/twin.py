@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import base64
 import copy
-import json
 import math
 from typing import Any
 
 from ...errors import HarnessError
+from . import jsontext
 
 MAX_DEPTH = 10
 MAX_KEY_BYTES = 1024
@@ -44,8 +44,8 @@ def new_twin() -> dict:
 def parse_patch(body: bytes | str) -> dict:
     """A JSON object, or TwinError."""
     try:
-        patch = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+        patch = jsontext.loads(body)
+    except jsontext.JsonError as exc:
         raise TwinError(f"malformed JSON: {exc}") from None
     if not isinstance(patch, dict):
         raise TwinError("a twin patch must be a JSON object")

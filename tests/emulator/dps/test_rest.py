@@ -167,3 +167,23 @@ def test_registration_with_zero_polls_is_answered_at_once():
 def test_other_dps_paths_are_not_found(emulator, path):
     status, _, _ = call(emulator, "GET", path + API)
     assert status in (404, 501)
+
+
+def test_group_registration_over_an_identity_dps_did_not_create_keeps_what_the_hub_owns(emulator_thread, emulator, caplog):
+    """DPS writes its device state (credentials, capabilities); status and parent/child scopes stay."""
+    registry = emulator.registry
+    emulator_thread.call(registry.put_device({"deviceId": "gw", "capabilities": {"iotEdge": True}}, if_match=None))
+    scope = registry.get("gw")["deviceScope"]
+    leaf = {"status": "disabled", "statusReason": "returned for repair", "deviceScope": scope}
+    emulator_thread.call(registry.put_device({"deviceId": "leaf-7", **leaf}, if_match=None))
+    status, _, done = provision(emulator, "leaf-7", auth=token(emulator, "leaf-7", group_key("leaf-7")))
+    assert status == 200 and done["status"] == "assigned"
+    doc = registry.get("leaf-7")
+    assert doc["authentication"]["symmetricKey"]["primaryKey"] == group_key("leaf-7")
+    assert doc["status"] == "disabled" and doc["statusReason"] == "returned for repair"
+    assert doc["deviceScope"] == scope and doc["parentScopes"] == [scope]
+    assert "exists in the hub without a DPS registration" in caplog.text
+    # The edge device, through a group that does not make IoT Edge devices, stays one: its
+    # scope, and with it its children, depend on it.
+    provision(emulator, "gw", auth=token(emulator, "gw", group_key("gw")))
+    assert registry.get("gw")["capabilities"] == {"iotEdge": True} and registry.get("gw")["deviceScope"] == scope

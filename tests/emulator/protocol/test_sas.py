@@ -51,6 +51,11 @@ def test_fields_in_any_order():
         ("SharedAccessSignature sr=a&sr=a&sig=AAAA&se=1", "given twice"),
         ("SharedAccessSignature sr=a&sig=%%%&se=1", "not valid base64"),
         ("SharedAccessSignature sr=a&sig=AAAA&se=soon", "not an integer"),
+        ("SharedAccessSignature sr=a&sig=AAAA&se=1" + "0" * 400, "not an integer"),
+        ("SharedAccessSignature sr=a&sig=AAAA&se=253402300800", "outside"),  # after 9999-12-31
+        ("SharedAccessSignature sr=a&sig=AAAA&se=-1", "outside"),
+        ("SharedAccessSignature sr=a&sig=AAAA&se=+1700000000", "not an integer"),
+        ("SharedAccessSignature sr=a&sig=AAAA&se=\u0661\u0667", "not an integer"),  # Arabic-Indic digits
         ("SharedAccessSignature sr=a&sig=AAAA&se=1", "wrong length"),
         ("SharedAccessSignature sr=a&garbage&se=1", "malformed"),
     ],

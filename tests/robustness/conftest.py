@@ -1,0 +1,47 @@
+"""The robustness suite's fixtures: figures each test measures, and the long run kept out of the
+default one (`pytest -m robustness_long tests/robustness` runs it)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import asdict, dataclass, field
+
+import pytest
+
+from tests.robustness import figures as table
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if "robustness_long" in (config.option.markexpr or ""):
+        return
+    skip = pytest.mark.skip(reason="the long run: pytest -m robustness_long tests/robustness")
+    for item in items:
+        if item.get_closest_marker("robustness_long"):
+            item.add_marker(skip)
+
+
+@dataclass
+class Figures:
+    """What one test tried and what went wrong, kept in pytest's cache for
+    `python -m tests.robustness.figures` (the README's table)."""
+
+    row: str
+    tried: int = 0
+    wrongly_accepted: int = 0
+    crashes: int = 0
+    lost: int | None = None
+    duplicates: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+@pytest.fixture
+def figures(request: pytest.FixtureRequest):
+    marker = request.node.get_closest_marker("figures")
+    assert marker is not None, "a robustness test names its row: @pytest.mark.figures(ROW)"
+    row = marker.args[0]
+    assert row in table.ROWS, f"unknown row {row!r}"
+    recorded = Figures(row)
+    yield recorded
+    key = "robustness/" + re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.nodeid)
+    request.config.cache.set(key, {**asdict(recorded), "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
