@@ -4,6 +4,7 @@ default one (`pytest -m robustness_long tests/robustness` runs it)."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 from dataclasses import asdict, dataclass, field
 
@@ -23,8 +24,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @dataclass
 class Figures:
-    """What one test tried and what went wrong, kept in pytest's cache for
-    `python -m tests.robustness.figures` (the README's table)."""
+    """What one test tried and what went wrong, kept in `.cache/robustness/` (not pytest's cache,
+    which CI turns off) for `python -m tests.robustness.figures` (the README's table)."""
 
     row: str
     tried: int = 0
@@ -43,5 +44,9 @@ def figures(request: pytest.FixtureRequest):
     assert row in table.ROWS, f"unknown row {row!r}"
     recorded = Figures(row)
     yield recorded
-    key = "robustness/" + re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.nodeid)
-    request.config.cache.set(key, {**asdict(recorded), "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
+    table.FIGURES_DIR.mkdir(parents=True, exist_ok=True)
+    path = table.FIGURES_DIR / (re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.nodeid) + ".json")
+    entry = {**asdict(recorded), "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    tmp = path.with_suffix(".tmp")  # xdist workers write side by side; readers never see half a file
+    tmp.write_text(json.dumps(entry))
+    tmp.replace(path)

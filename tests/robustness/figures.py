@@ -1,6 +1,6 @@
 """The README's table of the security and robustness suite, made from a run.
 
-Each test of tests/robustness records what it tried and what went wrong in pytest's cache
+Each test of tests/robustness records what it tried and what went wrong in .cache/robustness/
 (tests/robustness/conftest.py); this module adds them up per row:
 
     .venv/bin/python -m pytest -p no:randomly tests/robustness            # the default slice
@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+FIGURES_DIR = ROOT / ".cache" / "robustness"
 BEGIN = "<!-- robustness-figures:begin (python -m tests.robustness.figures --write-readme) -->"
 END = "<!-- robustness-figures:end -->"
 
@@ -55,10 +56,10 @@ def deterministic_tried() -> dict[str, int]:
     }
 
 
-def measured(cache_dir: Path = ROOT / ".pytest_cache" / "v" / "robustness") -> dict[str, dict]:
+def measured(cache_dir: Path = FIGURES_DIR) -> dict[str, dict]:
     """Per row: the sums of what its tests recorded, and when the latest of them ran."""
     rows: dict[str, dict] = {}
-    for path in sorted(cache_dir.glob("*")):
+    for path in sorted(cache_dir.glob("*.json")):
         entry = json.loads(path.read_text())
         if entry.get("row") not in ROWS:
             continue
