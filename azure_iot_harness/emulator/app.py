@@ -20,10 +20,11 @@ from .frontdoor import FrontDoor
 from .hub.hub import Hub
 from .hub.registry import Registry
 from .mqtt.listener import MqttListener
-from .mqtt.tls import request_any_client_certificate
 from .protocol import sas
 from .store import Store
-from .web import HttpsServer, build_app
+from .https_server import ALPN, HttpsServer
+from .tls import server_context
+from .web import build_app
 
 log = logging.getLogger("azure_iot_harness")
 
@@ -100,21 +101,18 @@ class Emulator:
             await self.dps.load()
             await self.dps.seed_well_known()
             self.front_door = FrontDoor(self.hub, self.dps)
-            mqtt_ctx = self.pki.server_context()
-            request_any_client_certificate(mqtt_ctx)
             self.mqtt = MqttListener(
                 host=cfg.bind,
                 port=cfg.mqtt_port,
-                ssl_context=mqtt_ctx,
+                tls=server_context(self.pki.server_chain_pem, self.pki.server_key_pem),
                 router=self.front_door,
                 max_idle=cfg.max_idle_seconds,
                 connect_timeout=cfg.connect_timeout,
             )
             await _bind("MQTT", cfg.bind, cfg.mqtt_port, self.mqtt.start)
             # DPS's REST API attests X.509 devices by their TLS client certificate.
-            https_ctx = self.pki.server_context()
-            request_any_client_certificate(https_ctx)
-            self.https = HttpsServer(build_app(self), host=cfg.bind, port=cfg.https_port, ssl_context=https_ctx)
+            https_tls = server_context(self.pki.server_chain_pem, self.pki.server_key_pem, alpn=ALPN)
+            self.https = HttpsServer(build_app(self), host=cfg.bind, port=cfg.https_port, tls=https_tls)
             try:
                 await _bind("HTTPS", cfg.bind, cfg.https_port, self.https.start)
                 if self.edge is not None:

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from ..tls_peers import client_certificate
+from ..tls import client_certificate
 from . import http
 from .attestation import Attestation
 

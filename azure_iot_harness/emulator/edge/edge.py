@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING
 from ...certs import EdgePKI
 from ..frontdoor import FrontDoor
 from ..mqtt.listener import MqttListener
-from ..mqtt.tls import request_any_client_certificate
 from ..protocol import sas
-from ..web import HttpsServer
+from ..https_server import HttpsServer
+from ..tls import server_context
 from . import workload
 from .edgehub import EdgeHub
 from .queue import EdgeQueues
@@ -79,19 +79,17 @@ class Edge:
             upstream=self.upstream,
             router=self.router,
         )
-        ctx = self.pki.server_context()
-        request_any_client_certificate(ctx)
         self.mqtt = MqttListener(
             host=self.bind,
             port=self.requested_mqtt_port,
-            ssl_context=ctx,
+            tls=server_context(self.pki.server_chain_pem, self.pki.server_key_pem),
             router=FrontDoor(self.hub),
             max_idle=emu.config.max_idle_seconds,
             connect_timeout=emu.config.connect_timeout,
         )
         await self.mqtt.start()
         app = workload.build_app(edge_device_id=self.device_id, registry=emu.registry, trust_bundle=lambda: emu.pki.root_pem)
-        self.workload = HttpsServer(app, host="127.0.0.1", port=self.requested_workload_port, ssl_context=None)
+        self.workload = HttpsServer(app, host="127.0.0.1", port=self.requested_workload_port, tls=None)
         await self.workload.start()
         await self.upstream.start()
         log.info("edgeHub for %s on mqtts://%s:%d", self.device_id, self.host, self.mqtt.port)

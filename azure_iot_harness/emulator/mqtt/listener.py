@@ -1,41 +1,15 @@
-"""The MQTT/TLS listener: accept, TCP_NODELAY, TLS handshake, then one MqttConnection each."""
+"""The MQTT/TLS listener: one MqttConnection for each connection the TLS adapter accepts."""
 
 from __future__ import annotations
 
-import asyncio
-import asyncio.sslproto
 import logging
-import socket
-import ssl
 
 from amqtt.adapters import StreamReaderAdapter, StreamWriterAdapter
 
+from ..tls import ServerContext, TlsConnection, TlsListener
 from .connection import MqttConnection, Router
 
 log = logging.getLogger("azure_iot_harness.mqtt")
-
-# Seconds a closing connection may take to flush what it still has to send.
-_FLUSH_SECONDS = 5.0
-# Pending connections the kernel queues (capped by net.core.somaxconn). asyncio's default of
-# 100 drops SYNs when a fleet reconnects at once, and each dropped SYN costs the device a
-# 1 s retransmit: 500 concurrent connects had a p99 of 1.3 s with it.
-_BACKLOG = 1024
-# asyncio gives every TLS connection a 256 KiB read buffer, allocated and zero-filled when the
-# handshake starts: measured with 1,000 idle devices, 288 KB of resident memory per device
-# (40 KB with 8 KiB) and about 15% of the CPU of a connect. asyncio has no per-connection
-# knob, so the class default is lowered while a listener runs (TLS records larger than the
-# buffer are read in several calls; nothing else changes).
-_TLS_READ_BUFFER = 8 * 1024
-_small_buffers_users = 0
-_asyncio_tls_buffer = getattr(asyncio.sslproto.SSLProtocol, "max_size", None)
-
-
-def _use_small_tls_buffers(on: bool) -> None:
-    global _small_buffers_users
-    if _asyncio_tls_buffer is None or _asyncio_tls_buffer <= _TLS_READ_BUFFER:
-        return
-    _small_buffers_users += 1 if on else -1
-    asyncio.sslproto.SSLProtocol.max_size = _TLS_READ_BUFFER if _small_buffers_users > 0 else _asyncio_tls_buffer
 
 
 class MqttListener:
@@ -44,112 +18,60 @@ class MqttListener:
         *,
         host: str,
         port: int,
-        ssl_context: ssl.SSLContext,
+        tls: ServerContext,
         router: Router,
         max_idle: float,
         connect_timeout: float,
     ) -> None:
-        self.host = host
-        self.requested_port = port
-        self.ssl_context = ssl_context
         self.router = router
         self.max_idle = max_idle
         self.connect_timeout = connect_timeout
         self.connections: set[MqttConnection] = set()
-        self._server: asyncio.base_events.Server | None = None
-        self._handlers: set[asyncio.Task] = set()
-        self._transports: dict[MqttConnection, asyncio.BaseTransport] = {}
+        self.listener = TlsListener(
+            name="MQTT", host=host, port=port, context=tls, handler=self._serve, handshake_timeout=connect_timeout
+        )
+
+    @property
+    def requested_port(self) -> int:
+        return self.listener.requested_port
+
+    @requested_port.setter
+    def requested_port(self, port: int) -> None:  # where start() listens next (0: any free port)
+        self.listener.requested_port = port
 
     @property
     def running(self) -> bool:
-        return self._server is not None
+        return self.listener.running
 
     @property
     def port(self) -> int:
-        assert self._server is not None
-        return self._server.sockets[0].getsockname()[1]
+        return self.listener.port
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(
-            self._handle, self.host, self.requested_port, reuse_address=True, backlog=_BACKLOG
-        )
-        _use_small_tls_buffers(True)
+        await self.listener.start()
 
     async def stop(self) -> None:
-        if self._server is None:
+        if not self.listener.running:
             return
-        self._server.close()
+        self.listener.stop_accepting()
         for conn in list(self.connections):
             conn.close("emulator stopping")
-        if self._handlers:
-            # A moment to flush; then no waiting for peers that never answer TLS close_notify.
-            await asyncio.wait(list(self._handlers), timeout=0.2)
-            for transport in list(self._transports.values()):
-                transport.abort()
-        if self._handlers:
-            await asyncio.wait(list(self._handlers), timeout=_FLUSH_SECONDS)
-        await self._server.wait_closed()
-        self._server = None
-        _use_small_tls_buffers(False)
+        # A moment to flush; then no waiting for peers that never answer TLS close_notify.
+        await self.listener.stop(grace=0.2)
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._handlers.add(task)
-        try:
-            await self._handle_tls(reader, writer)
-        finally:
-            self._handlers.discard(task)
-
-    async def _handle_tls(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = _peer(writer)
-        sock = writer.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        try:
-            await writer.start_tls(self.ssl_context, ssl_handshake_timeout=self.connect_timeout)
-        except (ssl.SSLError, ConnectionError, OSError, asyncio.TimeoutError) as exc:
-            log.info("%s: TLS handshake failed: %s", peer, _describe(exc))
-            writer.transport.abort()
-            return
-        ssl_object = writer.get_extra_info("ssl_object")
-        cert = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
-        transport = writer.transport
-
-        def close_transport() -> None:
-            transport.close()  # flushes what is buffered (a CONNACK refusal) first
-            asyncio.get_running_loop().call_later(_FLUSH_SECONDS, transport.abort)
-
+    async def _serve(self, tls: TlsConnection) -> None:
         conn = MqttConnection(
-            StreamReaderAdapter(reader),
-            StreamWriterAdapter(writer),
-            close_transport=close_transport,
-            peer=peer,
-            peer_cert=cert,
+            StreamReaderAdapter(tls.reader),
+            StreamWriterAdapter(tls.writer),
+            close_transport=tls.close,  # flushes what is buffered (a CONNACK refusal) first
+            peer=tls.peer_name,
+            peer_chain=tls.peer_chain,
             router=self.router,
             max_idle=self.max_idle,
             connect_timeout=self.connect_timeout,
         )
         self.connections.add(conn)
-        self._transports[conn] = transport
         try:
             await conn.serve()
         finally:
             self.connections.discard(conn)
-            self._transports.pop(conn, None)
-
-
-def _peer(writer: asyncio.StreamWriter) -> str:
-    info = writer.get_extra_info("peername")
-    if isinstance(info, tuple) and len(info) >= 2:
-        host, port = info[0], info[1]
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    return "unknown peer"
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, asyncio.TimeoutError):
-        return "timed out"
-    if isinstance(exc, ssl.SSLError) and exc.reason:
-        return f"{exc.reason} ({exc.library})" if exc.library else exc.reason
-    return str(exc) or type(exc).__name__
