@@ -30,6 +30,9 @@ log = logging.getLogger("azure_iot_harness.tls")
 RECV_SIZE = 16 * 1024
 # Encrypted bytes taken out of OpenSSL per call (a write larger than this takes several).
 _OUT_SIZE = 64 * 1024
+# The most a TLS 1.2 record adds to its plaintext (header 5, IV 16, MAC 48, padding 16; AES-GCM
+# adds 29).
+_RECORD_OVERHEAD = 85
 # The streams' limit (asyncio's default): reading pauses while more than twice this is unread.
 _STREAM_LIMIT = 64 * 1024
 
@@ -57,6 +60,7 @@ class ServerProtocol(asyncio.Protocol):
         self._tls: SSL.Connection | None = None
         self._app: asyncio.StreamReaderProtocol | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._records = RecordScanner()
         self.connection: TlsConnection | None = None
         self.closing = False
         self.closed = False
@@ -89,9 +93,38 @@ class ServerProtocol(asyncio.Protocol):
         if self.closing:
             return
         tls.bio_write(data)
-        if self._app is None and not self._handshake():
+        records, only_data = self._records.scan(data)
+        if self._app is None:
+            if self._handshake():
+                self._read_plaintext()  # what came with the client's Finished
             return
-        self._read_plaintext()
+        if not only_data:
+            self._read_plaintext()
+            return
+        # The usual case: `records` complete application-data records, one plaintext read
+        # each, nothing for OpenSSL to answer (no WantReadError to raise and catch per chunk),
+        # and the stream fed once.
+        if records == 1:
+            try:
+                self._app.data_received(tls.recv(RECV_SIZE))
+            except SSL.WantReadError:  # an empty record, which OpenSSL skips
+                pass
+            except SSL.Error:
+                self._read_plaintext()  # reports it
+            return
+        recv = tls.recv
+        chunks = []
+        try:
+            for _ in range(records):
+                chunks.append(recv(RECV_SIZE))
+        except SSL.WantReadError:
+            pass
+        except SSL.Error:
+            self._app.data_received(b"".join(chunks))
+            self._read_plaintext()
+            return
+        if chunks:
+            self._app.data_received(b"".join(chunks))
 
     def eof_received(self) -> bool | None:
         if self._app is None:
@@ -177,6 +210,7 @@ class ServerProtocol(asyncio.Protocol):
         self._owner.opened(conn)
 
     def _read_plaintext(self) -> None:
+        """Read until OpenSSL needs more bytes, then send whatever it answered by itself."""
         tls, app = self._tls, self._app
         assert tls is not None and app is not None
         while True:
@@ -208,24 +242,38 @@ class ServerProtocol(asyncio.Protocol):
         if tls is None:
             tcp.write(data)
             return
-        view = memoryview(data)
-        while view:
-            sent = tls.send(view)  # one record per call (pyOpenSSL sets partial writes)
-            view = view[sent:]
-        self._flush()
+        size = len(data)
+        try:
+            if size <= RECV_SIZE:
+                if not size:
+                    return  # SSL_write refuses nothing
+                tls.send(data)
+            else:
+                view = memoryview(data)
+                while view:
+                    view = view[tls.send(view) :]  # one record per call (pyOpenSSL sets partial writes)
+        except SSL.Error as exc:
+            assert self.connection is not None
+            log.debug("%s %s: TLS error while sending: %s", self._owner.name, self.connection.peer_name, describe(exc))
+            self.abort()
+            return
+        # Every record grows by at most 5 + 16 + 48 + 16 bytes (header, IV, MAC, padding).
+        self._flush(size + (size // RECV_SIZE + 1) * _RECORD_OVERHEAD)
 
-    def _flush(self) -> None:
+    def _flush(self, expected: int = _OUT_SIZE) -> None:
+        """Hand what OpenSSL has to send to the socket."""
         tls, tcp = self._tls, self._tcp
         if tls is None or tcp is None:
             return
         while True:
             try:
-                data = tls.bio_read(_OUT_SIZE)
+                data = tls.bio_read(expected)
             except SSL.WantReadError:
                 return
             tcp.write(data)
-            if len(data) < _OUT_SIZE:
+            if len(data) < expected:
                 return
+            expected = _OUT_SIZE
 
     def close(self) -> None:
         if self.closing or self.closed:
@@ -260,6 +308,55 @@ class ServerProtocol(asyncio.Protocol):
         return self._tcp.get_extra_info(name, default)
 
 
+class RecordScanner:
+    """Follows the TLS record framing of what a client sends (RFC 5246 6.2.1: type, version,
+    16-bit length): how many records each chunk completes, and whether all of them carry
+    application data. Then the plaintext is read with exactly one call per record and nothing
+    is asked of OpenSSL that is not there."""
+
+    APPLICATION_DATA = 23
+
+    def __init__(self) -> None:
+        self._head = b""  # a record header split across chunks
+        self._left = 0  # bytes of the current record's body still to come
+        self._type = 0  # the current record's content type
+
+    def scan(self, data: bytes) -> tuple[int, bool]:
+        """(records completed by `data`, True if every one of them is application data)."""
+        n = len(data)
+        pos = complete = 0
+        only_data = True
+        if self._left:
+            pos = min(self._left, n)
+            self._left -= pos
+            if self._left:
+                return 0, True
+            complete = 1
+            only_data = self._type == self.APPLICATION_DATA
+        while pos < n:
+            if self._head or n - pos < 5:
+                piece = data[pos : pos + 5 - len(self._head)]
+                pos += len(piece)
+                self._head += piece
+                if len(self._head) < 5:
+                    break
+                head, self._head = self._head, b""
+                kind, length = head[0], head[3] << 8 | head[4]
+            else:
+                kind, length = data[pos], data[pos + 3] << 8 | data[pos + 4]
+                pos += 5
+            if kind != self.APPLICATION_DATA:
+                only_data = False
+            if pos + length <= n:
+                pos += length
+                complete += 1
+            else:
+                self._left = pos + length - n
+                self._type = kind
+                break
+        return complete, only_data
+
+
 class AppTransport(asyncio.Transport):
     """The transport the application's protocol writes to: plaintext in, TLS records out."""
 
@@ -268,6 +365,7 @@ class AppTransport(asyncio.Transport):
         self._protocol = protocol
         assert protocol._tcp is not None
         self._tcp = protocol._tcp
+        self.write = protocol.write  # type: ignore[method-assign]  # the hot path: one call less
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self._protocol.write(data)
