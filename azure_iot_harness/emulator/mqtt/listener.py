@@ -21,7 +21,7 @@ class _Reader(ReaderAdapter):
 
     def __init__(self, stream: asyncio.StreamReader) -> None:
         self._stream = stream
-        self.read = stream.readexactly  # type: ignore[method-assign]  # the hot path, see above
+        self.read = stream.readexactly  # type: ignore[method-assign, assignment]  # the hot path, see above; n is never -1
 
     async def read(self, n: int = -1) -> bytes:
         return await self._stream.readexactly(n)

@@ -22,7 +22,8 @@ import asyncio
 import importlib.metadata
 import inspect
 import ssl
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import hypercorn.config
 from cryptography import x509
@@ -103,7 +104,7 @@ class _WithTls:
         self._conn = conn
         self._tls: dict[str, Any] | None = None
 
-    async def __call__(self, scope: Scope, receive: Any, send: Any, sync_spawn: Any, call_soon: Any) -> None:
+    async def __call__(self, scope: Any, receive: Any, send: Any, sync_spawn: Any, call_soon: Any) -> None:
         conn = self._conn
         if conn.tls_version is not None:
             if self._tls is None:

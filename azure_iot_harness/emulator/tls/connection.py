@@ -19,7 +19,7 @@ class TlsConnection:
     asyncio streams over the decrypted bytes.
     """
 
-    def __init__(self, protocol: "ServerProtocol", peer: tuple[str, int], local: tuple[str, int]) -> None:
+    def __init__(self, protocol: ServerProtocol, peer: tuple[str, int], local: tuple[str, int]) -> None:
         self._protocol = protocol
         self.peer = peer
         self.local = local
