@@ -112,6 +112,8 @@ class ServerProtocol(asyncio.Protocol):
             except SSL.Error:
                 self._read_plaintext()  # reports it
             return
+        if not records:
+            return  # a record still arriving
         recv = tls.recv
         chunks = []
         try:
