@@ -12,7 +12,7 @@ from typing import Any
 
 import hypercorn.config
 
-from .tls import HttpConnections, ServerContext, TlsConnection, TlsListener
+from .tls import HttpConnections, OnListener, ServerContext, TlsConnection, TlsListener
 from .tls.asgi import ASGIApp
 
 log = logging.getLogger("azure_iot_harness.https")
@@ -29,7 +29,7 @@ def _config() -> hypercorn.config.Config:
     return config
 
 
-class HttpsServer:
+class HttpsServer(OnListener):
     def __init__(self, app: ASGIApp, *, host: str, port: int, tls: ServerContext | None) -> None:
         """tls None serves plain HTTP (the edge's workload API on loopback)."""
         self.app = app
@@ -43,18 +43,6 @@ class HttpsServer:
             handler=self.http.serve,
             handshake_timeout=self.config.ssl_handshake_timeout,
         )
-
-    @property
-    def requested_port(self) -> int:
-        return self.listener.requested_port
-
-    @requested_port.setter
-    def requested_port(self, port: int) -> None:  # where start() listens next (0: any free port)
-        self.listener.requested_port = port
-
-    @property
-    def port(self) -> int:
-        return self.listener.port
 
     def connection(self, scope: dict[str, Any]) -> TlsConnection | None:
         """The connection a request or WebSocket arrived on (by the scope's client address)."""

@@ -8,7 +8,7 @@ import ssl
 
 from amqtt.adapters import ReaderAdapter, WriterAdapter
 
-from ..tls import ServerContext, TlsConnection, TlsListener
+from ..tls import OnListener, ServerContext, TlsConnection, TlsListener
 from .connection import MqttConnection, Router
 
 log = logging.getLogger("azure_iot_harness.mqtt")
@@ -55,7 +55,7 @@ class _Writer(WriterAdapter):
         self._conn.close()
 
 
-class MqttListener:
+class MqttListener(OnListener):
     def __init__(
         self,
         *,
@@ -73,22 +73,6 @@ class MqttListener:
         self.listener = TlsListener(
             name="MQTT", host=host, port=port, context=tls, handler=self._serve, handshake_timeout=connect_timeout
         )
-
-    @property
-    def requested_port(self) -> int:
-        return self.listener.requested_port
-
-    @requested_port.setter
-    def requested_port(self, port: int) -> None:  # where start() listens next (0: any free port)
-        self.listener.requested_port = port
-
-    @property
-    def running(self) -> bool:
-        return self.listener.running
-
-    @property
-    def port(self) -> int:
-        return self.listener.port
 
     async def start(self) -> None:
         await self.listener.start()

@@ -5,7 +5,8 @@ edge's listeners, later AMQP 5671).
   every client for a certificate and accepts any, for the services to judge (`context`).
 - `TlsListener(name=, host=, port=, context=, handler=)`: accepts, runs the handshake, calls
   `handler(conn)` in a task per connection; `listener.connection(peer)` finds an open connection
-  by the client's address (`listener`).
+  by the client's address; `OnListener`: the port properties of a server built on one
+  (`listener`).
 - `TlsConnection`: `peer`, `peer_cert` (leaf DER), `peer_chain` (every certificate the client
   sent, DER, leaf first), `reader`/`writer` streams, `close()` (`connection`).
 - `HttpConnections`: hypercorn over those connections for an ASGI app; `client_chain(scope)` and
@@ -18,10 +19,11 @@ not) are touched only in this package, checked at start-up, and never patched.
 from .asgi import HttpConnections, client_certificate, client_chain
 from .connection import TlsConnection
 from .context import ServerContext, server_context
-from .listener import TlsListener
+from .listener import OnListener, TlsListener
 
 __all__ = [
     "HttpConnections",
+    "OnListener",
     "ServerContext",
     "TlsConnection",
     "TlsListener",

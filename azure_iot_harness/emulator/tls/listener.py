@@ -134,3 +134,26 @@ class TlsListener:
             await asyncio.wait(list(self._tasks), timeout=self._flush_timeout)
         await self._server.wait_closed()
         self._server = None
+
+
+class OnListener:
+    """Where a server built on one `TlsListener` (its `listener`) listens: for the MQTT and
+    HTTPS servers, which the emulator moves between ports (`suspend_hub`, `reset`)."""
+
+    listener: TlsListener
+
+    @property
+    def requested_port(self) -> int:
+        return self.listener.requested_port
+
+    @requested_port.setter
+    def requested_port(self, port: int) -> None:  # where start() listens next (0: any free port)
+        self.listener.requested_port = port
+
+    @property
+    def running(self) -> bool:
+        return self.listener.running
+
+    @property
+    def port(self) -> int:
+        return self.listener.port

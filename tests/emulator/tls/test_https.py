@@ -17,7 +17,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import trustme
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -119,18 +118,10 @@ def test_no_certificate_is_an_empty_chain(server):
         conn.close()
 
 
-def test_a_chain_sent_by_the_client_arrives_whole(server, tmp_path):
-    root = trustme.CA()
-    intermediate = root.create_child_ca()
-    leaf = intermediate.issue_cert("chain-device", common_name="chain-device")
-    certfile, keyfile = tmp_path / "chain.pem", tmp_path / "chain.key"
-    certfile.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
-    keyfile.write_bytes(leaf.private_key_pem.bytes())
-    expected = [thumbprints(ssl.PEM_cert_to_DER_cert(blob.bytes().decode()))[1] for blob in leaf.cert_chain_pems]
-    assert len(expected) == 2
-    conn = _connection(server, certfile=certfile, keyfile=keyfile)
+def test_a_chain_sent_by_the_client_arrives_whole(server, chain_files):
+    conn = _connection(server, certfile=chain_files.certfile, keyfile=chain_files.keyfile)
     try:
-        assert _ask(conn)["chain"] == expected
+        assert _ask(conn)["chain"] == [thumbprints(der)[1] for der in chain_files.ders]
     finally:
         conn.close()
 

@@ -114,14 +114,17 @@ def test_the_read_buffer_is_small_and_large_messages_still_pass(loop, ca):
         _call(loop, listener.stop())
 
 
-def test_connections_are_found_by_peer_until_they_close(loop, ca):
-    seen: list[TlsConnection] = []
-
+def _recording_echo(seen: list[TlsConnection]) -> Callable[[TlsConnection], Awaitable[None]]:
     async def handler(conn: TlsConnection) -> None:
         seen.append(conn)
         await _echo(conn)
 
-    listener = _listen(loop, ca, handler)
+    return handler
+
+
+def test_connections_are_found_by_peer_until_they_close(loop, ca):
+    seen: list[TlsConnection] = []
+    listener = _listen(loop, ca, _recording_echo(seen))
     try:
         sock = _client(ca, listener.port)
         sock.sendall(b"ping")
@@ -137,7 +140,7 @@ def test_connections_are_found_by_peer_until_they_close(loop, ca):
         _call(loop, listener.stop())
 
 
-def test_the_client_chain_and_its_parsed_form(loop, ca, tmp_path):
+def test_the_client_chain_and_its_parsed_form(loop, ca, chain_files):
     chains: list[tuple[bytes, ...]] = []
 
     async def handler(conn: TlsConnection) -> None:
@@ -146,30 +149,20 @@ def test_the_client_chain_and_its_parsed_form(loop, ca, tmp_path):
         conn.writer.write(b"ok")
         await conn.writer.drain()
 
-    other_root = trustme.CA()
-    intermediate = other_root.create_child_ca()
-    leaf = intermediate.issue_cert("chain-device", common_name="chain-device")
-    leaf.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "both.pem"))
     listener = _listen(loop, ca, handler)
     try:
         ctx = ssl.create_default_context(cadata=ca.cert_pem.bytes().decode())
-        ctx.load_cert_chain(str(tmp_path / "both.pem"))
+        ctx.load_cert_chain(str(chain_files.certfile), str(chain_files.keyfile))
         with ctx.wrap_socket(socket.create_connection(("127.0.0.1", listener.port), timeout=10), server_hostname="localhost") as sock:
             assert _recv_exactly(sock, 2) == b"ok"
-        sent = tuple(ssl.PEM_cert_to_DER_cert(b.bytes().decode()) for b in leaf.cert_chain_pems)
-        assert chains == [sent] and len(sent) == 2
+        assert chains == [chain_files.ders]
     finally:
         _call(loop, listener.stop())
 
 
 def test_plain_listeners_have_no_tls(loop):
     conns: list[TlsConnection] = []
-
-    async def handler(conn: TlsConnection) -> None:
-        conns.append(conn)
-        await _echo(conn)
-
-    listener = _listen(loop, None, handler)
+    listener = _listen(loop, None, _recording_echo(conns))
     try:
         with socket.create_connection(("127.0.0.1", listener.port), timeout=10) as sock:
             sock.sendall(b"plain")

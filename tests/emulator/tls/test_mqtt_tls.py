@@ -8,7 +8,6 @@ import socket
 import ssl
 
 import pytest
-import trustme
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
@@ -38,17 +37,10 @@ def test_any_client_certificate_passes_the_handshake_and_reaches_connect(emulato
         c.close()
 
 
-def test_a_chain_sent_by_the_client_arrives_whole(emulator_thread, emulator, tmp_path):
+def test_a_chain_sent_by_the_client_arrives_whole(emulator_thread, emulator, chain_files):
     # leaf + intermediate, as the convenience scripts' `*-full-chain.cert.pem` files hold them.
-    root = trustme.CA()
-    intermediate = root.create_child_ca()
-    leaf = intermediate.issue_cert("chain-device", common_name="chain-device")
-    certfile, keyfile = tmp_path / "chain.pem", tmp_path / "chain.key"
-    certfile.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
-    keyfile.write_bytes(leaf.private_key_pem.bytes())
-    sent = _ders(certfile.read_bytes())
-    assert len(sent) == 2 and sent[1] == _ders(intermediate.cert_pem.bytes())[0]
-    c = RawClient(emulator, certfile=str(certfile), keyfile=str(keyfile))
+    sent = chain_files.ders
+    c = RawClient(emulator, certfile=str(chain_files.certfile), keyfile=str(chain_files.keyfile))
     try:
         assert wait_for(lambda: sent in _chains(emulator_thread, emulator))
         c.send(connect_packet("chain-device", "localhost/chain-device/?api-version=2021-04-12"))
