@@ -11,8 +11,6 @@ import datetime as dt
 import hashlib
 import ipaddress
 import os
-import ssl
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -142,10 +140,7 @@ class DevPKI:
 
     @property
     def device_ca_cert(self) -> x509.Certificate:
-        return self.device_ca._certificate  # trustme keeps it as an attribute with no accessor
-
-    def server_context(self) -> ssl.SSLContext:
-        return server_context(self.server_chain_pem, self.server_key_pem)
+        return _certificate(self.device_ca)
 
     @property
     def server_names(self) -> list[str]:
@@ -201,33 +196,6 @@ class EdgePKI:
             _write_private(paths[3], key)
         return cls(edge_ca, chain, key)
 
-    def server_context(self) -> ssl.SSLContext:
-        return server_context(self.server_chain_pem, self.server_key_pem)
-
-
-def server_context(
-    chain_pem: bytes,
-    key_pem: bytes,
-    *,
-    minimum: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2,
-    maximum: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2,
-) -> ssl.SSLContext:
-    """A server context presenting a certificate chain.
-
-    TLS 1.2 only by default, like IoT Hub's classic `*.azure-devices.net` endpoints (TLS 1.3
-    exists only on preview endpoints): a device that cannot do 1.2 fails here as it would there.
-    """
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = minimum
-    ctx.maximum_version = maximum
-    with tempfile.TemporaryDirectory() as tmp:
-        # load_cert_chain reads files only (bpo-16487).
-        chain, key = Path(tmp) / "chain.pem", Path(tmp) / "key.pem"
-        chain.write_bytes(chain_pem)
-        _write_private(key, key_pem)
-        ctx.load_cert_chain(chain, key)
-    return ctx
-
 
 def self_signed_cert(
     common_name: str, *, not_before: dt.datetime | None = None, not_after: dt.datetime | None = None
@@ -237,6 +205,11 @@ def self_signed_cert(
 
 
 # ---- helpers ------------------------------------------------------------------------------
+
+
+def _certificate(ca: trustme.CA) -> x509.Certificate:
+    """A trustme CA's certificate as a `cryptography` object, from its public PEM."""
+    return x509.load_pem_x509_certificate(ca.cert_pem.bytes())
 
 
 def _server_names(host_names: Iterable[str]) -> list[str]:
@@ -260,7 +233,7 @@ def _issue_server(root: trustme.CA, host_names: Iterable[str]) -> tuple[bytes, b
 def _covers(chain_pem: bytes, names: list[str], root: trustme.CA) -> bool:
     try:
         cert = x509.load_pem_x509_certificate(chain_pem)
-        if cert.issuer != root._certificate.subject:
+        if cert.issuer != _certificate(root).subject:
             return False
         if cert.not_valid_after_utc < dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=1):
             return False

@@ -33,15 +33,14 @@ from .dps.dps import Dps
 from .edge.edge import Edge, HubLink
 from .emulator_api import ApiContext
 from .frontdoor import FrontDoor
-from .handshake_hint import ServerCertificate
 from .hub.hub import Hub
 from .hub.registry import Registry
 from .mqtt.listener import MqttListener
-from .mqtt.tls import request_any_client_certificate
 from .protocol import sas
 from .store import Store
-from .tls_peers import client_certificate
-from .web import HttpsServer, WebContext, build_app
+from .https_server import ALPN, HttpsServer
+from .tls import ServerCertificate, client_certificate, server_context
+from .web import WebContext, build_app
 
 log = logging.getLogger("azure_iot_harness")
 
@@ -106,12 +105,10 @@ class Emulator:
             await self.dps.start()
             # One MQTT/TLS listener for hub and DPS, told apart by the CONNECT username.
             self.front_door = FrontDoor(self.hub, self.dps)
-            mqtt_ctx = self.pki.server_context()
-            request_any_client_certificate(mqtt_ctx)
             self.mqtt = MqttListener(
                 host=cfg.bind,
                 port=cfg.mqtt_port,
-                ssl_context=mqtt_ctx,
+                tls=server_context(self.pki.server_chain_pem, self.pki.server_key_pem),
                 router=self.front_door,
                 max_idle=cfg.max_idle_seconds,
                 connect_timeout=cfg.connect_timeout,
@@ -120,9 +117,8 @@ class Emulator:
             await _bind("MQTT", cfg.bind, cfg.mqtt_port, self.mqtt.start)
             # One HTTPS listener for every REST surface and MQTT over WebSocket. DPS's REST API
             # attests X.509 devices by their TLS client certificate.
-            https_ctx = self.pki.server_context()
-            request_any_client_certificate(https_ctx)
-            self.https = HttpsServer(build_app(self._web_context()), host=cfg.bind, port=cfg.https_port, ssl_context=https_ctx)
+            https_tls = server_context(self.pki.server_chain_pem, self.pki.server_key_pem, alpn=ALPN)
+            self.https = HttpsServer(build_app(self._web_context()), host=cfg.bind, port=cfg.https_port, tls=https_tls)
             try:
                 await _bind("HTTPS", cfg.bind, cfg.https_port, self.https.start)
                 # The edge last: its upstream connects to the hub's MQTT listener.

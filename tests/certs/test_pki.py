@@ -54,3 +54,9 @@ def test_device_ca_chains_to_root_for_tls_clients(tmp_path):
     assert len(certs) == 1
     device_ca = x509.load_pem_x509_certificate(pki.device_ca_pem)
     device_ca.verify_directly_issued_by(x509.load_pem_x509_certificate(pki.root_pem))
+
+
+def test_device_ca_certificate_is_read_from_its_pem():
+    pki = DevPKI.generate()
+    assert pki.device_ca_cert == x509.load_pem_x509_certificate(pki.device_ca_pem)
+    assert pki.issue_device_cert("dev").der  # signed by it

@@ -1,12 +1,7 @@
-"""The HTTPS app's own behaviour: health, CA, unknown routes, shutdown with idle connections."""
+"""The HTTPS app's own behaviour: health, CA, unknown routes (shutdown: tests/emulator/tls/test_https.py)."""
 
 from __future__ import annotations
 
-import http.client
-import ssl
-import time
-
-from azure_iot_harness.emulator.app import EmulatorThread
 from tests.helpers import https
 
 
@@ -30,18 +25,3 @@ def test_unknown_route_is_a_json_404(emulator):
 def test_wrong_method_is_a_json_404(emulator):
     status, _, body = https(emulator, "POST", "/_emulator/health", {})
     assert status == 404 and "POST /_emulator/health" in body["Message"]
-
-
-def test_stop_closes_idle_keep_alive_connections():
-    thread = EmulatorThread(in_memory=True, mqtt_port=0, https_port=0)
-    emu = thread.start()
-    ctx = ssl.create_default_context(cafile=str(emu.ca_file))
-    conn = http.client.HTTPSConnection("localhost", emu.https_port, context=ctx)
-    conn.request("GET", "/_emulator/health")
-    assert conn.getresponse().read() == b'{"status":"ok"}'
-    start = time.monotonic()
-    thread.stop()
-    # hypercorn alone would wait for its 5 s keep-alive timeout (see HttpsServer.stop).
-    assert time.monotonic() - start < 3
-    conn.sock.settimeout(5)
-    assert conn.sock.recv(1) == b""

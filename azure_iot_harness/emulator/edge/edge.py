@@ -20,10 +20,10 @@ from ..clock import SYSTEM_CLOCK, Clock
 from ..frontdoor import FrontDoor
 from ..hub.registry import Registry
 from ..mqtt.listener import MqttListener
-from ..mqtt.tls import request_any_client_certificate
 from ..protocol import sas
+from ..https_server import HttpsServer
 from ..store import Store
-from ..web import HttpsServer
+from ..tls import server_context
 from . import workload
 from .edgehub import EdgeHub
 from .queue import EdgeQueues
@@ -119,19 +119,17 @@ class Edge:
             router=self.router,
             clock=self.clock,
         )
-        ctx = self.pki.server_context()
-        request_any_client_certificate(ctx)
         self.mqtt = MqttListener(
             host=self.bind,
             port=self.requested_mqtt_port,
-            ssl_context=ctx,
+            tls=server_context(self.pki.server_chain_pem, self.pki.server_key_pem),
             router=FrontDoor(self.hub),
             max_idle=settings.max_idle_seconds,
             connect_timeout=settings.connect_timeout,
         )
         await self.mqtt.start()
         app = workload.build_app(edge_device_id=self.device_id, registry=link.registry, trust_bundle=lambda: dev_pki.root_pem)
-        self.workload = HttpsServer(app, host="127.0.0.1", port=settings.workload_port, ssl_context=None)
+        self.workload = HttpsServer(app, host="127.0.0.1", port=settings.workload_port, tls=None)
         await self.workload.start()
         await self.upstream.start()
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Protocol, Sequence
 
 from amqtt.adapters import ReaderAdapter, WriterAdapter
 
@@ -51,7 +51,7 @@ class MqttConnection:
         *,
         close_transport: Callable[[], None],
         peer: str,
-        peer_cert: bytes | None,
+        peer_chain: Sequence[bytes] = (),
         router: Router,
         max_idle: float,
         connect_timeout: float,
@@ -60,7 +60,8 @@ class MqttConnection:
         self.writer = writer
         self._close_transport = close_transport
         self.peer = peer
-        self.peer_cert = peer_cert
+        # The certificates the client sent in the TLS handshake, leaf first (DER), unverified.
+        self.peer_chain: tuple[bytes, ...] = tuple(peer_chain)
         self.router = router
         self.max_idle = max_idle
         self.connect_timeout = connect_timeout
@@ -78,6 +79,11 @@ class MqttConnection:
         self._outbox: list[bytes] = []
         self._flush_scheduled = False
         self.context: dict[str, Any] = {}  # for sessions
+
+    @property
+    def peer_cert(self) -> bytes | None:
+        """The client's own certificate (DER), or None."""
+        return self.peer_chain[0] if self.peer_chain else None
 
     # ---- sending ------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from typing import Any, Awaitable, Callable
 
 from amqtt.adapters import StreamReaderAdapter, WriterAdapter
 
-from ..tls_peers import client_certificate
+from ..tls import client_chain
 from .connection import MqttConnection, Router
 
 log = logging.getLogger("azure_iot_harness.mqtt")
@@ -104,7 +104,7 @@ async def serve(scope: dict[str, Any], receive: Receive, send: Send, router: Rou
         writer,
         close_transport=lambda: writer.write_eof(),
         peer=f"{client[0]}:{client[1]} (WebSocket)" if client else "WebSocket peer",
-        peer_cert=client_certificate(scope),
+        peer_chain=client_chain(scope),  # what the client sent in the HTTPS connection's handshake
         router=router,
         max_idle=max_idle,
         connect_timeout=connect_timeout,

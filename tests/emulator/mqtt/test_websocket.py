@@ -13,14 +13,15 @@ import paho.mqtt.client as mqtt
 import pytest
 from azure.iot.device import IoTHubDeviceClient, Message
 
+from azure_iot_harness.certs import DevPKI
 from tests.helpers import connect_packet, device_token, https, wait_for
 
 
-def _ws_client(emu, client_id="device1", username="localhost/device1/?api-version=2021-04-12", password=None):
+def _ws_client(emu, client_id="device1", username="localhost/device1/?api-version=2021-04-12", password=None, certfile=None, keyfile=None):
     c = mqtt.Client(client_id=client_id, transport="websockets")
     c.ws_set_options(path="/$iothub/websocket")
-    c.username_pw_set(username, password or device_token(emu, "device1"))
-    c.tls_set(ca_certs=str(emu.ca_file))
+    c.username_pw_set(username, password or (None if certfile else device_token(emu, "device1")))
+    c.tls_set(ca_certs=str(emu.ca_file), certfile=certfile, keyfile=keyfile)
     events = {"rc": [], "acks": [], "gone": []}
     c.on_connect = lambda cl, u, f, rc: events["rc"].append(rc)
     c.on_publish = lambda cl, u, mid: events["acks"].append(mid)
@@ -46,6 +47,19 @@ def test_bad_token_over_websocket_gets_connack_5(emulator):
     c, ev = _ws_client(emulator, password="SharedAccessSignature sr=x&sig=AAAA&se=1")
     assert ev["rc"] == [5]
     c.loop_stop()
+
+
+def test_x509_over_websocket_uses_the_https_connections_certificate(emulator, tmp_path):
+    # The device's certificate (leaf + device CA) comes from the TLS handshake of the HTTPS
+    # connection that carries the WebSocket; an unknown CA is refused at CONNECT.
+    good = emulator.pki.issue_device_cert("x509-device1")
+    bad = DevPKI.generate().issue_device_cert("x509-device1")
+    for cert, expected in ((good, 0), (bad, 5)):
+        certfile, keyfile = cert.write(tmp_path)
+        c, ev = _ws_client(emulator, "x509-device1", "localhost/x509-device1/?api-version=2021-04-12", certfile=str(certfile), keyfile=str(keyfile))
+        assert ev["rc"] == [expected]
+        c.disconnect()
+        c.loop_stop()
 
 
 def test_violation_over_websocket_closes_it(emulator):

@@ -4,19 +4,21 @@ A device that refuses the server certificate (it does not trust the CA, or the n
 is not in the certificate) ends the handshake with a TLS alert and nothing more; firmware
 rarely says why. The emulator's side of the handshake sees that alert, so the log line names
 it and says how to fix the usual causes: which names the certificate covers, how to add one,
-and which CA file the client must trust. Pure functions over the exception.
+and which CA file the client must trust. Pure functions over pyOpenSSL's exception.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
-import ssl
 from dataclasses import dataclass
+from typing import Callable
 
-# OpenSSL names a received alert `SSLV3_ALERT_…` or `TLSV1_ALERT_…` (also TLSV13_ALERT_…).
-_ALERT = re.compile(r"(?:SSLV3|TLSV1|TLSV13)_ALERT_([A-Z0-9_]+)")
+from OpenSSL import SSL
+
+# OpenSSL names a received alert `tls alert …` (older: `sslv3 alert …`, `tlsv1 alert …`; Python's ssl
+# spells the same reasons `TLSV1_ALERT_…`).
+_ALERT = re.compile(r"(?:SSLV3|TLSV1|TLSV13|TLS)_ALERT_([A-Z0-9_]+)")
 # Alerts with which a client refuses the server's certificate.
 _UNTRUSTED = {"UNKNOWN_CA"}
 _REFUSED_CERTIFICATE = {"UNKNOWN_CA", "BAD_CERTIFICATE", "CERTIFICATE_UNKNOWN", "UNSUPPORTED_CERTIFICATE", "CERTIFICATE_EXPIRED", "CERTIFICATE_REVOKED"}
@@ -32,12 +34,17 @@ class ServerCertificate:
 
 def client_alert(exc: BaseException) -> str | None:
     """The alert the client sent ('UNKNOWN_CA'), or None when the handshake failed otherwise."""
-    reason = getattr(exc, "reason", None) if isinstance(exc, ssl.SSLError) else None
-    match = _ALERT.fullmatch(reason or "")
-    return match.group(1) if match else None
+    if not isinstance(exc, SSL.Error) or not exc.args or not isinstance(exc.args[0], list):
+        return None
+    for error in exc.args[0]:
+        reason = str(error[-1]).upper().replace(" ", "_") if isinstance(error, tuple) and error else ""
+        match = _ALERT.fullmatch(reason)
+        if match:
+            return match.group(1)
+    return None
 
 
-def explain(exc: BaseException, server: ServerCertificate | None) -> tuple[int, str]:
+def explain(exc: BaseException, server: ServerCertificate | None, describe: Callable[[BaseException], str]) -> tuple[int, str]:
     """(logging level, text) for a failed handshake.
 
     A client that refused the certificate is a warning, with the hint; other failures (a port
@@ -45,7 +52,7 @@ def explain(exc: BaseException, server: ServerCertificate | None) -> tuple[int, 
     """
     alert = client_alert(exc)
     if alert is None:
-        return logging.INFO, _describe(exc)
+        return logging.INFO, describe(exc)
     said = f"the client sent the TLS alert '{alert.lower().replace('_', ' ')}'"
     if alert not in _REFUSED_CERTIFICATE:
         return logging.WARNING, said
@@ -63,10 +70,3 @@ def explain(exc: BaseException, server: ServerCertificate | None) -> tuple[int, 
         f"make that name resolve to the emulator; {trust}."
     )
 
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, asyncio.TimeoutError):
-        return "timed out"
-    if isinstance(exc, ssl.SSLError) and exc.reason:
-        return f"{exc.reason} ({exc.library})" if exc.library else exc.reason
-    return str(exc) or type(exc).__name__

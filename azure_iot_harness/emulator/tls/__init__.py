@@ -1,0 +1,35 @@
+"""The one TLS adapter: the server side of every TLS port (MQTT 8883, HTTPS/WebSocket 443, the
+edge's listeners, later AMQP 5671).
+
+- `server_context(chain_pem, key_pem, alpn=…)`: the server's certificate and TLS settings; it asks
+  every client for a certificate and accepts any, for the services to judge (`context`).
+- `TlsListener(name=, host=, port=, context=, handler=)`: accepts, runs the handshake, calls
+  `handler(conn)` in a task per connection; `listener.connection(peer)` finds an open connection
+  by the client's address; `OnListener`: the port properties of a server built on one
+  (`listener`).
+- `TlsConnection`: `peer`, `peer_cert` (leaf DER), `peer_chain` (every certificate the client
+  sent, DER, leaf first), `reader`/`writer` streams, `close()` (`connection`).
+- `HttpConnections`: hypercorn over those connections for an ASGI app; `client_chain(scope)` and
+  `client_certificate(scope)` read a request's certificates (`asgi`).
+
+Private APIs (pyOpenSSL's memory-BIO connection is public; hypercorn's per-connection server is
+not) are touched only in this package, checked at start-up, and never patched.
+"""
+
+from .asgi import HttpConnections, client_certificate, client_chain
+from .connection import TlsConnection
+from .context import ServerContext, server_context
+from .hints import ServerCertificate
+from .listener import OnListener, TlsListener
+
+__all__ = [
+    "HttpConnections",
+    "OnListener",
+    "ServerCertificate",
+    "ServerContext",
+    "TlsConnection",
+    "TlsListener",
+    "client_certificate",
+    "client_chain",
+    "server_context",
+]
