@@ -13,7 +13,7 @@ import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, cast
 
 from .errors import ConfigError
 
@@ -282,7 +282,7 @@ def _coerce(name: str, value: Any) -> Any:
     """Turn strings from the environment (and TOML values) into the field's type."""
     default = _FIELDS[name].default
     if default is dataclasses.MISSING:
-        default = _FIELDS[name].default_factory()  # type: ignore[misc]
+        default = cast("Callable[[], Any]", _FIELDS[name].default_factory)()
     try:
         if isinstance(default, bool):
             if isinstance(value, str):

@@ -15,7 +15,7 @@ import queue
 import sqlite3
 import threading
 from pathlib import Path
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 from .protocol.messages import Telemetry
 
@@ -168,10 +168,7 @@ class Store:
         key = (doc["deviceId"], doc.get("moduleId") or "")
         text = json.dumps(doc)
         return self.submit(
-            lambda c: c.execute(
-                "INSERT OR REPLACE INTO identities (device_id, module_id, doc) VALUES (?, ?, ?)", (*key, text)
-            )
-            and None
+            _statement("INSERT OR REPLACE INTO identities (device_id, module_id, doc) VALUES (?, ?, ?)", (*key, text))
         )
 
     def delete_identity(self, device_id: str, module_id: str | None = None) -> "asyncio.Future[None]":
@@ -221,7 +218,7 @@ class Store:
         return self.submit(lambda c: c.execute("SELECT COALESCE(MAX(seq), 0) FROM telemetry").fetchone()[0])
 
     def clear_telemetry(self) -> "asyncio.Future[None]":
-        return self.submit(lambda c: c.execute("DELETE FROM telemetry") and None)
+        return self.submit(_statement("DELETE FROM telemetry"))
 
     def add_telemetry_listener(self, fn: Callable[[list[tuple[int, Telemetry]]], None]) -> None:
         self._telemetry_listeners.append(fn)
@@ -244,7 +241,16 @@ def _row_to_telemetry(row: Iterable[Any]) -> tuple[int, Telemetry]:
     return seq, Telemetry(device_id, module_id, bytes(body), json.loads(props), json.loads(sysprops), enqueued)
 
 
-def _settle(done: list[tuple[asyncio.Future, Any, BaseException | None]]) -> None:
+def _statement(sql: str, params: tuple = ()) -> Callable[[sqlite3.Connection], None]:
+    """A store job of one statement whose result nobody reads."""
+
+    def job(conn: sqlite3.Connection) -> None:
+        conn.execute(sql, params)
+
+    return job
+
+
+def _settle(done: Sequence[tuple[asyncio.Future, Any, BaseException | None]]) -> None:
     for fut, result, exc in done:
         if fut.done():
             continue

@@ -46,7 +46,7 @@ def individual(
     device_id = _optional(body, "deviceId", str)
     if device_id is not None and not _DEVICE_ID.fullmatch(device_id):
         raise dps_error("ArgumentInvalid", f"deviceId {device_id!r} is not a valid IoT Hub device id")
-    doc = {"registrationId": registration_id}
+    doc: dict[str, Any] = {"registrationId": registration_id}
     if device_id:
         doc["deviceId"] = device_id
     doc["attestation"] = _attestation(body.get("attestation"), existing, group=False)

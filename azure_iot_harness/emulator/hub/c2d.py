@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Callable
@@ -162,9 +163,7 @@ class C2DQueues:
             expiry=now + (ttl if ttl is not None else DEFAULT_TTL),
         )
         text = msg.to_json()
-        msg.seq = await self.store.submit(
-            lambda c: c.execute("INSERT INTO c2d (device_id, doc) VALUES (?, ?)", (device_id, text)).lastrowid
-        )
+        msg.seq = await self.store.submit(lambda c: _inserted(c.execute("INSERT INTO c2d (device_id, doc) VALUES (?, ?)", (device_id, text))))
         self.last_seq = max(self.last_seq, msg.seq)
         self._queues.setdefault(device_id, []).append(msg)
         for fn in self._listeners:
@@ -226,3 +225,9 @@ class C2DQueues:
         if doc is None and key[1] is None and self._queues.pop(key[0], None) is not None:
             device_id = key[0]
             self.store.submit(lambda c: c.execute("DELETE FROM c2d WHERE device_id = ?", (device_id,)))
+
+
+def _inserted(cursor: sqlite3.Cursor) -> int:
+    """The rowid of an INSERT (always set after one; sqlite3 types it as optional)."""
+    assert cursor.lastrowid is not None
+    return cursor.lastrowid

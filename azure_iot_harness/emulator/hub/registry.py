@@ -14,7 +14,7 @@ import copy
 import datetime as dt
 import re
 from dataclasses import dataclass
-from typing import Callable, TypeVar
+from typing import Any, Callable, TypeVar
 
 from ...config import (
     WELL_KNOWN_CA_DEVICE,
@@ -366,7 +366,7 @@ def _authentication(auth: object) -> dict:
         raise hub_error("ArgumentInvalid", f"authentication type {kind!r} is not one of {', '.join(AUTH_TYPES)}")
     keys = _optional(auth, "symmetricKey", dict) or {}
     prints = _optional(auth, "x509Thumbprint", dict) or {}
-    out = {
+    out: dict[str, Any] = {
         "symmetricKey": {"primaryKey": None, "secondaryKey": None},
         "x509Thumbprint": {"primaryThumbprint": None, "secondaryThumbprint": None},
         "type": kind,

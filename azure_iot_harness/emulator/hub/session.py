@@ -212,7 +212,12 @@ class DeviceSession:
         if self.will is not None and not graceful and not self.kicked:
             log.info("%s: publishing its will message", self.principal.name)
             fut = self.hub.store.append_telemetry(self.will)
-            fut.add_done_callback(lambda f: f.cancelled() or f.exception() and log.error("will not stored: %s", f.exception()))
+            fut.add_done_callback(_log_will_failure)
+
+
+def _log_will_failure(fut: asyncio.Future) -> None:
+    if not fut.cancelled() and fut.exception() is not None:
+        log.error("will not stored: %s", fut.exception())
 
 
 def telemetry_from(p: "Principal", topic: str, body: bytes, retain: bool, now: dt.datetime | None = None) -> Telemetry:
