@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import http.client
+import logging
 import ssl
-import time
 
 from azure_iot_harness.emulator.app import EmulatorThread
 from tests.helpers import https
@@ -32,16 +32,17 @@ def test_wrong_method_is_a_json_404(emulator):
     assert status == 404 and "POST /_emulator/health" in body["Message"]
 
 
-def test_stop_closes_idle_keep_alive_connections():
+def test_stop_closes_idle_keep_alive_connections(caplog):
+    # hypercorn alone would wait for its 5 s keep-alive timeout until HttpsServer.stop gives up
+    # and cancels it (logged at debug). How long stop takes is measured in benchmarks/timers.py.
+    caplog.set_level(logging.DEBUG, logger="azure_iot_harness")
     thread = EmulatorThread(in_memory=True, mqtt_port=0, https_port=0)
     emu = thread.start()
     ctx = ssl.create_default_context(cafile=str(emu.ca_file))
     conn = http.client.HTTPSConnection("localhost", emu.https_port, context=ctx)
     conn.request("GET", "/_emulator/health")
     assert conn.getresponse().read() == b'{"status":"ok"}'
-    start = time.monotonic()
     thread.stop()
-    # hypercorn alone would wait for its 5 s keep-alive timeout (see HttpsServer.stop).
-    assert time.monotonic() - start < 3
+    assert not [m for m in caplog.messages if m.startswith("https server stop:")], "hypercorn's shutdown had to be cancelled"
     conn.sock.settimeout(5)
     assert conn.sock.recv(1) == b""
