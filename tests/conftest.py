@@ -68,7 +68,7 @@ def served(tmp_path, monkeypatch):
             serve.wait_ready()
         except AssertionError:
             serve.terminate()
-            if "in use" in "\n".join(serve.stderr.seen):
+            if "in use" in serve.stderr.rest():  # its whole stderr: `seen` holds only lines read
                 continue
             raise
         info = serve.info

@@ -51,7 +51,7 @@ def test_against_a_separately_started_serve(tmp_path: Path) -> None:
             break
         except AssertionError:
             serve.terminate()
-            if "in use" not in "\n".join(serve.stderr.seen):
+            if "in use" not in serve.stderr.rest():  # its whole stderr: `seen` holds only lines read
                 raise
     else:
         pytest.fail("no free loopback address for 8883/443")
