@@ -246,20 +246,30 @@ def client_context(ca_file: Path) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(ca_file))
 
 
-def connect_once(ctx: ssl.SSLContext, port: int, ident: Identity) -> None:
-    """TLS handshake, CONNECT, CONNACK 0, DISCONNECT: one sequential connection."""
+def connected(ctx: ssl.SSLContext, port: int, client_id: str, username: str, password: str, keepalive: int = 60) -> ssl.SSLSocket:
+    """A TLS socket whose CONNECT got CONNACK 0 (RuntimeError otherwise)."""
     raw = socket.create_connection(("127.0.0.1", port), timeout=30)
     raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    with ctx.wrap_socket(raw, server_hostname=HOST) as sock:
-        sock.sendall(connect_packet(ident))
+    sock = ctx.wrap_socket(raw, server_hostname=HOST)
+    try:
+        sock.sendall(connect_bytes(client_id, username, password, keepalive))
         connack = b""
         while len(connack) < 4:
             chunk = sock.recv(4 - len(connack))
             if not chunk:
-                raise RuntimeError(f"{ident.client_id}: connection closed before CONNACK")
+                raise RuntimeError(f"{client_id}: connection closed before CONNACK")
             connack += chunk
         if connack[0] != 0x20 or connack[3] != 0:
-            raise RuntimeError(f"{ident.client_id}: CONNACK {connack!r}")
+            raise RuntimeError(f"{client_id}: CONNACK {connack!r}")
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def connect_once(ctx: ssl.SSLContext, port: int, ident: Identity) -> None:
+    """TLS handshake, CONNECT, CONNACK 0, DISCONNECT: one sequential connection."""
+    with connected(ctx, port, ident.client_id, ident.username, ident.password) as sock:
         sock.sendall(DISCONNECT)
 
 

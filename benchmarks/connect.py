@@ -11,7 +11,7 @@ from .clients import client_context, close_all, connect_once, open_connected
 from .context import Context
 from .identities import identities
 from .report import Row, Section
-from .servers import EmulatorServer, Server
+from .servers import Server, running
 from .stats import Samples
 
 SLOW_SEQUENTIAL = 100
@@ -30,13 +30,7 @@ def run(ctx: Context) -> Section:
     conc: dict[str, Samples] = {}
     p99: dict[str, Samples] = {}
     cpu: dict[str, Samples] = {}
-    started: list[Server] = []
-    try:
-        for server in servers:
-            server.start()
-            started.append(server)
-            if isinstance(server, EmulatorServer):
-                server.create_devices(idents)
+    with running(servers, idents) as started:
         for rep in range(o.connect_repeat):
             for server in started:
                 c = client_context(server.ca_file)
@@ -55,9 +49,6 @@ def run(ctx: Context) -> Section:
                 time.sleep(o.settle / 2)  # the server finishes closing the round's connections
                 ctx.log(f"connect → {server.label} #{rep + 1}: sequential {seq[server.label].values[-1]:.0f}/s, "
                         f"concurrent {rate:.0f}/s (p99 {lat99 * 1000:.0f} ms)")  # fmt: skip
-    finally:
-        for server in started:
-            server.stop()
     emu = "emulator"
     others = [s.label for s in servers if s.label != emu]
     n = o.connections

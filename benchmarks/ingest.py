@@ -13,7 +13,7 @@ from .clients import LOAD_TIMEOUT, MosquittoPub, MosquittoSub, PahoLoad
 from .context import Context
 from .identities import SUBSCRIBER, identities, identity
 from .report import Row, Section
-from .servers import EmulatorServer, Server
+from .servers import EmulatorServer, Server, running
 from .stats import Samples
 
 # Seconds a subscriber may still take after the publishers got every PUBACK.
@@ -46,13 +46,7 @@ def run(ctx: Context) -> Section:
     lines.write_bytes((payload + b"\n") * o.messages)
     results: dict[tuple[str, str], list[Sample]] = {}
     failures: dict[tuple[str, str], str] = {}
-    started: list[Server] = []
-    try:
-        for server in servers:
-            server.start()
-            started.append(server)
-            if isinstance(server, EmulatorServer):
-                server.create_devices(identities(o.publishers))
+    with running(servers, identities(o.publishers)) as started:
         for rep in range(o.repeat):
             for kind, n in loads:
                 for server in started:  # interleaved, so a noisy moment hits every server alike
@@ -66,9 +60,6 @@ def run(ctx: Context) -> Section:
                     ctx.log(f"ingest {name} → {server.label} #{rep + 1}: "
                             f"{sample.rate:,.0f} msg/s, {sample.cpu_per_1k:.3f} CPU s/1k")  # fmt: skip
                     results.setdefault((name, server.label), []).append(sample)
-    finally:
-        for server in started:
-            server.stop()
     emulators = [s.label for s in servers if isinstance(s, EmulatorServer)]
     others = [s.label for s in servers if not isinstance(s, EmulatorServer)]
     for kind, n in loads:

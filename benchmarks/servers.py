@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -21,7 +22,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import psutil
 
@@ -259,6 +260,22 @@ class Rest:
         if self.conn is not None:
             self.conn.close()
             self.conn = None
+
+
+@contextlib.contextmanager
+def running(servers: list[Server], idents: list[Identity]) -> Iterator[list[Server]]:
+    """Start each server (with `idents` created in the emulator's registry); stop them all after."""
+    started: list[Server] = []
+    try:
+        for server in servers:
+            server.start()
+            started.append(server)
+            if isinstance(server, EmulatorServer):
+                server.create_devices(idents)
+        yield started
+    finally:
+        for server in started:
+            server.stop()
 
 
 # ---- the brokers -------------------------------------------------------------------------------

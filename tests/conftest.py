@@ -1,6 +1,12 @@
-"""Shared fixtures: a fresh in-memory emulator on ephemeral ports for each test."""
+"""Shared fixtures: a fresh in-memory emulator on ephemeral ports for each test, and the tools
+the client variants run (mosquitto, Node-RED), which the conformance suite's full matrix needs too."""
 
 from __future__ import annotations
+
+import fcntl
+import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -68,7 +74,7 @@ def served(tmp_path, monkeypatch):
             serve.wait_ready()
         except AssertionError:
             serve.terminate()
-            if "in use" in "\n".join(serve.stderr.seen):
+            if "in use" in serve.stderr.rest():  # its whole stderr: `seen` holds only lines read
                 continue
             raise
         info = serve.info
@@ -80,3 +86,42 @@ def served(tmp_path, monkeypatch):
             serve.terminate()
         return
     pytest.fail("no free loopback address for 8883/443")
+
+
+# ---- the tools the client variants run ----------------------------------------------------------
+
+NODE_RED = Path(__file__).resolve().parents[1] / ".cache" / "node-red"
+
+
+@pytest.fixture(scope="session")
+def mosquitto() -> str:
+    """Debian's mosquitto and mosquitto-clients, which `bash scripts/install-tools` installs."""
+    for tool in ("mosquitto_pub", "mosquitto_sub"):
+        if shutil.which(tool) is None:
+            pytest.fail(f"{tool} is not installed: run `bash scripts/install-tools` (or `bash scripts/test`)")
+    found = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+    if found is None:
+        pytest.fail("mosquitto is not installed: run `bash scripts/install-tools` (or `bash scripts/test`)")
+    return found
+
+
+@pytest.fixture(scope="session")
+def node_red() -> str:
+    """The project-local Node-RED; installed here (once, under a lock shared by the xdist
+    workers) when `scripts/install-tools` has not done it yet."""
+    red = NODE_RED / "node_modules" / "node-red" / "red.js"
+    if not red.is_file():
+        if shutil.which("npm") is None:
+            pytest.fail("npm is needed to install Node-RED: install Node.js 18 or later")
+        NODE_RED.parent.mkdir(parents=True, exist_ok=True)
+        with open(NODE_RED.parent / "node-red.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not red.is_file():
+                done = subprocess.run(
+                    ["npm", "install", "--prefix", str(NODE_RED), "--no-audit", "--no-fund", "--loglevel=error", "node-red@4"],
+                    capture_output=True,
+                    text=True,
+                    timeout=600,
+                )
+                assert done.returncode == 0, f"npm install node-red failed: {done.stderr}"
+    return str(red)

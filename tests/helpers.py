@@ -18,15 +18,25 @@ from azure_iot_harness.emulator.app import Emulator
 from azure_iot_harness.emulator.protocol import sas
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.01) -> Any:
-    """Poll until predicate() is truthy; fail with a clear message after timeout."""
+def wait_for(
+    predicate: Callable[[], Any],
+    timeout: float = 10.0,
+    interval: float = 0.01,
+    *,
+    what: str | None = None,
+    seen: Callable[[], Any] | None = None,
+) -> Any:
+    """Poll until predicate() is truthy and return that value. After `timeout` seconds fail with
+    what was awaited (`what`) and what was last seen (`seen()`, else predicate()'s last value).
+    The timeout only guards against a hang: no test relies on it running out."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
+            last = seen() if seen is not None else value
+            raise AssertionError(f"{what or 'condition'} not met within {timeout} s; last seen: {last!r}")
         time.sleep(interval)
 
 

@@ -47,3 +47,24 @@ def test_harness_runs_a_tiny_configuration(tmp_path: Path) -> None:
     assert any(r["against"] == "amqtt Broker" and r["ratio"] for r in connect)
     assert any(r["name"].startswith("Ingest, 2 paho publishers") for r in doc["sections"][0]["rows"])
     assert "| Measurement |" in res.stdout and doc["table"] in res.stdout
+
+
+def test_the_timers_section_measures_what_the_tests_only_assert(tmp_path: Path) -> None:
+    # tests/emulator/hub/test_connect.py and tests/emulator/test_web.py assert that these
+    # connections end; how soon they end is a figure of this section.
+    out = tmp_path / "timers.json"
+    res = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--only", "timers", "--servers", "emulator,mosquitto", "--repeat", "1",
+         "--quiet-wait", "0", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    [section] = json.loads(out.read_text())["sections"]
+    assert section["title"] == "Timers"
+    names = {row["name"] for row in section["rows"]}
+    assert names == {
+        "Keep-alive 1 s, nothing sent: closed after",
+        "SAS token valid 2 s: closed after its expiry by",
+        "Stop, in-process Emulator with an idle HTTPS keep-alive connection",
+    }
+    assert all(row["emulator"]["median"] is not None for row in section["rows"])

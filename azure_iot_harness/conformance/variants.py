@@ -232,9 +232,11 @@ class SdkSession(Session):
         msg.custom_properties.update(properties)
         self.client.send_message(msg)
 
+    # Setting a handler returns once the SDK's SUBSCRIBE was acknowledged: azure-iot-device's
+    # sync client enables the feature and waits for it (GenericIoTHubClient._enable_feature).
+
     def subscribe_c2d(self) -> None:
         self.client.on_message_received = self.c2d.put
-        time.sleep(0.5)  # the SDK subscribes in the background when the handler is set
 
     def receive_c2d(self, timeout: float) -> tuple[str, dict[str, str]]:
         msg = self.c2d.get(timeout=timeout)
@@ -249,7 +251,6 @@ class SdkSession(Session):
 
     def subscribe_desired(self) -> None:
         self.client.on_twin_desired_properties_patch_received = self.desired.put
-        time.sleep(0.5)
 
     def next_desired(self, timeout: float) -> dict:
         return self.desired.get(timeout=timeout)
@@ -262,7 +263,6 @@ class SdkSession(Session):
             self.client.send_method_response(MethodResponse.create_from_method_request(req, status, payload))
 
         self.client.on_method_request_received = on_request
-        time.sleep(0.5)
 
     def close(self) -> None:
         self.client.shutdown()

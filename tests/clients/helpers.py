@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 import urllib.parse
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import paho.mqtt.client as mqtt
 
 from azure_iot_harness.running.service import https_connection, service_token
 from tests.cli_helpers import CliProcess, Serve, cli_env, no_traceback, run_cli
+from tests.helpers import wait_for
 
 
 class ServeWith(Serve):
@@ -91,13 +91,12 @@ def messages(info: dict, device: str) -> list[dict]:
 
 def wait_messages(info: dict, device: str, n: int, *, where: dict | None = None, timeout: float = 30) -> list[dict]:
     """The device's messages whose properties include `where`, once there are at least n."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def enough() -> list[dict] | None:
         found = [m for m in messages(info, device) if all(m["properties"].get(k) == v for k, v in (where or {}).items())]
-        if len(found) >= n or time.monotonic() > deadline:
-            assert len(found) >= n, f"{len(found)} of {n} messages from {device} with {where}; all: {messages(info, device)}"
-            return found
-        time.sleep(0.1)
+        return found if len(found) >= n else None
+
+    return wait_for(enough, timeout, 0.1, what=f"{n} messages from {device} with {where}", seen=lambda: messages(info, device))
 
 
 def publish_plain(port: int, topic: str, payload: str, qos: int = 1) -> None:
@@ -123,8 +122,5 @@ def subscribe_plain(port: int, topic: str) -> tuple[mqtt.Client, list]:
     c.connect("127.0.0.1", port)
     c.loop_start()
     c.subscribe(topic, 1)
-    deadline = time.monotonic() + 10
-    while not subscribed and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert subscribed
+    wait_for(lambda: subscribed, 10, what=f"SUBACK for {topic} from the local broker")
     return c, got

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import urllib.parse
 
 from azure_iot_harness.certs import DevPKI
@@ -10,6 +9,7 @@ from azure_iot_harness.clients.hub_target import HubTarget
 from azure_iot_harness.clients.mosquitto_bridge import bridge_config
 from tests.cli_helpers import run_cli
 from tests.clients.helpers import client, data, failed, ok, publish_plain, ready_port, start, subscribe_plain, wait_messages
+from tests.helpers import wait_for
 
 
 def test_the_generated_configuration_has_what_iot_hub_needs():
@@ -54,10 +54,7 @@ def test_sas_bridge_forwards_telemetry_and_brings_c2d_back(hub, mosquitto):
         try:
             sent = run_cli("c2d", "send", *data(hub), "--device", "device1", "--data", "open valve", "--prop", "k=v")
             assert sent.returncode == 0, sent.stderr
-            deadline = time.monotonic() + 15
-            while not got and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert got, "no cloud-to-device message on local/c2d/#"
+            wait_for(lambda: got, 15, what="a cloud-to-device message on local/c2d/#")
             assert got[0].payload == b"open valve"
             bag = dict(urllib.parse.parse_qsl(got[0].topic[len("local/c2d/"):]))
             assert bag["k"] == "v" and bag["$.to"] == "/devices/device1/messages/devicebound"

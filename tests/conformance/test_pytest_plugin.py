@@ -9,7 +9,7 @@ pytest_plugins = ["pytester"]
 
 # A paho device for the generated test files: what a firmware test would have.
 PAHO = '''
-import ssl, time
+import ssl, threading
 import paho.mqtt.client as mqtt
 
 def connect(creds):
@@ -19,14 +19,11 @@ def connect(creds):
     if creds.cert_file:
         ctx.load_cert_chain(creds.cert_file, creds.key_file)
     c.tls_set_context(ctx)
-    rc = []
-    c.on_connect = lambda cl, u, f, r: rc.append(r)
+    rc, connack = [], threading.Event()
+    c.on_connect = lambda cl, u, f, r: (rc.append(r), connack.set())
     c.connect(creds.host, creds.mqtt_port)
     c.loop_start()
-    deadline = time.monotonic() + 10
-    while not rc and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert rc == [0], rc
+    assert connack.wait(10) and rc == [0], rc
     return c
 
 def send(creds, body, bag=""):

@@ -12,6 +12,7 @@ class Device:
         self.creds = creds
         self.connected = threading.Event()
         self.c2d = []
+        self.c2d_arrived = threading.Event()
         self.client = mqtt.Client(client_id=creds.client_id, protocol=mqtt.MQTTv311)
         self.client.username_pw_set(creds.username, creds.password)  # password None for X.509
         ctx = ssl.create_default_context(cafile=creds.ca_file)  # trust the emulator's CA, never verify=False
@@ -57,3 +58,4 @@ class Device:
 
     def _on_message(self, client, userdata, msg):
         self.c2d.append((msg.topic, msg.payload.decode()))
+        self.c2d_arrived.set()

@@ -1,7 +1,5 @@
 """Direct methods, twins and cloud-to-device messages, driven from the service side."""
 
-import time
-
 from device import Device
 
 
@@ -23,8 +21,6 @@ def test_cloud_to_device(azure_iot_device, azure_iot_service):
     with Device(azure_iot_device) as dev:
         dev.receive_c2d()
         azure_iot_service.send_c2d(azure_iot_device.device_id, "reboot", {"reason": "update"})
-        deadline = time.monotonic() + 10
-        while not dev.c2d and time.monotonic() < deadline:
-            time.sleep(0.05)
+        assert dev.c2d_arrived.wait(10), "no cloud-to-device message"
     [(topic, body)] = dev.c2d
     assert body == "reboot" and "reason=update" in topic

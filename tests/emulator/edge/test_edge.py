@@ -4,6 +4,7 @@ module inputs, store-and-forward, and the relay of twins and methods."""
 from __future__ import annotations
 
 import json
+import logging
 import time
 
 import pytest
@@ -135,8 +136,11 @@ def test_alert_route_to_a_module_and_the_rest_upstream():
         assert got.topic.startswith("devices/edge-device1/modules/alerts/inputs/in1/") and "%24.cdid=leaf-device1" in got.topic
         upstream = wait_for(lambda: len(_hub_messages(emu)) == 2 and _hub_messages(emu))
         assert sorted(json.loads(m["body"])["n"] for m in upstream) == [2, 3]
-        time.sleep(0.3)
-        assert len(alerts.messages) == 1
+        # Had 2 or 3 gone to the module too, they would arrive before a later alert: the module's
+        # input queue hands messages out in order on one connection.
+        leaf.publish("devices/leaf-device1/messages/events/" + json_props, json.dumps({"messageType": "alert", "n": 4}))
+        wait_for(lambda: len(alerts.messages) >= 2, what="the second alert at the module", seen=lambda: [m.payload for m in alerts.messages])
+        assert [json.loads(m.payload)["n"] for m in alerts.messages] == [1, 4]
         leaf.close()
         alerts.close()
     finally:
@@ -171,14 +175,19 @@ def test_module_outputs_route_by_output_name():
             wait_for(lambda: mid in mod.acked)
         msg = wait_for(lambda: _hub_messages(emu))[0]
         assert msg["body"] == "out1" and msg["moduleId"] == "filter"
-        time.sleep(0.3)
-        assert len(_hub_messages(emu)) == 1
+        # Had out2 been routed upstream, it would reach the hub before a later out1: $upstream
+        # forwards in order.
+        mod.publish("devices/edge-device1/modules/filter/messages/events/%24.on=out1", b"out1 again")
+        bodies = wait_for(lambda: len(_hub_messages(emu)) >= 2 and [m["body"] for m in _hub_messages(emu)],
+                          what="the second out1 message at the hub", seen=lambda: _hub_messages(emu))
+        assert bodies == ["out1", "out1 again"]
         mod.close()
     finally:
         thread.stop()
 
 
-def test_store_and_forward_in_order_when_the_hub_returns():
+def test_store_and_forward_in_order_when_the_hub_returns(caplog):
+    caplog.set_level(logging.WARNING, logger="azure_iot_harness.edge")
     thread, emu = _edge()
     try:
         leaf = _leaf(emu)
@@ -186,7 +195,9 @@ def test_store_and_forward_in_order_when_the_hub_returns():
         thread.call(emu.suspend_hub())
         mids = [leaf.publish("devices/leaf-device1/messages/events/", f"m{i}") for i in range(10)]
         wait_for(lambda: set(mids) <= set(leaf.acked))  # committed at the edge, acknowledged
-        time.sleep(0.5)
+        # $upstream tried the first of them and found the hub gone: nothing reached it.
+        wait_for(lambda: any("upstream (the hub) unreachable" in r.getMessage() for r in caplog.records),
+                 what="the upstream's 'hub unreachable' log line", seen=lambda: caplog.messages[-5:])
         assert _hub_messages(emu) == []
         thread.call(emu.resume_hub())
         msgs = wait_for(lambda: len(_hub_messages(emu)) == 10 and _hub_messages(emu), timeout=20)
@@ -205,7 +216,9 @@ def test_messages_past_their_ttl_are_not_forwarded():
         thread.call(emu.suspend_hub())
         mid = leaf.publish("devices/leaf-device1/messages/events/", b"stale")
         wait_for(lambda: mid in leaf.acked)
-        time.sleep(1.5)
+        # The scenario is time passing: the route's 1 s TTL (its smallest) ran from before the
+        # PUBACK, so 1 s after it the message has expired. No state shows it before the hub returns.
+        time.sleep(1.0)
         thread.call(emu.resume_hub())
         mid = leaf.publish("devices/leaf-device1/messages/events/", b"fresh")
         wait_for(lambda: [m["body"] for m in _hub_messages(emu)] == ["fresh"], timeout=20)
@@ -254,10 +267,16 @@ def test_routes_are_replaced_at_run_time_over_rest(edge):
     assert leaf.connect() == 0
     mid = leaf.publish("devices/leaf-device1/messages/events/", b"no route takes me")
     wait_for(lambda: mid in leaf.acked)
-    time.sleep(0.3)
-    assert _hub_messages(emu) == []
+    # Had the leaf's message been routed upstream, it would reach the hub before a module's
+    # later one: $upstream forwards in order.
+    mod = _module(thread, emu, "filter")
+    assert mod.connect() == 0
+    mod.publish("devices/edge-device1/modules/filter/messages/events/", b"from a module")
+    wait_for(lambda: _hub_messages(emu), what="the module's message at the hub")
+    assert [m["body"] for m in _hub_messages(emu)] == ["from a module"]
     status, _, body = https(emu, "PUT", "/_emulator/edge/routes", {"schemaVersion": "9.9", "routes": {}})
     assert status == 400 and "schemaVersion" in body["Message"]
+    mod.close()
     leaf.close()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 import pytest
@@ -168,29 +169,31 @@ def test_connection_state_is_tracked(emulator):
     wait_for(lambda: emulator.registry.view("device1")["connectionState"] == "Disconnected")
 
 
-def test_token_expiry_closes_the_connection(emulator):
+def test_token_expiry_closes_the_connection(emulator, caplog):
+    # How soon after the token's expiry the socket closes is measured in benchmarks/timers.py.
+    caplog.set_level(logging.INFO, logger="azure_iot_harness")
     c = RawClient(emulator)
     c.send(connect_packet("device1", USER, device_token(emulator, "device1", ttl=2)))
     assert c.connack() == 0
-    start = time.monotonic()
-    assert c.closed_by_server(timeout=10)
-    assert time.monotonic() - start < 6
+    assert c.closed_by_server(timeout=30)  # keep-alive is 60 s: only the token can end it sooner
+    assert "device1: SAS token expired, closing the connection" in caplog.messages
 
 
-def test_keep_alive_is_enforced_at_one_and_a_half_times(emulator):
+def test_keep_alive_is_enforced_at_one_and_a_half_times(emulator, caplog):
+    # The time it takes, beside mosquitto's, is measured in benchmarks/timers.py.
+    caplog.set_level(logging.INFO, logger="azure_iot_harness")
     c = RawClient(emulator)
     c.send(connect_packet("device1", USER, device_token(emulator, "device1"), keepalive=1))
     assert c.connack() == 0
-    start = time.monotonic()
-    assert c.closed_by_server(timeout=10)
-    assert 1.3 < time.monotonic() - start < 4
+    assert c.closed_by_server(timeout=30)
+    assert any("nothing received for 1.5 s (1.5 x keep-alive), closing the connection" in m for m in caplog.messages), caplog.messages
 
 
 def test_pings_keep_the_connection_open(emulator):
     c = RawClient(emulator)
     c.send(connect_packet("device1", USER, device_token(emulator, "device1"), keepalive=1))
     assert c.connack() == 0
-    for _ in range(4):
-        time.sleep(0.5)
+    for _ in range(4):  # 2 s in all, past the 1.5 s an idle connection gets
+        time.sleep(0.5)  # the scenario: a device that pings every 0.5 s, not a wait for anything
         c.send(bytes([0xC0, 0]))
         assert c.read_packet(2)[0] == 13  # PINGRESP
