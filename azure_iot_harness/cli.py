@@ -24,8 +24,9 @@ import ssl
 import sys
 import time
 import urllib.parse
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from . import __version__
 from .clients.messages import parse_props
@@ -149,7 +150,7 @@ async def wait_https_answers(info: dict, timeout: float = 10.0) -> None:
             if status.split(b" ")[1:2] == [b"200"]:
                 return
             problem: object = status
-        except (OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError) as exc:
             problem = exc
         if time.monotonic() > deadline:
             raise HarnessError(f"the HTTPS endpoint does not answer: {problem!r}")

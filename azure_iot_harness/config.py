@@ -11,9 +11,10 @@ import dataclasses
 import json
 import os
 import tomllib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, cast
+from typing import Any, cast
 
 from .errors import ConfigError
 
@@ -146,7 +147,7 @@ class Config:
     def hub_name(self) -> str:
         return self.host.split(".", 1)[0]
 
-    def validate(self) -> "Config":
+    def validate(self) -> Config:
         for name in ("mqtt_port", "https_port", "edge_mqtt_port", "edge_workload_port"):
             port = getattr(self, name)
             if not 0 <= port <= 65535:
@@ -162,7 +163,7 @@ class Config:
             raise ConfigError(f"host must be a host name, not {self.host!r}")
         return self
 
-    def with_overrides(self, **overrides: Any) -> "Config":
+    def with_overrides(self, **overrides: Any) -> Config:
         """A copy with some settings changed, converted to their field types."""
         values = _check_names(overrides, "overrides")
         return dataclasses.replace(self, **{k: _coerce(k, v) for k, v in values.items()}).validate()
@@ -173,7 +174,7 @@ class Config:
         file: str | os.PathLike[str] | None = None,
         env: Mapping[str, str] | None = None,
         flags: Mapping[str, Any] | None = None,
-    ) -> "Config":
+    ) -> Config:
         """Build from a TOML file, then the environment, then flags the user actually passed.
 
         A flag whose value is None counts as not passed.
@@ -210,7 +211,7 @@ class HubSettings:
     policies: tuple[Policy, ...] = WELL_KNOWN_POLICIES
 
     @classmethod
-    def of(cls, config: Config) -> "HubSettings":
+    def of(cls, config: Config) -> HubSettings:
         return cls(host=config.host, c2d_lock_seconds=config.c2d_lock_seconds, seed_edge_identities=config.edge)
 
 
@@ -224,7 +225,7 @@ class DpsSettings:
     policies: tuple[Policy, ...] = (WELL_KNOWN_DPS_POLICY,)
 
     @classmethod
-    def of(cls, config: Config) -> "DpsSettings":
+    def of(cls, config: Config) -> DpsSettings:
         return cls(
             id_scope=config.dps_id_scope,
             host=config.host,
@@ -247,7 +248,7 @@ class EdgeSettings:
     pki_folder: Path | None  # where the edge CA chain is kept; None: in memory
 
     @classmethod
-    def of(cls, config: Config) -> "EdgeSettings":
+    def of(cls, config: Config) -> EdgeSettings:
         """ConfigError when the routes file cannot be read."""
         return cls(
             device_id=config.edge_device_id,

@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
     table = render(sections)
     doc = {
-        "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "seconds": round(time.time() - started, 1),
         "machine": {
             "cpus": os.cpu_count(),

@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 from azure_iot_harness.emulator.protocol import sas
 
@@ -41,7 +41,7 @@ class Identity:
         }
 
 
-@lru_cache(maxsize=None)
+@cache
 def identity(i: int | str) -> Identity:
     device_id = f"bench-{i}"
     key = base64.b64encode(hashlib.sha256(device_id.encode()).digest()).decode()

@@ -21,15 +21,15 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import psutil
 
 from azure_iot_harness.certs import DevPKI
 from azure_iot_harness.emulator.protocol import sas
 
-from .identities import HOST, Identity, identity, SUBSCRIBER
+from .identities import HOST, SUBSCRIBER, Identity, identity
 
 START_TIMEOUT = 60.0
 
@@ -53,9 +53,9 @@ def wait_accepts(port: int, timeout: float = START_TIMEOUT, proc: subprocess.Pop
             return
         except OSError:
             if proc is not None and proc.poll() is not None:
-                raise ServerError(f"server exited with {proc.returncode} before accepting on {port}")
+                raise ServerError(f"server exited with {proc.returncode} before accepting on {port}") from None
             if time.monotonic() > deadline:
-                raise ServerError(f"nothing accepts on port {port} after {timeout} s")
+                raise ServerError(f"nothing accepts on port {port} after {timeout} s") from None
             time.sleep(0.005)
 
 
@@ -93,7 +93,7 @@ class Server:
     port: int = 0
     ca_file: Path
 
-    def start(self) -> "Server":
+    def start(self) -> Server:
         raise NotImplementedError
 
     @property
@@ -118,7 +118,7 @@ class Server:
             self.proc.kill()
             self.proc.wait()
 
-    def __enter__(self) -> "Server":
+    def __enter__(self) -> Server:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -142,7 +142,7 @@ class EmulatorServer(Server):
         self.info: dict = {}
         self.ready_seconds = 0.0
 
-    def start(self) -> "EmulatorServer":
+    def start(self) -> EmulatorServer:
         env = dict(os.environ, AZURE_IOT_HARNESS_DURABILITY=self.durability)
         env.pop("AZURE_IOT_HARNESS_CONFIG", None)
         log = open(self.data_dir.with_suffix(".log"), "ab")
@@ -184,7 +184,7 @@ class EmulatorServer(Server):
             self.spy = None
         super().stop()
 
-    def rest(self) -> "Rest":
+    def rest(self) -> Rest:
         return Rest(self.https_port, self.ca_file, self.service_token)
 
     def create_devices(self, idents: Iterable[Identity], parallel: int = 4) -> None:
@@ -322,7 +322,7 @@ class MosquittoServer(Server):
             raise ServerError("mosquitto is not installed (bash benchmarks/run installs it)")
         self.bins = bins
 
-    def start(self) -> "MosquittoServer":
+    def start(self) -> MosquittoServer:
         tag = "nodelay" if self.nodelay else "default"
         pwfile = self.workdir / f"mosquitto-{tag}.passwd"
         idents = [identity(i) for i in range(self.devices)] + [identity(SUBSCRIBER)]
@@ -367,7 +367,7 @@ class AmqttServer(Server):
         self.workdir, self.tls = workdir, tls
         self.ca_file = tls.ca_file
 
-    def start(self) -> "AmqttServer":
+    def start(self) -> AmqttServer:
         for attempt in range(5):
             self.port = free_port()
             log = open(self.workdir / "amqtt.log", "ab")

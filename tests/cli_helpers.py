@@ -115,7 +115,7 @@ class Serve(CliProcess):
     def info(self) -> dict:
         return json.loads((self.data_dir / "endpoints.json").read_text())
 
-    def __enter__(self) -> "Serve":
+    def __enter__(self) -> Serve:
         try:
             self.wait_ready()
         except BaseException:

@@ -6,8 +6,8 @@ import json
 import ssl
 import urllib.request
 
-from azure_iot_harness.emulator.protocol import sas
 from azure_iot_harness.config import WELL_KNOWN_POLICIES
+from azure_iot_harness.emulator.protocol import sas
 from tests.cli_helpers import Serve, run_cli
 
 

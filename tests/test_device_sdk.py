@@ -6,7 +6,7 @@ import json
 import uuid
 
 import pytest
-from azure.iot.device import IoTHubDeviceClient, IoTHubModuleClient, Message, X509
+from azure.iot.device import X509, IoTHubDeviceClient, IoTHubModuleClient, Message
 
 from azure_iot_harness.certs import self_signed_cert
 from tests.helpers import https

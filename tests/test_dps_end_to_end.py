@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from azure.iot.device import IoTHubDeviceClient, Message, ProvisioningDeviceClient, X509
+from azure.iot.device import X509, IoTHubDeviceClient, Message, ProvisioningDeviceClient
 from azure.iot.deviceprovisioning import DeviceProvisioningClient
 
 from azure_iot_harness.config import WELL_KNOWN_SYMMETRIC_GROUP_KEYS

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from azure.iot.device import IoTHubDeviceClient, Message, X509
+from azure.iot.device import X509, IoTHubDeviceClient, Message
 from azure.iot.hub import IoTHubRegistryManager
 
 from azure_iot_harness.certs import self_signed_cert

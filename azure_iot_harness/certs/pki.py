@@ -11,9 +11,9 @@ import datetime as dt
 import hashlib
 import ipaddress
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import trustme
 from cryptography import x509
@@ -81,14 +81,14 @@ class DevPKI:
     # ---- creation and persistence -------------------------------------------------------
 
     @classmethod
-    def generate(cls, host_names: Iterable[str] = ()) -> "DevPKI":
+    def generate(cls, host_names: Iterable[str] = ()) -> DevPKI:
         root = trustme.CA(organization_name="azure-iot-harness", organization_unit_name="development root CA")
         device_ca = root.create_child_ca()
         server_chain, server_key = _issue_server(root, host_names)
         return cls(root, device_ca, server_chain, server_key)
 
     @classmethod
-    def load_or_create(cls, folder: str | os.PathLike[str], host_names: Iterable[str] = ()) -> "DevPKI":
+    def load_or_create(cls, folder: str | os.PathLike[str], host_names: Iterable[str] = ()) -> DevPKI:
         """Load the PKI kept in `folder`, creating what is missing.
 
         The CAs survive restarts (devices keep trusting them); the server certificate is issued
@@ -173,7 +173,7 @@ class EdgePKI:
         self.server_key_pem = server_key_pem
 
     @classmethod
-    def create(cls, root: trustme.CA, host_names: Iterable[str], folder: str | os.PathLike[str] | None = None) -> "EdgePKI":
+    def create(cls, root: trustme.CA, host_names: Iterable[str], folder: str | os.PathLike[str] | None = None) -> EdgePKI:
         """Load the edge CA from `folder` (creating it), and issue the edgeHub certificate when it
         does not cover `host_names`; with no folder everything is fresh."""
         names = _server_names(host_names)
@@ -235,7 +235,7 @@ def _covers(chain_pem: bytes, names: list[str], root: trustme.CA) -> bool:
         cert = x509.load_pem_x509_certificate(chain_pem)
         if cert.issuer != _certificate(root).subject:
             return False
-        if cert.not_valid_after_utc < dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=1):
+        if cert.not_valid_after_utc < dt.datetime.now(dt.UTC) + dt.timedelta(days=1):
             return False
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except (ValueError, x509.ExtensionNotFound):
@@ -260,7 +260,7 @@ def _device_cert(
     not_after: dt.datetime | None,
 ) -> DeviceCert:
     key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     not_before = not_before or now - dt.timedelta(hours=1)
     not_after = not_after or now + dt.timedelta(days=365)
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])

@@ -9,6 +9,7 @@ import ssl
 from ..running.errors import CommandError
 from .tls import tls_context
 
+
 def tls_failure(exc: BaseException, address: str, port: int, ca_file: str | None, what: str = "") -> CommandError:
     """A one-line reason for a failed connection: unreachable, untrusted, or refused by TLS."""
     where = f"{what} at {address}:{port}" if what else f"{address}:{port}"

@@ -28,7 +28,7 @@ class SiteBroker:
         self._thread: threading.Thread | None = None
         self._broker = None
 
-    def start(self) -> "SiteBroker":
+    def start(self) -> SiteBroker:
         kind = self.requested
         if kind == "auto":
             try:

@@ -129,7 +129,7 @@ class Running:
         self.child.proc.wait(timeout)
         return self.child.proc.returncode
 
-    def __enter__(self) -> "Running":
+    def __enter__(self) -> Running:
         return self
 
     def __exit__(self, *exc: Any) -> None:

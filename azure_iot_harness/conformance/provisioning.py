@@ -4,8 +4,9 @@ ProvisioningDeviceClient. Each returns the assignment (the registrationState).""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from ..clients.dps_client import DpsTarget, register_mqtt, register_rest, registration_body
 

@@ -4,7 +4,7 @@ over the shipped checks, with a JUnit XML file and the HTML report by default.""
 from __future__ import annotations
 
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 USAGE = """usage: azure-iot-harness conformance [--target emulator|external|azure] [target settings] [pytest options]
 

@@ -13,8 +13,9 @@ import json
 import ssl
 import time
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from ..errors import HarnessError
 from ..running.service import DPS_API_VERSION, HUB_API_VERSION, ServiceRest

@@ -45,7 +45,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "azure_validated: this check's expectation was confirmed against real Azure")
     config.addinivalue_line("markers", "azure_unvalidated: this check's expectation comes from Azure's documentation and the emulator, not yet from a run against real Azure")
-    config._conformance_results = {}  # type: ignore[attr-defined]
+    config._conformance_results = {}  # type: ignore[attr-defined]  # the run's results kept on pytest's config
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -98,7 +98,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         reason = str(report.longrepr[2]).removeprefix("Skipped: ")
     elif report.failed:
         reason = str(report.longrepr).strip().splitlines()[-1][:300] if report.longrepr else ""
-    results = config._conformance_results  # type: ignore[attr-defined]
+    results = config._conformance_results  # type: ignore[attr-defined]  # the run's results kept on pytest's config
     if results.get((row, check), ("pass",))[0] == "fail" and (row, check) in results:
         return
     results[(row, check)] = (outcome, reason)

@@ -14,7 +14,8 @@ import threading
 import time
 import urllib.parse
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..errors import HarnessError
 from .credentials import DeviceCredentials
@@ -87,17 +88,17 @@ class PahoSession(Session):
         pw = creds.password if password is True else (password or None)
         self.client.username_pw_set(creds.username, pw)
         self.client.tls_set_context(tls_context(creds, cert_file=cert and cert[0], key_file=cert and cert[1]))
-        self.connack: "queue.Queue[int]" = queue.Queue()
+        self.connack: queue.Queue[int] = queue.Queue()
         self.closed = threading.Event()
-        self.messages: "queue.Queue[Any]" = queue.Queue()
-        self.twin_res: "queue.Queue[Any]" = queue.Queue()
-        self.desired: "queue.Queue[dict]" = queue.Queue()
+        self.messages: queue.Queue[Any] = queue.Queue()
+        self.twin_res: queue.Queue[Any] = queue.Queue()
+        self.desired: queue.Queue[dict] = queue.Queue()
         self._method: Callable | None = None
         self.client.on_connect = lambda c, u, f, rc, *r: self.connack.put(int(rc))
         self.client.on_disconnect = lambda c, u, rc, *r: self.closed.set()
         self.client.on_message = self._on_message
 
-    def connect(self) -> "PahoSession":
+    def connect(self) -> PahoSession:
         try:
             self.client.connect(self.creds.mqtt_address, self.creds.mqtt_port, keepalive=60)
         except (OSError, ssl.SSLError) as exc:
@@ -209,10 +210,10 @@ class SdkSession(Session):
             self.client = IoTHubDeviceClient.create_from_symmetric_key(symmetric_key=creds.key, hostname=creds.host, device_id=creds.device_id, **kw)
         else:
             raise ValueError(f"{creds.client_id} has neither a certificate nor a key")
-        self.c2d: "queue.Queue[Any]" = queue.Queue()
-        self.desired: "queue.Queue[dict]" = queue.Queue()
+        self.c2d: queue.Queue[Any] = queue.Queue()
+        self.desired: queue.Queue[dict] = queue.Queue()
 
-    def connect(self) -> "SdkSession":
+    def connect(self) -> SdkSession:
         from azure.iot.device.exceptions import ClientError, ConnectionFailedError, CredentialError
 
         try:

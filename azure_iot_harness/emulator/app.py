@@ -33,12 +33,12 @@ from .dps.dps import Dps
 from .edge.edge import Edge, HubLink
 from .emulator_api import ApiContext
 from .frontdoor import FrontDoor
+from .https_server import ALPN, HttpsServer
 from .hub.hub import Hub
 from .hub.registry import Registry
 from .mqtt.listener import MqttListener
 from .protocol import sas
 from .store import Store
-from .https_server import ALPN, HttpsServer
 from .tls import ServerCertificate, client_certificate, server_context
 from .web import WebContext, build_app
 
@@ -70,7 +70,7 @@ class Emulator:
 
     # ---- life cycle ---------------------------------------------------------------------
 
-    async def start(self) -> "Emulator":
+    async def start(self) -> Emulator:
         cfg = self.config
         names = [cfg.host, cfg.bind, *cfg.host_names]
         # The development PKI: a fresh one per in-memory emulator, else the data folder's.
@@ -208,7 +208,7 @@ class Emulator:
     async def resume_hub(self) -> None:
         await self.mqtt.start()
 
-    async def __aenter__(self) -> "Emulator":
+    async def __aenter__(self) -> Emulator:
         return await self.start()
 
     async def __aexit__(self, *exc: object) -> None:

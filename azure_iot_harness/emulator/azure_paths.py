@@ -9,7 +9,7 @@ path keep their case. The emulator's own `/_emulator/` API is not Azure's and is
 from __future__ import annotations
 
 import re
-from typing import Iterable
+from collections.abc import Iterable
 
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send

@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import AsyncIterator
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -85,7 +85,7 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
                 while True:
                     try:
                         batch = await asyncio.wait_for(queue.get(), HEARTBEAT_SECONDS)
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         yield b"\n"  # keeps proxies and dead-peer detection honest
                         continue
                     for seq, t in batch:

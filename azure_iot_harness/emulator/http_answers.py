@@ -13,7 +13,8 @@ brings the tracebacks back. One INFO line notes a body larger than LARGE_BODY.
 from __future__ import annotations
 
 import logging
-from typing import Any, Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
 
 log = logging.getLogger("azure_iot_harness.https")
 

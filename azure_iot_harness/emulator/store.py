@@ -14,8 +14,9 @@ import logging
 import queue
 import sqlite3
 import threading
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence, TypeVar
+from typing import Any, TypeVar
 
 from .protocol.messages import Telemetry
 
@@ -146,7 +147,7 @@ class Store:
                 except Exception:
                     log.exception("telemetry listener failed")
 
-    def submit(self, fn: Callable[[sqlite3.Connection], T], *, savepoint: bool = True) -> "asyncio.Future[T]":
+    def submit(self, fn: Callable[[sqlite3.Connection], T], *, savepoint: bool = True) -> asyncio.Future[T]:
         """Run fn(conn) on the store thread; the future completes after the commit.
 
         A job that fails is rolled back on its own (a savepoint); a job of one statement, which
@@ -164,14 +165,14 @@ class Store:
         rows = await self.submit(lambda c: c.execute("SELECT doc FROM identities").fetchall())
         return [json.loads(doc) for (doc,) in rows]
 
-    def put_identity(self, doc: dict) -> "asyncio.Future[None]":
+    def put_identity(self, doc: dict) -> asyncio.Future[None]:
         key = (doc["deviceId"], doc.get("moduleId") or "")
         text = json.dumps(doc)
         return self.submit(
             _statement("INSERT OR REPLACE INTO identities (device_id, module_id, doc) VALUES (?, ?, ?)", (*key, text))
         )
 
-    def delete_identity(self, device_id: str, module_id: str | None = None) -> "asyncio.Future[None]":
+    def delete_identity(self, device_id: str, module_id: str | None = None) -> asyncio.Future[None]:
         def delete(c: sqlite3.Connection) -> None:
             if module_id is None:  # a device takes its modules with it
                 c.execute("DELETE FROM identities WHERE device_id = ?", (device_id,))
@@ -182,7 +183,7 @@ class Store:
 
     # ---- telemetry ----------------------------------------------------------------------
 
-    def append_telemetry(self, t: Telemetry) -> "asyncio.Future[_Appended]":
+    def append_telemetry(self, t: Telemetry) -> asyncio.Future[_Appended]:
         row = (
             t.device_id,
             t.module_id,
@@ -204,7 +205,7 @@ class Store:
 
     def read_telemetry(
         self, *, after: int = 0, device_id: str | None = None, limit: int = 1000
-    ) -> "asyncio.Future[list[tuple[int, Telemetry]]]":
+    ) -> asyncio.Future[list[tuple[int, Telemetry]]]:
         sql = "SELECT seq, device_id, module_id, enqueued_time, body, properties, system_properties FROM telemetry WHERE seq > ?"
         args: list[Any] = [after]
         if device_id is not None:
@@ -214,10 +215,10 @@ class Store:
         args.append(limit)
         return self.submit(lambda c: [_row_to_telemetry(r) for r in c.execute(sql, args).fetchall()])
 
-    def last_telemetry_seq(self) -> "asyncio.Future[int]":
+    def last_telemetry_seq(self) -> asyncio.Future[int]:
         return self.submit(lambda c: c.execute("SELECT COALESCE(MAX(seq), 0) FROM telemetry").fetchone()[0])
 
-    def clear_telemetry(self) -> "asyncio.Future[None]":
+    def clear_telemetry(self) -> asyncio.Future[None]:
         return self.submit(_statement("DELETE FROM telemetry"))
 
     def add_telemetry_listener(self, fn: Callable[[list[tuple[int, Telemetry]]], None]) -> None:

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from ..errors import ServiceError
@@ -24,7 +24,7 @@ from .dps import rest as dps_rest
 from .dps import service_rest as dps_service_rest
 from .dps.context import DpsContext
 from .emulator_api import ApiContext
-from .http_answers import ASGIApp, HttpAnswers
+from .http_answers import HttpAnswers
 from .hub import rest as hub_rest
 from .hub import twin_rest
 from .hub.context import HubContext

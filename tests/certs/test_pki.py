@@ -42,7 +42,7 @@ def test_device_certificates():
 
 
 def test_validity_can_be_set_for_expired_certificates():
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = DevPKI.generate().issue_device_cert("d", not_before=now - dt.timedelta(days=2), not_after=now - dt.timedelta(days=1))
     assert x509.load_pem_x509_certificate(cert.cert_pem).not_valid_after_utc < now
 

@@ -76,7 +76,7 @@ def test_provisioned_with_an_empty_register_body(hub, auth):
                     "--count", "1", "--prop", f"run={rid}"))
     assert "published $dps/registrations/PUT/iotdps-register/?$rid=1 with an empty body" in out
     assert "$dps/registrations/GET/iotdps-get-operationstatus/?$rid=1&operationId=" in out
-    assert f"assigned to localhost as device {rid}" in out and f"connected to mqtts://127.0.0.1:" in out
+    assert f"assigned to localhost as device {rid}" in out and "connected to mqtts://127.0.0.1:" in out
     wait_messages(hub.info, rid, 1, where={"run": rid})
 
 

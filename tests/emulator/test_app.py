@@ -61,7 +61,7 @@ class _StandingClock:
     def now(self):
         import datetime as dt
 
-        return dt.datetime(2001, 2, 3, 4, 5, 6, tzinfo=dt.timezone.utc)
+        return dt.datetime(2001, 2, 3, 4, 5, 6, tzinfo=dt.UTC)
 
     def time(self):
         return self.now().timestamp()

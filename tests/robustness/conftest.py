@@ -46,7 +46,7 @@ def figures(request: pytest.FixtureRequest):
     yield recorded
     table.FIGURES_DIR.mkdir(parents=True, exist_ok=True)
     path = table.FIGURES_DIR / (re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.nodeid) + ".json")
-    entry = {**asdict(recorded), "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    entry = {**asdict(recorded), "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
     tmp = path.with_suffix(".tmp")  # xdist workers write side by side; readers never see half a file
     tmp.write_text(json.dumps(entry))
     tmp.replace(path)

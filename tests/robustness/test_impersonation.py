@@ -5,8 +5,9 @@ its username; after a connection, acting as another identity closes it."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
@@ -43,7 +44,7 @@ def as_device(device: str, password: str | None = None, **extra: str) -> Credent
 @dataclass(frozen=True)
 class Case:
     name: str
-    credentials: Callable[["World"], Credentials]
+    credentials: Callable[[World], Credentials]
     expected: int = 5
 
 

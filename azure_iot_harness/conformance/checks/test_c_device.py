@@ -12,7 +12,7 @@ import json
 import os
 import time
 import uuid
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import datetime as dt
 import urllib.parse
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -57,7 +57,7 @@ def by_sas(
         token = sas.parse(password)
     except SasTokenError as exc:
         raise dps_error("Unauthorized", f"{who}: {exc}") from None
-    if token.expired((now or dt.datetime.now(dt.timezone.utc)).timestamp()):
+    if token.expired((now or dt.datetime.now(dt.UTC)).timestamp()):
         raise dps_error("Unauthorized", f"{who}: SAS token expired at se={token.expiry}")
     if token.key_name not in (None, SKN):
         raise dps_error("Unauthorized", f"{who}: a device's SAS token for DPS has skn=registration or none, not {token.key_name!r}")
@@ -77,7 +77,7 @@ def by_sas(
             continue
         keys = tuple(sas.derive_device_key(attestation["symmetricKey"][n], registration_id) for n in ("primaryKey", "secondaryKey"))
         if any(token.verify(k) for k in keys):
-            return Attestation(registration_id, "symmetricKey", grp, keys=keys)  # type: ignore[arg-type]
+            return Attestation(registration_id, "symmetricKey", grp, keys=keys)
     raise dps_error(
         "Unauthorized", f"{who}: no individual enrollment, and the SAS signature matches no symmetric-key enrollment group"
     )

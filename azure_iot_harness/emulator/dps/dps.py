@@ -12,8 +12,9 @@ import asyncio
 import collections
 import logging
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from cryptography import x509 as cx509
 from cryptography.hazmat.primitives import serialization

@@ -17,8 +17,8 @@ from cryptography import x509
 from ...certs.pki import thumbprints
 from ...errors import CertificateError
 from ..protocol.dps import check_registration_id, dps_error, new_etag, timestamp
-from ..protocol.x509 import decode_certificate
 from ..protocol.sas import key_problem, new_key
+from ..protocol.x509 import decode_certificate
 
 ATTESTATION_TYPES = ("tpm", "x509", "symmetricKey")
 ALLOCATION_POLICIES = ("hashed", "geoLatency", "static", "custom")

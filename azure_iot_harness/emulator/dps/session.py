@@ -25,7 +25,7 @@ log = logging.getLogger("azure_iot_harness.dps")
 
 
 class DpsSession:
-    def __init__(self, dps: "Dps", conn: "MqttConnection", scope: str, registration_id: str, password: str | None) -> None:
+    def __init__(self, dps: Dps, conn: MqttConnection, scope: str, registration_id: str, password: str | None) -> None:
         self.dps = dps
         self.conn = conn
         self.scope = scope
@@ -35,7 +35,7 @@ class DpsSession:
         self._tasks: set[asyncio.Task] = set()
         self._next_id = 0
 
-    async def on_publish(self, conn: "MqttConnection", pub: Publish) -> None:
+    async def on_publish(self, conn: MqttConnection, pub: Publish) -> None:
         if pub.qos == 2:
             raise ProtocolViolation(f"PUBLISH with QoS 2 to {pub.topic!r}: DPS supports QoS 0 and 1 only")
         request = p.parse_request_topic(pub.topic)
@@ -75,7 +75,7 @@ class DpsSession:
             packet_id = self._next_id
         self.conn.send(codec.encode_publish(topic, body, self.granted_qos, packet_id))
 
-    async def on_subscribe(self, conn: "MqttConnection", packet_id: int, topics: list[tuple[str, int]]) -> None:
+    async def on_subscribe(self, conn: MqttConnection, packet_id: int, topics: list[tuple[str, int]]) -> None:
         granted = []
         for topic, qos in topics:
             if topic != p.SUBSCRIBE_FILTER:
@@ -84,15 +84,15 @@ class DpsSession:
             granted.append(self.granted_qos)
         conn.send(codec.encode_suback(packet_id, granted))
 
-    async def on_unsubscribe(self, conn: "MqttConnection", packet_id: int, topics: list[str]) -> None:
+    async def on_unsubscribe(self, conn: MqttConnection, packet_id: int, topics: list[str]) -> None:
         if p.SUBSCRIBE_FILTER in topics:
             self.granted_qos = None
         conn.send(codec.encode_unsuback(packet_id))
 
-    def on_puback(self, conn: "MqttConnection", packet_id: int) -> None:
+    def on_puback(self, conn: MqttConnection, packet_id: int) -> None:
         pass  # answers are not redelivered: every DPS session is clean
 
-    def on_closed(self, conn: "MqttConnection", graceful: bool, reason: str) -> None:
+    def on_closed(self, conn: MqttConnection, graceful: bool, reason: str) -> None:
         # Requests still being answered run to their end: cancelling one halfway through an
         # assignment would leave the registry and the store disagreeing.
         log.info("registration %s disconnected: %s", self.registration_id, reason)

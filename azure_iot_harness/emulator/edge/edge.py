@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import logging
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from cryptography import x509 as cx509
 
@@ -18,10 +18,10 @@ from ...config import EdgeSettings, Policy
 from ...errors import ConfigError
 from ..clock import SYSTEM_CLOCK, Clock
 from ..frontdoor import FrontDoor
+from ..https_server import HttpsServer
 from ..hub.registry import Registry
 from ..mqtt.listener import MqttListener
 from ..protocol import sas
-from ..https_server import HttpsServer
 from ..store import Store
 from ..tls import server_context
 from . import workload

@@ -44,7 +44,7 @@ class EdgeHub:
         trusted_cas: Any,
         queues: EdgeQueues,
         upstream: Upstream,
-        router: "Router",
+        router: Router,
         clock: Clock,
     ) -> None:
         self.edge_device_id = edge_device_id
@@ -63,7 +63,7 @@ class EdgeHub:
 
     # ---- CONNECT --------------------------------------------------------------------------------
 
-    async def connect(self, conn: MqttConnection, connect: Connect, username: Any) -> tuple["EdgeSession", bool]:
+    async def connect(self, conn: MqttConnection, connect: Connect, username: Any) -> tuple[EdgeSession, bool]:
         if not isinstance(username, HubUsername):
             raise ConnectRefused(ConnackCode.NOT_AUTHORIZED, "edgeHub serves IoT Hub identities, not DPS registrations")
         if not username.api_version:
@@ -111,7 +111,7 @@ class EdgeHub:
 
     # ---- plumbing -------------------------------------------------------------------------------
 
-    def session_closed(self, session: "EdgeSession") -> None:
+    def session_closed(self, session: EdgeSession) -> None:
         if self.sessions.get(session.principal.key) is session:
             del self.sessions[session.principal.key]
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from ..clock import SYSTEM_CLOCK, Clock
 from ..protocol.messages import Telemetry
@@ -132,7 +132,7 @@ class EdgeQueues:
         event.clear()
         try:
             await asyncio.wait_for(event.wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
 
     def _wake(self, endpoint: str) -> None:

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Union
+from typing import Any, cast
 
 from ..protocol import jsontext
 
@@ -51,7 +51,7 @@ class _Sentinel:
 
 NULL = _Sentinel("null")
 UNDEFINED = _Sentinel("undefined")
-Value = Union[str, float, bool, _Sentinel]
+Value = str | float | bool | _Sentinel
 
 
 def type_label(t: str) -> str:
@@ -91,8 +91,9 @@ def _ordinal(s: str) -> bytes:
 
 def _cmp(a: Value, b: Value) -> int:
     if isinstance(a, str):
-        a, b = _ordinal(a), _ordinal(b)  # type: ignore[arg-type]
-    return (a > b) - (a < b)  # type: ignore[operator]
+        x, y = _ordinal(a), _ordinal(cast(str, b))  # the type checks compare strings with strings only
+        return (x > y) - (x < y)
+    return (a > b) - (a < b)  # type: ignore[operator]  # numbers or booleans, paired by the type checks
 
 
 _COMPARE: dict[str, Callable[[int], bool]] = {
@@ -198,16 +199,16 @@ _ARITHMETIC: dict[str, Callable[[float, float], float]] = {
 def arithmetic(op: str, a: Value, b: Value) -> Value:
     if not (is_num(a) and is_num(b)):
         return UNDEFINED
-    return number(_ARITHMETIC[op](a, b))  # type: ignore[arg-type]
+    return number(_ARITHMETIC[op](a, b))  # type: ignore[arg-type]  # operand types are checked when the route is parsed
 
 
 def negate(a: Value) -> Value:
-    return number(-a) if is_num(a) else UNDEFINED  # type: ignore[operator]
+    return number(-a) if is_num(a) else UNDEFINED  # type: ignore[operator]  # operand types are checked when the route is parsed
 
 
 def concat(*parts: Value) -> Value:
     if all(is_text(p) for p in parts):
-        return "".join(parts)  # type: ignore[arg-type]
+        return "".join(parts)  # type: ignore[arg-type]  # operand types are checked when the route is parsed
     return UNDEFINED
 
 
@@ -243,7 +244,7 @@ def _math(fn: Callable[[float], float]) -> Callable[[list[Value], list[str]], Va
         if not is_num(x):
             return UNDEFINED
         try:
-            return number(fn(x))  # type: ignore[arg-type]
+            return number(fn(x))  # type: ignore[arg-type]  # operand types are checked when the route is parsed
         except OverflowError:
             return math.inf
         except ValueError:  # domain error: .NET answers NaN
@@ -257,7 +258,7 @@ def _power(args: list[Value], _types: list[str]) -> Value:
     if not (is_num(x) and is_num(y)):
         return UNDEFINED
     try:
-        return number(math.pow(x, y))  # type: ignore[arg-type]
+        return number(math.pow(x, y))  # type: ignore[arg-type]  # operand types are checked when the route is parsed
     except OverflowError:
         return math.inf
     except ValueError:
@@ -276,7 +277,7 @@ def _as_number(args: list[Value], _types: list[str]) -> Value:
     (x,) = args
     if is_num(x):
         return x
-    return parse_number(x) if is_text(x) else UNDEFINED  # type: ignore[arg-type]
+    return parse_number(x) if is_text(x) else UNDEFINED  # type: ignore[arg-type]  # operand types are checked when the route is parsed
 
 
 def _is_bool(args: list[Value], _types: list[str]) -> Value:
@@ -286,7 +287,7 @@ def _is_bool(args: list[Value], _types: list[str]) -> Value:
 
 def _is_number(args: list[Value], _types: list[str]) -> Value:
     (x,) = args
-    return is_num(x) and math.isfinite(x)  # type: ignore[arg-type]
+    return is_num(x) and math.isfinite(x)  # type: ignore[arg-type]  # operand types are checked when the route is parsed
 
 
 def _is_string(args: list[Value], _types: list[str]) -> Value:
@@ -308,7 +309,7 @@ def _false(_args: list[Value], _types: list[str]) -> Value:
     return False
 
 
-def _strings(fn: Callable[..., object], result: Callable[[object], Value] = lambda r: r) -> Callable:  # type: ignore[assignment]
+def _strings(fn: Callable[..., object], result: Callable[[Any], Value] = lambda r: r) -> Callable:
     def run(args: list[Value], _types: list[str]) -> Value:
         if not all(is_text(a) for a in args):
             return UNDEFINED
@@ -321,15 +322,15 @@ def _substring(args: list[Value], _types: list[str]) -> Value:
     s, start, *rest = args
     if not is_text(s) or not is_num(start) or (rest and not is_num(rest[0])):
         return UNDEFINED
-    n = len(s)  # type: ignore[arg-type]
+    n = len(s)  # type: ignore[arg-type]  # operand types are checked when the route is parsed
     if not rest:
-        if 0 <= start <= n:  # type: ignore[operator]
-            return s[int(start) :]  # type: ignore[index, arg-type]
+        if 0 <= start <= n:  # type: ignore[operator]  # operand types are checked when the route is parsed
+            return s[int(start) :]  # type: ignore[index, arg-type]  # operand types are checked when the route is parsed
         return UNDEFINED
     length = rest[0]
-    if 0 <= start < n and 0 <= length <= n - start:  # type: ignore[operator]
-        i = int(start)  # type: ignore[arg-type]
-        return s[i : i + int(length)]  # type: ignore[index, arg-type]
+    if 0 <= start < n and 0 <= length <= n - start:  # type: ignore[operator]  # operand types are checked when the route is parsed
+        i = int(start)  # type: ignore[arg-type]  # operand types are checked when the route is parsed
+        return s[i : i + int(length)]  # type: ignore[index, arg-type]  # operand types are checked when the route is parsed
     return UNDEFINED
 
 

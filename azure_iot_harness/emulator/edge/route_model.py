@@ -6,7 +6,7 @@ Parsing is in route_parser, evaluation and route sets in routes (which re-export
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any
 
 from ...errors import HarnessError
 
@@ -59,7 +59,7 @@ class BrokeredEndpoint:
         return f'BrokeredEndpoint("/modules/{self.module}/inputs/{self.input}")'
 
 
-Sink = Union[Upstream, BrokeredEndpoint]
+Sink = Upstream | BrokeredEndpoint
 
 
 @dataclass(frozen=True)

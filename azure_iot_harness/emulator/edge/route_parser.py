@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Union
 
 from .route_functions import (
     BOOL,
@@ -22,7 +21,6 @@ from .route_functions import (
     type_label,
 )
 from .route_model import BrokeredEndpoint, Route, RouteError, Sink, Upstream
-
 
 # ---- lexer ------------------------------------------------------------------------------------
 
@@ -152,7 +150,7 @@ class Call:
     signature: Signature = field(compare=False, repr=False)
 
 
-Node = Union[Literal, AppProperty, SystemProperty, BodyQuery, Unary, Binary, Call]
+Node = Literal | AppProperty | SystemProperty | BodyQuery | Unary | Binary | Call
 
 _BINARY_PRECEDENCE = {
     **dict.fromkeys(["*", "/", "%"], 6),

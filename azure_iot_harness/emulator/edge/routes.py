@@ -222,8 +222,10 @@ def load_routes(spec: Mapping[str, Any] | str | bytes) -> RouteSet:
             raise RouteError(f"the $edgeHub desired properties are not valid JSON: {e}") from None
     if not isinstance(spec, Mapping):
         raise RouteError("the $edgeHub desired properties must be a JSON object")
-    if isinstance(spec.get("properties.desired"), Mapping):
-        spec = spec["properties.desired"]
+    doc: Mapping[str, Any] = spec
+    if isinstance(doc.get("properties.desired"), Mapping):
+        doc = doc["properties.desired"]
+    spec = doc
     version, minor = _schema_version(spec.get("schemaVersion"))
     routes = spec.get("routes")
     if routes is None:

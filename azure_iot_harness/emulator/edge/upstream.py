@@ -12,7 +12,7 @@ import asyncio
 import logging
 import ssl
 import urllib.parse
-from typing import Callable
+from collections.abc import Callable
 
 from ...errors import ConnectRefused
 from ..mqtt.client import ConnectionLost, MqttClient
@@ -116,7 +116,7 @@ class Upstream:
                 await client.subscribe(new)
             else:
                 await self.client(device_id, module_id)
-        except (OSError, ConnectionLost, ConnectRefused, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError, ConnectionLost, ConnectRefused) as exc:
             log.warning("%s: subscriptions not relayed yet, the hub is unreachable: %s", client_id, exc)
 
     async def _pump(self) -> None:

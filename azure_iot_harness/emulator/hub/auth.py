@@ -8,8 +8,8 @@ the hub tells a client nothing more than "not authorized").
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from cryptography import x509 as cx509
 
@@ -67,7 +67,7 @@ def authenticate(
     doc = registry.get(device_id, module_id) if module_id else device
     if doc is None or device is None:
         raise ConnectRefused(ConnackCode.NOT_AUTHORIZED, f"{who} is not registered")
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     creds = _Credentials(password, peer_cert, [hub_host, *audience_hosts], tuple(policies), list(trusted_cas), now)
     chain = username.params.get("auth-chain")
     if chain:
@@ -148,7 +148,7 @@ def _check_chain(chain: str, client_id: str, registry: Registry, creds: _Credent
         if child_doc is None or not scope or scope not in (child_doc.get("parentScopes") or []):
             raise ConnectRefused(ConnackCode.NOT_AUTHORIZED, f"auth-chain: {child!r} is not a child of the edge device {parent!r}")
     gateway = hops[-1]
-    method, expiry = creds.check(gateway, None, registry.get(gateway))  # type: ignore[arg-type]
+    method, expiry = creds.check(gateway, None, registry.get(gateway))  # type: ignore[arg-type]  # the gateway's identity was looked up above
     return AuthMethod("device", method.type), expiry
 
 

@@ -11,8 +11,8 @@ import asyncio
 import json
 import sqlite3
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Callable
 
 from ..clock import SYSTEM_CLOCK, Clock
 from ..protocol.errors import hub_error
@@ -78,7 +78,7 @@ class C2DMessage:
         return json.dumps(doc)
 
     @classmethod
-    def from_json(cls, seq: int, text: str) -> "C2DMessage":
+    def from_json(cls, seq: int, text: str) -> C2DMessage:
         doc = json.loads(text)
         doc["body"] = doc["body"].encode("latin-1")
         doc["seq"] = seq
@@ -88,7 +88,7 @@ class C2DMessage:
 def _iso(epoch: float) -> str:
     import datetime as dt
 
-    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f0Z")
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f0Z")
 
 
 class C2DQueues:

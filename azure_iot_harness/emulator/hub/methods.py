@@ -63,7 +63,7 @@ def _seconds(body: dict, field: str, bounds: tuple[int, int, int]) -> int:
 
 
 class Methods:
-    def __init__(self, hub: "Hub") -> None:
+    def __init__(self, hub: Hub) -> None:
         self.hub = hub
         self._pending: dict[str, tuple[Key, asyncio.Future]] = {}
         self._rids = itertools.count(1)
@@ -81,7 +81,7 @@ class Methods:
             session.send_method_request(call.name, rid, call.payload)
             try:
                 status, body = await asyncio.wait_for(fut, call.response_timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise hub_error(
                     "GatewayTimeout", f"no answer to method {call.name!r} within {call.response_timeout} s"
                 ) from None

@@ -13,8 +13,9 @@ import base64
 import copy
 import datetime as dt
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from ...config import (
     WELL_KNOWN_CA_DEVICE,
@@ -170,14 +171,14 @@ class Registry:
         return out
 
     def devices(self) -> list[dict]:
-        return [self.view(d, None) for (d, m) in self._ordered_keys() if m is None]  # type: ignore[misc]
+        return [self.view(d, None) for (d, m) in self._ordered_keys() if m is None]  # type: ignore[misc]  # the identity exists: its key was just read or written
 
     def modules(self, device_id: str) -> list[dict]:
-        return [self.view(d, m) for (d, m) in self._ordered_keys() if d == device_id and m is not None]  # type: ignore[misc]
+        return [self.view(d, m) for (d, m) in self._ordered_keys() if d == device_id and m is not None]  # type: ignore[misc]  # the identity exists: its key was just read or written
 
     def all_modules(self) -> list[dict]:
         """Every module of every device, ordered by device id then module id."""
-        return [self.view(d, m) for (d, m) in self._ordered_keys() if m is not None]  # type: ignore[misc]
+        return [self.view(d, m) for (d, m) in self._ordered_keys() if m is not None]  # type: ignore[misc]  # the identity exists: its key was just read or written
 
     def _ordered_keys(self) -> list[Key]:
         # A device's key has module None, which does not compare with str: sort it as "".
@@ -223,7 +224,7 @@ class Registry:
         else:
             doc["statusUpdatedTime"] = existing["statusUpdatedTime"]
         await self._write((device_id, None), doc)
-        return self.view(device_id)  # type: ignore[return-value]
+        return self.view(device_id)  # type: ignore[return-value]  # the identity exists: its key was just read or written
 
     async def put_module(self, device_id: str, body: dict, *, if_match: str | None, module_id: str | None = None) -> dict:
         async with self._write_lock:
@@ -249,7 +250,7 @@ class Registry:
             "authentication": _authentication(body.get("authentication")),
         }
         await self._write((device_id, module_id), doc)
-        return self.view(device_id, module_id)  # type: ignore[return-value]
+        return self.view(device_id, module_id)  # type: ignore[return-value]  # the identity exists: its key was just read or written
 
     async def delete(self, device_id: str, module_id: str | None = None, *, if_match: str | None = None) -> None:
         async with self._write_lock:
@@ -312,13 +313,13 @@ class Registry:
 def _iso(epoch: float) -> str:
     if not epoch:
         return NEVER
-    return utc_now_iso(dt.datetime.fromtimestamp(epoch, dt.timezone.utc))
+    return utc_now_iso(dt.datetime.fromtimestamp(epoch, dt.UTC))
 
 
 def _status(value: object) -> str:
     if value not in ("enabled", "disabled"):
         raise hub_error("ArgumentInvalid", f"status must be 'enabled' or 'disabled', not {value!r}")
-    return value  # type: ignore[return-value]
+    return value
 
 
 def device_scopes(

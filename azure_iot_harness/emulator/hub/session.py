@@ -32,7 +32,7 @@ DESIRED_UPDATES = "$iothub/twin/PATCH/properties/desired/#"
 
 
 class DeviceSession:
-    def __init__(self, hub: "Hub", principal: "Principal", conn: "MqttConnection", state: SessionState) -> None:
+    def __init__(self, hub: Hub, principal: Principal, conn: MqttConnection, state: SessionState) -> None:
         self.hub = hub
         self.principal = principal
         self.conn = conn
@@ -52,12 +52,12 @@ class DeviceSession:
     def key(self) -> tuple[str, str | None]:
         return self.principal.key
 
-    def on_connected(self, conn: "MqttConnection") -> None:
+    def on_connected(self, conn: MqttConnection) -> None:
         self.pump_c2d()  # a resumed session gets what was queued meanwhile
 
     # ---- PUBLISH from the device -------------------------------------------------------------
 
-    async def on_publish(self, conn: "MqttConnection", pub: Publish) -> None:
+    async def on_publish(self, conn: MqttConnection, pub: Publish) -> None:
         if pub.qos == 2:
             raise ProtocolViolation(f"PUBLISH with QoS 2 to {pub.topic!r}: IoT Hub supports QoS 0 and 1 only")
         self.hub.registry.touch(*self.key)
@@ -167,7 +167,7 @@ class DeviceSession:
                 return self._next_packet_id
         raise ProtocolViolation("no free packet id: 65,535 deliveries unacknowledged")
 
-    def on_puback(self, conn: "MqttConnection", packet_id: int) -> None:
+    def on_puback(self, conn: MqttConnection, packet_id: int) -> None:
         seq = next((s for s, p in self.state.inflight.items() if p == packet_id), None)
         if seq is None:
             log.debug("%s: PUBACK %d matches no delivery", self.principal.name, packet_id)
@@ -177,7 +177,7 @@ class DeviceSession:
 
     # ---- SUBSCRIBE ------------------------------------------------------------------------------
 
-    async def on_subscribe(self, conn: "MqttConnection", packet_id: int, topics: list[tuple[str, int]]) -> None:
+    async def on_subscribe(self, conn: MqttConnection, packet_id: int, topics: list[tuple[str, int]]) -> None:
         granted = []
         subs = dict(self.state.subscriptions)
         for topic, qos in topics:
@@ -196,7 +196,7 @@ class DeviceSession:
         conn.send(codec.encode_suback(packet_id, granted))
         self.pump_c2d()
 
-    async def on_unsubscribe(self, conn: "MqttConnection", packet_id: int, topics: list[str]) -> None:
+    async def on_unsubscribe(self, conn: MqttConnection, packet_id: int, topics: list[str]) -> None:
         for topic in topics:
             self.state.subscriptions.pop(topic, None)
         self.hub.session_states.save(self.key, self.state)
@@ -204,7 +204,7 @@ class DeviceSession:
 
     # ---- end ------------------------------------------------------------------------------------
 
-    def on_closed(self, conn: "MqttConnection", graceful: bool, reason: str) -> None:
+    def on_closed(self, conn: MqttConnection, graceful: bool, reason: str) -> None:
         if self._c2d_timer is not None:
             self._c2d_timer.cancel()
         self.hub.session_closed(self)
@@ -220,7 +220,7 @@ def _log_will_failure(fut: asyncio.Future) -> None:
         log.error("will not stored: %s", fut.exception())
 
 
-def telemetry_from(p: "Principal", topic: str, body: bytes, retain: bool, now: dt.datetime | None = None) -> Telemetry:
+def telemetry_from(p: Principal, topic: str, body: bytes, retain: bool, now: dt.datetime | None = None) -> Telemetry:
     """Check a telemetry topic against the identity that sent it and build the message,
     enqueued `now`."""
     parsed = parse_telemetry_topic(topic)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Callable
+from collections.abc import Callable
 
 from ..clock import SYSTEM_CLOCK, Clock
 from ..protocol import twin as tw

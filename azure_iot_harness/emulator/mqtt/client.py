@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from typing import Callable
+from collections.abc import Callable
 
 from amqtt.adapters import StreamReaderAdapter
 from amqtt.mqtt.connect import ConnectPacket, ConnectPayload, ConnectVariableHeader

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Callable, Protocol, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 from amqtt.adapters import ReaderAdapter, WriterAdapter
 
@@ -26,18 +27,18 @@ MAX_UNACKED = 1000
 
 
 class Session(Protocol):
-    async def on_publish(self, conn: "MqttConnection", pub: Publish) -> None: ...
-    async def on_subscribe(self, conn: "MqttConnection", packet_id: int, topics: list[tuple[str, int]]) -> None: ...
-    async def on_unsubscribe(self, conn: "MqttConnection", packet_id: int, topics: list[str]) -> None: ...
-    def on_puback(self, conn: "MqttConnection", packet_id: int) -> None: ...
-    def on_closed(self, conn: "MqttConnection", graceful: bool, reason: str) -> None: ...
+    async def on_publish(self, conn: MqttConnection, pub: Publish) -> None: ...
+    async def on_subscribe(self, conn: MqttConnection, packet_id: int, topics: list[tuple[str, int]]) -> None: ...
+    async def on_unsubscribe(self, conn: MqttConnection, packet_id: int, topics: list[str]) -> None: ...
+    def on_puback(self, conn: MqttConnection, packet_id: int) -> None: ...
+    def on_closed(self, conn: MqttConnection, graceful: bool, reason: str) -> None: ...
 
     # Optional: `on_connected(conn)` runs right after the CONNACK went out (resumed sessions
     # send what waited for them).
 
 
 class Router(Protocol):
-    async def connect(self, conn: "MqttConnection", connect: Connect) -> tuple[Session, bool]:
+    async def connect(self, conn: MqttConnection, connect: Connect) -> tuple[Session, bool]:
         """Authenticate; return the session and the CONNACK session-present flag, or raise
         ConnectRefused."""
         ...
@@ -157,7 +158,7 @@ class MqttConnection:
     async def _serve(self) -> None:
         try:
             frame = await asyncio.wait_for(codec.read_frame(self.reader, MAX_PACKET), self.connect_timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.info("%s: no CONNECT within %.0f s, closing", self.peer, self.connect_timeout)
             self.close("no CONNECT")
             return

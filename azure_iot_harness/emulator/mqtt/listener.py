@@ -37,7 +37,7 @@ class _Writer(WriterAdapter):
     def __init__(self, conn: TlsConnection) -> None:
         self._conn = conn
         self.write = conn.writer.transport.write  # type: ignore[method-assign]  # the hot path
-        self.drain = conn.writer.drain  # type: ignore[method-assign]
+        self.drain = conn.writer.drain  # type: ignore[method-assign]  # the hot path: the stream's own drain
 
     def write(self, data: bytes) -> None:
         self._conn.writer.write(data)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from amqtt.adapters import StreamReaderAdapter, WriterAdapter
 
@@ -56,7 +57,7 @@ class _FrameWriter(WriterAdapter):
             self._queue.put_nowait(None)
             try:
                 await asyncio.wait_for(asyncio.shield(self._task), 5)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self._task.cancel()
 
     async def _pump(self) -> None:

@@ -179,7 +179,7 @@ class Answer:
     retry_after: int | None = None
 
     @classmethod
-    def error(cls, err: ProvisioningError, retry_after: int | None = None, now: dt.datetime | None = None) -> "Answer":
+    def error(cls, err: ProvisioningError, retry_after: int | None = None, now: dt.datetime | None = None) -> Answer:
         return cls(err.status, error_body(err, now), retry_after)
 
 
@@ -227,5 +227,5 @@ def new_etag() -> str:
 
 def timestamp(now: dt.datetime | None = None) -> str:
     """UTC with seven fractional digits, as DPS writes it."""
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond:06d}0Z"

@@ -54,7 +54,7 @@ def not_supported(feature: str) -> ServiceError:
 
 
 def error_body(err: ServiceError, now: dt.datetime | None = None) -> dict:
-    stamp = (now or dt.datetime.now(dt.timezone.utc)).strftime("%Y-%m-%dT%H:%M:%S")
+    stamp = (now or dt.datetime.now(dt.UTC)).strftime("%Y-%m-%dT%H:%M:%S")
     code = CATALOGUE.get(err.error_code, (err.status, err.status * 1000))[1]
     return {
         "Message": f"ErrorCode:{err.error_code};{err.message}",

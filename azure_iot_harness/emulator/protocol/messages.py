@@ -43,7 +43,7 @@ class AuthMethod:
         return _auth_method_json(self.scope, self.type)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _auth_method_json(scope: str, type_: str) -> str:
     # Stamped on every message: built once per (scope, type).
     return json.dumps({"scope": scope, "type": type_, "issuer": "iothub", "acceptingIpFilterRule": None}, separators=(",", ":"))
@@ -82,7 +82,7 @@ class Telemetry:
 
 def utc_now_iso(now: dt.datetime | None = None) -> str:
     """`YYYY-MM-DDTHH:MM:SS.mmmZ`, IoT Hub's timestamp form (isoformat: the cheap way, per message)."""
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     return now.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
 

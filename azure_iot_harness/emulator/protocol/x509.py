@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-from typing import Iterable
+from collections.abc import Iterable
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -49,7 +49,7 @@ def common_name(cert: x509.Certificate) -> str | None:
 
 
 def check_validity(cert: x509.Certificate, now: dt.datetime | None = None) -> None:
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     if now < cert.not_valid_before_utc:
         raise CertificateError(f"client certificate is not valid before {cert.not_valid_before_utc:%Y-%m-%dT%H:%M:%SZ}")
     if now > cert.not_valid_after_utc:

@@ -22,7 +22,7 @@ import asyncio
 import importlib.metadata
 import inspect
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import hypercorn.config
@@ -34,7 +34,7 @@ from .connection import TlsConnection
 
 WRITTEN_FOR = "0.18.0"
 
-Scope = dict[str, Any]
+Scope = MutableMapping[str, Any]
 ASGIApp = Callable[[Scope, Any, Any], Awaitable[None]]
 
 _TLS_VERSIONS = {"TLSv1.2": 0x0303, "TLSv1.3": 0x0304}

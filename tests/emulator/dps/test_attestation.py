@@ -133,7 +133,7 @@ def test_certificate_from_another_ca(pki):
 
 
 def test_expired_certificate(pki):
-    past = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=10)
+    past = dt.datetime.now(dt.UTC) - dt.timedelta(days=10)
     cert = pki.issue_device_cert("dev1", not_before=past - dt.timedelta(days=1), not_after=past)
     assert "expired" in _unauthorized(at.by_certificate, cert.der, "dev1", None, [_x509_group(pki)])
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 
 import pytest
-from azure.iot.device import IoTHubDeviceClient, Message, ProvisioningDeviceClient, X509
+from azure.iot.device import X509, IoTHubDeviceClient, Message, ProvisioningDeviceClient
 from azure.iot.device.exceptions import ClientError, CredentialError, ServiceError
 
 from tests.emulator.dps.helpers import group_key

@@ -172,7 +172,7 @@ def test_module_outputs_route_by_output_name():
         assert mod.connect() == 0
         for out in ("out1", "out2"):
             mid = mod.publish(f"devices/edge-device1/modules/filter/messages/events/%24.on={out}", out.encode())
-            wait_for(lambda: mid in mod.acked)
+            wait_for(lambda mid=mid: mid in mod.acked)
         msg = wait_for(lambda: _hub_messages(emu))[0]
         assert msg["body"] == "out1" and msg["moduleId"] == "filter"
         # Had out2 been routed upstream, it would reach the hub before a later out1: $upstream

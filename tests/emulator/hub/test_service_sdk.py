@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 import gc
 import secrets
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 from azure.iot.hub import IoTHubRegistryManager

@@ -9,7 +9,7 @@ import pytest
 from azure_iot_harness.certs import DevPKI, self_signed_cert
 from tests.helpers import RawClient, connect_packet
 
-NOW = dt.datetime.now(dt.timezone.utc)
+NOW = dt.datetime.now(dt.UTC)
 
 
 def _connack(emu, client_id, cert=None, tmp_path=None, password=None):
@@ -95,8 +95,8 @@ def test_sas_device_may_present_a_certificate_and_use_its_token(emulator, tmp_pa
 
 
 def test_x509_device_cannot_use_sas(emulator):
-    from azure_iot_harness.emulator.protocol import sas
     from azure_iot_harness.config import WELL_KNOWN_SAS_DEVICE_KEYS
+    from azure_iot_harness.emulator.protocol import sas
 
     token = sas.generate("localhost/devices/x509-device1", WELL_KNOWN_SAS_DEVICE_KEYS[0])
     assert _connack(emulator, "x509-device1", password=token) == 5

@@ -148,7 +148,7 @@ class RawWebSocket:
         self.tls.settimeout(1)
         try:
             return self.tls.recv(1) == b""
-        except socket.timeout:
+        except TimeoutError:
             return False
         except (ssl.SSLError, OSError):
             return True

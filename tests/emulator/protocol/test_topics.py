@@ -1,6 +1,6 @@
 import pytest
 
-from azure_iot_harness.emulator.protocol.messages import AuthMethod, build_telemetry, MAX_D2C_BYTES
+from azure_iot_harness.emulator.protocol.messages import MAX_D2C_BYTES, AuthMethod, build_telemetry
 from azure_iot_harness.emulator.protocol.topics import (
     DpsUsername,
     HubUsername,
