@@ -1,6 +1,7 @@
 """The run time of the IoT Edge route condition language: values, operators, built-in
 functions, and what a condition reads from a message (`MessageView`: properties, the one table
-of system-property names, the `$body` JSON). Pure; the grammar is in routes.py.
+of system-property names, the `$body` JSON). Pure; the grammar and type checks are in route_parser.py, evaluation in
+routes.py.
 
 edgeHub compiles a condition with static types and rejects ill-typed ones when the route is
 loaded; at run time every operation that meets an undefined (or, for strings, a null) operand

@@ -1,6 +1,9 @@
-"""The IoT Edge route language: `[SELECT *] FROM <path> [WHERE <condition>] INTO <sink>`. Pure.
+"""The IoT Edge route language, `[SELECT *] FROM <path> [WHERE <condition>] INTO <sink>`: route
+sets loaded from `$edgeHub` desired properties, and evaluating a route against a message. Pure.
+The data types are in route_model.py, the lexer/parser/type checks in route_parser.py, values and
+built-in functions in route_functions.py.
 
-Parsing follows edgeHub's grammar and its longest-match lexer (so `a+b`, `-x` and `5.` are
+Parsing (route_parser.py) follows edgeHub's grammar and its longest-match lexer (so `a+b`, `-x` and `5.` are
 property names, and `3 -5` is two numbers, as in edgeHub), then type-checks the condition the
 way edgeHub compiles it: an ill-typed condition is a route error when the routes are loaded,
 not a silent `false` at run time. In particular application and system properties are
