@@ -154,7 +154,7 @@ class Edge:
         await self.upstream.start()
 
     async def stop(self) -> None:
-        self.hub.close()
+        await self.hub.stop()
         await self.mqtt.stop()
         await self.twins.stop()
         await self.upstream.stop()

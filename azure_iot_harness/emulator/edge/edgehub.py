@@ -31,6 +31,7 @@ from ..protocol.topics import HubUsername
 from .counters import EdgeCounters
 from .queue import EdgeQueues
 from .session import EdgeSession
+from .tasks import Tasks
 from .twins import EdgeTwins
 from .upstream import Upstream, client_id_of
 
@@ -94,16 +95,18 @@ class EdgeHub:
         self.clock = clock
         self.sessions: dict[Key, EdgeSession] = {}
         self._c2d: dict[Key, _Held] = {}
+        self.tasks = Tasks()
         queues.on_enqueued(self._enqueued)
         upstream.on_message = self._from_upstream
         upstream.on_link_up = self._link_up
         registry.on_change(self._identity_changed)
 
-    def close(self) -> None:
+    async def stop(self) -> None:
         """Stop listening to the registry (the edge stops; the registry lives on)."""
         self.registry.off_change(self._identity_changed)
         for session in list(self.sessions.values()):
             session.cancel_expiry()
+        await self.tasks.stop()
 
     # ---- CONNECT --------------------------------------------------------------------------------
 
@@ -185,7 +188,7 @@ class EdgeHub:
                 self.revoke(session, exc.reason)
         if doc is None:
             self._c2d.pop(key, None)
-            self.twins.spawn(self.twins.forget(key))
+            self.tasks.spawn(self.twins.forget(key))
 
     def revoke(self, session: EdgeSession, reason: str) -> None:
         """Disconnect a child whose credentials no longer hold; its link goes too."""
@@ -196,7 +199,7 @@ class EdgeHub:
         session.conn.close(f"credentials no longer valid: {reason}")
         self.session_closed(session)  # at once, not when the TLS close completes
         self._c2d.pop(session.principal.key, None)
-        self.twins.spawn(self.upstream.drop(session.client_id))
+        self.tasks.spawn(self.upstream.drop(session.client_id))
 
     def session_closed(self, session: EdgeSession) -> None:
         if self.sessions.get(session.principal.key) is session:

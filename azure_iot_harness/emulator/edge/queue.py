@@ -93,6 +93,9 @@ class EdgeQueues:
         self.max_size_bytes = max_size_bytes
         self.used_bytes = 0
         self._queues: dict[str, dict[int, Queued]] = {}  # endpoint -> seq -> message, in seq order
+        # endpoint -> sender -> priority -> seq -> message: a sender's next message without a scan
+        self._lanes: dict[str, dict[str, dict[int, dict[int, Queued]]]] = {}
+        self._earliest: dict[str, float] = {}  # endpoint -> no message expires before this
         self._waiters: dict[str, asyncio.Event] = {}
         self._listeners: list[Callable[[str], None]] = []
         store.add_schema(_SCHEMA)
@@ -109,10 +112,11 @@ class EdgeQueues:
             lambda c: c.execute("SELECT seq, endpoint, priority, expiry, doc FROM edge_messages ORDER BY seq").fetchall()
         )
         self._queues.clear()
+        self._lanes.clear()
         self.used_bytes = 0
         for seq, endpoint, priority, expiry, doc in rows:
             size = len(doc.encode())
-            self._queues.setdefault(endpoint, {})[seq] = Queued(seq, endpoint, priority, expiry, _from_json(doc), size)
+            self._add(Queued(seq, endpoint, priority, expiry, _from_json(doc), size))
             self.used_bytes += size
 
     def enqueue(self, telemetry: Telemetry, targets: list[tuple[str, int, float]]) -> asyncio.Future:
@@ -145,7 +149,7 @@ class EdgeQueues:
                 self.used_bytes -= size * len(rows)
                 return
             for seq, (endpoint, priority, expiry) in zip(f.result(), rows):
-                self._queues.setdefault(endpoint, {})[seq] = Queued(seq, endpoint, priority, expiry, telemetry, size)
+                self._add(Queued(seq, endpoint, priority, expiry, telemetry, size))
                 self._wake(endpoint)
 
         fut.add_done_callback(committed)
@@ -155,23 +159,18 @@ class EdgeQueues:
         """The message to deliver next (of one sender, or of any): highest priority, oldest;
         expired ones are dropped."""
         self._expire(endpoint)
-        best: Queued | None = None
-        for q in self._queues.get(endpoint, {}).values():
-            if not q.in_flight and (sender is None or q.sender == sender) and (best is None or q.priority < best.priority):
-                best = q
-        return best
+        lanes = self._lanes.get(endpoint, {})
+        if sender is not None:
+            return _head(lanes.get(sender, {}))
+        heads = [h for h in map(_head, lanes.values()) if h is not None]
+        return min(heads, key=lambda q: (q.priority, q.seq)) if heads else None
 
     def senders(self, endpoint: str) -> list[str]:
         """Senders with messages ready for the endpoint, the one whose next message goes first
         first."""
         self._expire(endpoint)
-        firsts: dict[str, Queued] = {}
-        for q in self._queues.get(endpoint, {}).values():
-            if not q.in_flight:
-                best = firsts.get(q.sender)
-                if best is None or q.priority < best.priority:
-                    firsts[q.sender] = q
-        return [s for s, _ in sorted(firsts.items(), key=lambda kv: (kv[1].priority, kv[1].seq))]
+        heads = [(h, s) for s, lane in self._lanes.get(endpoint, {}).items() if (h := _head(lane)) is not None]
+        return [s for h, s in sorted(heads, key=lambda hs: (hs[0].priority, hs[0].seq))]
 
     def pending(self, endpoint: str) -> list[Queued]:
         self._expire(endpoint)
@@ -189,8 +188,7 @@ class EdgeQueues:
         return out
 
     def done(self, item: Queued) -> asyncio.Future:
-        queue = self._queues.get(item.endpoint, {})
-        if queue.pop(item.seq, None) is not None:
+        if self._remove(item):
             self.used_bytes -= item.size
         return self.store.submit(lambda c: c.execute("DELETE FROM edge_messages WHERE seq = ?", (item.seq,)))
 
@@ -210,8 +208,39 @@ class EdgeQueues:
         for fn in self._listeners:
             fn(endpoint)
 
+    def _add(self, item: Queued) -> None:
+        self._queues.setdefault(item.endpoint, {})[item.seq] = item
+        lane = self._lanes.setdefault(item.endpoint, {}).setdefault(item.sender, {})
+        lane.setdefault(item.priority, {})[item.seq] = item
+        self._earliest[item.endpoint] = min(self._earliest.get(item.endpoint, item.expiry), item.expiry)
+
+    def _remove(self, item: Queued) -> bool:
+        if self._queues.get(item.endpoint, {}).pop(item.seq, None) is None:
+            return False
+        lanes = self._lanes[item.endpoint]
+        by_priority = lanes[item.sender]
+        del by_priority[item.priority][item.seq]
+        if not by_priority[item.priority]:
+            del by_priority[item.priority]
+            if not by_priority:
+                del lanes[item.sender]
+        return True
+
     def _expire(self, endpoint: str) -> None:
         now = self.clock.time()
-        for item in [q for q in self._queues.get(endpoint, {}).values() if q.expiry <= now and not q.in_flight]:
+        if now < self._earliest.get(endpoint, now):
+            return  # nothing can have expired yet
+        queue = self._queues.get(endpoint, {})
+        for item in [q for q in queue.values() if q.expiry <= now and not q.in_flight]:
             self.counters.dropped("ttl_expiry", item.sender)
             self.done(item)
+        self._earliest[endpoint] = min((q.expiry for q in queue.values()), default=float("inf"))
+
+
+def _head(lane: dict[int, dict[int, Queued]]) -> Queued | None:
+    """A sender's next message: its highest priority's oldest not on its way."""
+    for priority in sorted(lane):
+        for item in lane[priority].values():
+            if not item.in_flight:
+                return item
+    return None

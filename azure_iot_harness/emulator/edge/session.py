@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import TYPE_CHECKING, Any, Coroutine
+from typing import TYPE_CHECKING
 
 from ...errors import ConnectRefused, ProtocolViolation
 from ..hub.auth import Principal
@@ -27,6 +27,7 @@ from ..protocol.messages import Telemetry
 from ..protocol.subscriptions import DESIRED_UPDATES, METHOD_REQUESTS, TWIN_RESPONSES
 from ..protocol.topics import c2d_filters, encode_property_bag
 from .queue import Queued, StoreFull
+from .tasks import Tasks
 from .upstream import _WIRE_KEYS
 
 if TYPE_CHECKING:
@@ -51,7 +52,7 @@ class EdgeSession:
         self._c2d_inflight: dict[int, int] = {}  # packet id -> the message's packet id on the link
         self._next_id = 0
         self._expiry: asyncio.TimerHandle | None = None
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks = Tasks()  # twin GETs waiting for the hub
 
     @property
     def client_id(self) -> str:
@@ -131,7 +132,7 @@ class EdgeSession:
                 status, body = await twins.get(key)
                 self._twin_response(status, rid, body)
 
-            self._spawn(get())
+            self._tasks.spawn(get())
         elif topic.startswith("$iothub/twin/PATCH/properties/reported/"):
             status, body = await twins.patch_reported(key, pub.payload)
             self._twin_response(status, _rid(topic), body)
@@ -152,11 +153,6 @@ class EdgeSession:
             client.publish(pub.topic, pub.payload, 0)
         except (OSError, ConnectionLost, ConnectRefused, asyncio.TimeoutError) as exc:
             log.warning("%s: %s not relayed, the hub is unreachable: %s", self.client_id, pub.topic, exc)
-
-    def _spawn(self, coro: Coroutine[Any, Any, object]) -> None:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     # ---- subscriptions --------------------------------------------------------------------------
 
@@ -255,8 +251,7 @@ class EdgeSession:
             item.in_flight = False  # delivered again when the module returns
         self._inflight.clear()
         self._c2d_inflight.clear()  # held at the edge: delivered again when the child returns
-        for task in self._tasks:
-            task.cancel()
+        self._tasks.cancel()
         self.edge.session_closed(self)
         log.info("%s disconnected from the edge: %s", self.client_id, reason)
 

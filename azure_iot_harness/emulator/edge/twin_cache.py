@@ -32,7 +32,8 @@ def from_device_view(view: dict) -> dict:
     their `$version`s."""
     twin = tw.new_twin()
     for section in ("desired", "reported"):
-        part = view.get(section) if isinstance(view.get(section), dict) else {}
+        value = view.get(section)
+        part: dict = value if isinstance(value, dict) else {}
         twin[section] = tw.strip_reserved(part)
         version = part.get("$version")
         if isinstance(version, int) and not isinstance(version, bool):

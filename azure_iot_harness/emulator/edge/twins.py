@@ -21,7 +21,7 @@ import asyncio
 import itertools
 import json
 import logging
-from typing import Any, Callable, Coroutine
+from typing import Callable
 
 from ...errors import ConnectRefused
 from ..mqtt.client import ConnectionLost
@@ -30,6 +30,7 @@ from ..protocol.errors import error_code
 from ..protocol.subscriptions import TWIN_RESPONSES
 from .counters import EdgeCounters
 from .hub_answers import backoff
+from .tasks import Tasks
 from .twin_cache import Key, TwinCache, desired_diff, from_device_view
 from .upstream import Upstream, client_id_of
 
@@ -66,7 +67,7 @@ class EdgeTwins:
         self._waiting: dict[str, asyncio.Future] = {}  # the edge's request id -> (status, body)
         self._rids = itertools.count(1)
         self._syncing: dict[Key, asyncio.Task] = {}
-        self._tasks: set[asyncio.Task] = set()
+        self.tasks = Tasks()
 
     async def load(self) -> None:
         """Read the cache; patches a previous run still owed the hub go out when it answers."""
@@ -75,15 +76,7 @@ class EdgeTwins:
             self.sync_later(key)
 
     async def stop(self) -> None:
-        tasks = [*self._syncing.values(), *self._tasks]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-    def spawn(self, coro: Coroutine[Any, Any, object]) -> None:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        await self.tasks.stop()
 
     # ---- a child's requests ---------------------------------------------------------------------
 
@@ -118,7 +111,7 @@ class EdgeTwins:
         """Fetch the twin into the cache when there is none (a child that subscribed to desired
         properties: its changes during an outage are found by comparing with it)."""
         if self.cache.twin(key) is None:
-            self.spawn(self._refresh(key, None))
+            self.tasks.spawn(self._refresh(key, None))
 
     # ---- from the hub ---------------------------------------------------------------------------
 
@@ -140,11 +133,11 @@ class EdgeTwins:
         except ValueError:
             return
         if isinstance(patch, dict):
-            self.spawn(self.cache.desired_patch(key, patch, version))
+            self.tasks.spawn(self.cache.desired_patch(key, patch, version))
 
     def link_up(self, key: Key, send_desired: SendDesired | None) -> None:
         """The child's link is back: owed patches out, and what changed meanwhile in."""
-        self.spawn(self._refresh(key, send_desired))
+        self.tasks.spawn(self._refresh(key, send_desired))
 
     async def forget(self, key: Key) -> None:
         owed = len(self.cache.pending(key))
@@ -178,7 +171,7 @@ class EdgeTwins:
                     attempt += 1
             self._syncing.pop(key, None)
 
-        self._syncing[key] = asyncio.create_task(sync(), name=f"edge-twin-sync {_name(key)}")
+        self._syncing[key] = self.tasks.spawn(sync(), name=f"edge-twin-sync {_name(key)}")
 
     async def _refresh(self, key: Key, send_desired: SendDesired | None) -> None:
         async with self._lock(key):

@@ -82,6 +82,24 @@ def leaf_client(emu: Emulator, device_id: str, **kw) -> EdgeClient:
     return EdgeClient(emu, device_id, username=f"{emu.host}/{device_id}/?{API}", password=token(emu, device_id), **kw)
 
 
+def connected_leaf(thread: EmulatorThread, emu: Emulator, device_id: str, filters: tuple[str, ...] = ()) -> EdgeClient:
+    """A leaf in the edge's scope (created when missing), connected with paho and subscribed (at
+    QoS 0) to `filters`."""
+    if emu.registry.get(device_id) is None:
+        add_leaf(thread, emu, device_id)
+    leaf = leaf_client(emu, device_id)
+    assert leaf.connect() == 0
+    if filters:
+        leaf.client.subscribe([(f, 0) for f in filters])
+        wait_for(lambda: set(filters) <= set(getattr(emu.edge.hub.sessions.get((device_id, None)), "subscriptions", {})))
+    return leaf
+
+
+def upstream_depth(emu: Emulator) -> int:
+    """Messages waiting for `$upstream`, as the status route shows them."""
+    return edge_status(emu)["queues"].get("$upstream", {"messages": 0})["messages"]
+
+
 def module_client(emu: Emulator, module_id: str, **kw) -> EdgeClient:
     edge = emu.edge.device_id
     return EdgeClient(emu, f"{edge}/{module_id}", username=f"{emu.host}/{edge}/{module_id}/?{API}", password=token(emu, edge, module_id), **kw)

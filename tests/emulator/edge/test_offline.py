@@ -14,7 +14,18 @@ from azure_iot_harness.emulator.edge.route_model import DEFAULT_PRIORITY
 from tests.conftest import free_loopback_address
 from tests.helpers import https, publish_packet, subscribe_packet, wait_for
 
-from .edge_helpers import add_leaf, add_module, edge_status, hub_messages, leaf_client, module_client, raw_connect, start_edge
+from .edge_helpers import (
+    add_leaf,
+    add_module,
+    connected_leaf,
+    edge_status,
+    hub_messages,
+    leaf_client,
+    module_client,
+    raw_connect,
+    start_edge,
+    upstream_depth,
+)
 
 API = "?api-version=2021-04-12"
 TWIN_RES = "$iothub/twin/res/#"
@@ -36,11 +47,6 @@ def _twin_request(leaf, topic: str, rid: str, body: bytes = b"") -> dict | None:
     return {"status": status, "body": json.loads(msg.payload) if msg.payload else None}
 
 
-def _subscribed(leaf, emu, device_id, filters):
-    leaf.client.subscribe([(f, 0) for f in filters])
-    wait_for(lambda: set(filters) <= set(getattr(emu.edge.hub.sessions.get((device_id, None)), "subscriptions", {})))
-
-
 # ---- twins ----------------------------------------------------------------------------------------
 
 
@@ -48,9 +54,7 @@ def test_twin_get_is_served_from_the_cache_while_the_hub_is_away(edge):
     thread, emu = edge
     add_leaf(thread, emu, "tw-get")
     https(emu, "PATCH", "/twins/tw-get" + API, {"properties": {"desired": {"fan": 2}}})
-    leaf = leaf_client(emu, "tw-get")
-    assert leaf.connect() == 0
-    _subscribed(leaf, emu, "tw-get", [TWIN_RES])
+    leaf = connected_leaf(thread, emu, "tw-get", (TWIN_RES,))
     online = _twin_request(leaf, "$iothub/twin/GET/", "1")
     assert online["status"] == 200 and online["body"]["desired"]["fan"] == 2
     thread.call(emu.suspend_hub())
@@ -61,10 +65,7 @@ def test_twin_get_is_served_from_the_cache_while_the_hub_is_away(edge):
 
 def test_reported_patches_are_kept_offline_and_reach_the_hub_in_order(edge):
     thread, emu = edge
-    add_leaf(thread, emu, "tw-rep")
-    leaf = leaf_client(emu, "tw-rep")
-    assert leaf.connect() == 0
-    _subscribed(leaf, emu, "tw-rep", [TWIN_RES])
+    leaf = connected_leaf(thread, emu, "tw-rep", (TWIN_RES,))
     before = https(emu, "GET", "/twins/tw-rep" + API)[2]["properties"]["reported"]["$version"]
     thread.call(emu.suspend_hub())
     patches = [{"step": 1, "a": "x"}, {"step": 2, "a": None, "b": "y"}, {"step": 3}]
@@ -83,10 +84,7 @@ def test_reported_patches_are_kept_offline_and_reach_the_hub_in_order(edge):
 
 def test_a_bad_reported_patch_is_refused_by_the_edge_with_400(edge):
     thread, emu = edge
-    add_leaf(thread, emu, "tw-bad")
-    leaf = leaf_client(emu, "tw-bad")
-    assert leaf.connect() == 0
-    _subscribed(leaf, emu, "tw-bad", [TWIN_RES])
+    leaf = connected_leaf(thread, emu, "tw-bad", (TWIN_RES,))
     answer = _twin_request(leaf, "$iothub/twin/PATCH/properties/reported/", "b", b'{"a.b": 1}')
     assert answer["status"] == 400 and answer["body"]["errorCode"] == 400004
     leaf.close()
@@ -96,9 +94,7 @@ def test_desired_changes_made_while_the_hub_was_away_arrive_after_reconnection(e
     thread, emu = edge
     add_leaf(thread, emu, "tw-des")
     https(emu, "PATCH", "/twins/tw-des" + API, {"properties": {"desired": {"keep": 1, "old": True}}})
-    leaf = leaf_client(emu, "tw-des")
-    assert leaf.connect() == 0
-    _subscribed(leaf, emu, "tw-des", [TWIN_RES, DESIRED])
+    leaf = connected_leaf(thread, emu, "tw-des", (TWIN_RES, DESIRED))
     _twin_request(leaf, "$iothub/twin/GET/", "1")
     thread.call(emu.suspend_hub())
     # the service API stays up: the change is made while the edge cannot hear of it
@@ -118,10 +114,7 @@ def test_reported_patches_owed_to_the_hub_survive_an_edge_restart(tmp_path):
     thread = EmulatorThread(**settings)
     emu = thread.start()
     try:
-        add_leaf(thread, emu, "tw-rst")
-        leaf = leaf_client(emu, "tw-rst")
-        assert leaf.connect() == 0
-        _subscribed(leaf, emu, "tw-rst", [TWIN_RES])
+        leaf = connected_leaf(thread, emu, "tw-rst", (TWIN_RES,))
         thread.call(emu.suspend_hub())
         assert _twin_request(leaf, "$iothub/twin/PATCH/properties/reported/", "1", b'{"kept": "across"}')["status"] == 204
         leaf.close()
@@ -191,7 +184,7 @@ def test_a_full_store_takes_no_more_until_the_queue_drains():
         assert status["store"]["maxSizeBytes"] == 3000 and status["store"]["usedBytes"] <= 3000
         assert status["queues"]["$upstream"]["messages"] == taken
         thread.call(emu.resume_hub())
-        wait_for(lambda: edge_status(emu)["queues"].get("$upstream", {"messages": 0})["messages"] == 0, timeout=20)
+        wait_for(lambda: upstream_depth(emu) == 0, timeout=20)
         leaf = raw_connect(emu, "full")  # room again
         leaf.send(publish_packet("devices/full/messages/events/", b'{"n": "after"}', packet_id=1))
         assert leaf.puback_or_close() == "puback"

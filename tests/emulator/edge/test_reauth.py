@@ -13,13 +13,14 @@ from .edge_helpers import (
     ShiftedClock,
     add_leaf,
     add_module,
+    connected_leaf,
     edge_status,
     hub_messages,
-    leaf_client,
     module_client,
     raw_connect,
     start_edge,
     token,
+    upstream_depth,
 )
 
 
@@ -58,16 +59,14 @@ def test_a_leaf_is_disconnected_at_once_and_what_it_publishes_after_is_refused(e
     LEAF_CHANGES[change](thread, emu)
     leaf.send(publish_packet("devices/leaf-a/messages/events/", b"after", packet_id=2))
     assert leaf.puback_or_close() == "closed"
-    assert edge_status(emu)["queues"].get("$upstream", {"messages": 0})["messages"] == 0  # "after" was not taken
+    assert upstream_depth(emu) == 0  # "after" was not taken
     assert [m["body"] for m in hub_messages(emu, "leaf-a")] == ["before"]
     leaf.close()
 
 
 def test_a_paho_leaf_sees_its_connection_closed_when_deleted(edge):
     thread, emu = edge
-    add_leaf(thread, emu, "leaf-p")
-    leaf = leaf_client(emu, "leaf-p")
-    assert leaf.connect() == 0
+    leaf = connected_leaf(thread, emu, "leaf-p")
     thread.call(emu.registry.delete("leaf-p"))
     assert leaf.disconnected.wait(10)
     leaf.client.loop_stop()
@@ -86,7 +85,7 @@ def test_a_leaf_whose_token_expired_is_refused_what_it_publishes():
         clock.offset += 601  # the token's se has passed
         leaf.send(publish_packet("devices/leaf-t/messages/events/", b"stale", packet_id=2))
         assert leaf.puback_or_close() == "closed"
-        assert edge_status(emu)["queues"].get("$upstream", {"messages": 0})["messages"] == 0
+        assert upstream_depth(emu) == 0
         assert [m["body"] for m in hub_messages(emu, "leaf-t")] == ["fresh"]
     finally:
         thread.stop()

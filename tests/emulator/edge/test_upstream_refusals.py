@@ -10,7 +10,7 @@ from azure_iot_harness.emulator.app import EmulatorThread
 from tests.conftest import free_loopback_address
 from tests.helpers import wait_for
 
-from .edge_helpers import add_leaf, edge_status, hub_messages, leaf_client, start_edge
+from .edge_helpers import add_leaf, connected_leaf, edge_status, hub_messages, leaf_client, start_edge, upstream_depth
 
 PER_DEVICE = 15
 
@@ -24,6 +24,16 @@ def _publish_interleaved(leaves: dict) -> None:
         wait_for(lambda: set(mids[name]) <= set(leaf.acked))  # committed at the edge
 
 
+def _queued_with_dev_a_deleted(thread, emu) -> dict:
+    """dev-a, dev-b and dev-c queue PER_DEVICE messages each at the edge while the hub is away;
+    then dev-a is deleted, so the hub will refuse its messages."""
+    leaves = {name: connected_leaf(thread, emu, name) for name in ("dev-a", "dev-b", "dev-c")}
+    thread.call(emu.suspend_hub())
+    _publish_interleaved(leaves)
+    thread.call(emu.registry.delete("dev-a"))
+    return leaves
+
+
 def _bodies(emu, device_id) -> list[int]:
     return [json.loads(m["body"])["n"] for m in hub_messages(emu, device_id)]
 
@@ -32,24 +42,13 @@ def _flowed_in_order(emu, devices) -> bool:
     return all(_bodies(emu, d) == list(range(PER_DEVICE)) for d in devices)
 
 
-def _upstream_depth(emu) -> int:
-    return edge_status(emu)["queues"].get("$upstream", {"messages": 0})["messages"]
-
-
 def test_a_refused_device_does_not_hold_back_the_others():
     thread, emu = start_edge()
     try:
-        for name in ("dev-a", "dev-b", "dev-c"):
-            add_leaf(thread, emu, name)
-        leaves = {name: leaf_client(emu, name) for name in ("dev-a", "dev-b", "dev-c")}
-        for leaf in leaves.values():
-            assert leaf.connect() == 0
-        thread.call(emu.suspend_hub())
-        _publish_interleaved(leaves)
-        thread.call(emu.registry.delete("dev-a"))  # the hub will refuse dev-a's upstream connection
+        leaves = _queued_with_dev_a_deleted(thread, emu)  # the hub will refuse dev-a's upstream connection
         thread.call(emu.resume_hub())
         wait_for(lambda: _flowed_in_order(emu, ["dev-b", "dev-c"]), timeout=30)
-        wait_for(lambda: _upstream_depth(emu) == 0)
+        wait_for(lambda: upstream_depth(emu) == 0)
         status = edge_status(emu)
         assert status["messagesDropped"]["hub_refused_device"] == {"dev-a": PER_DEVICE}
         assert hub_messages(emu, "dev-a") == []
@@ -67,14 +66,7 @@ def test_nothing_is_lost_across_an_edge_restart(tmp_path):
     thread = EmulatorThread(**settings)
     emu = thread.start()
     try:
-        for name in ("dev-a", "dev-b", "dev-c"):
-            add_leaf(thread, emu, name)
-        leaves = {name: leaf_client(emu, name) for name in ("dev-a", "dev-b", "dev-c")}
-        for leaf in leaves.values():
-            assert leaf.connect() == 0
-        thread.call(emu.suspend_hub())
-        _publish_interleaved(leaves)
-        thread.call(emu.registry.delete("dev-a"))
+        leaves = _queued_with_dev_a_deleted(thread, emu)
         for leaf in leaves.values():
             leaf.close()
     finally:
@@ -83,7 +75,7 @@ def test_nothing_is_lost_across_an_edge_restart(tmp_path):
     emu = thread.start()  # the edge starts with 3 x PER_DEVICE messages in its store
     try:
         wait_for(lambda: _flowed_in_order(emu, ["dev-b", "dev-c"]), timeout=30)
-        wait_for(lambda: _upstream_depth(emu) == 0)
+        wait_for(lambda: upstream_depth(emu) == 0)
         assert edge_status(emu)["messagesDropped"]["hub_refused_device"] == {"dev-a": PER_DEVICE}
         assert hub_messages(emu, "dev-a") == []
     finally:
@@ -105,7 +97,7 @@ def test_a_message_the_hub_closes_the_connection_on_is_dropped_and_the_next_ones
         wait_for(lambda: set(mids) <= set(leaf.acked))
         thread.call(emu.resume_hub())
         wait_for(lambda: _bodies(emu, "dev-p") == [0, 1, 2], timeout=30)
-        wait_for(lambda: _upstream_depth(emu) == 0)
+        wait_for(lambda: upstream_depth(emu) == 0)
         assert edge_status(emu)["messagesDropped"]["hub_refused_message"] == {"dev-p": 1}
         leaf.close()
     finally:
