@@ -124,6 +124,7 @@ class EdgeHub:
         session = EdgeSession(self, principal, conn, credentials)
         previous = self.sessions.get(principal.key)
         if previous is not None:
+            previous.cancel_expiry()
             previous.conn.close("replaced by a new connection of the same identity", graceful=True)
         self.sessions[principal.key] = session
         session.arm_expiry()
@@ -197,6 +198,8 @@ class EdgeHub:
         session.revoked = reason
         log.warning("%s: disconnected from the edge, its credentials no longer hold: %s", session.client_id, reason)
         session.conn.close(f"credentials no longer valid: {reason}")
+        if self.sessions.get(session.principal.key) is not session:
+            return  # already replaced by a newer connection, whose link stays
         self.session_closed(session)  # at once, not when the TLS close completes
         self._c2d.pop(session.principal.key, None)
         self.tasks.spawn(self.upstream.drop(session.client_id))

@@ -93,8 +93,7 @@ class Upstream:
         self._paused_until = 0.0  # loop time: the hub unreachable, every lane waits
         self._failures = 0  # pauses in a row
         self._device_backoff: dict[str, tuple[float, int]] = {}  # client id -> (loop time, attempts)
-        self.online = asyncio.Event()
-        self.state = "starting"
+        self.state = "idle"  # idle (nothing forwarded yet), online, unreachable, refused
         self.state_since = utc_now_iso(clock.now())
         self.last_error: str | None = None
         self.forwarded = 0
@@ -364,12 +363,8 @@ class Upstream:
         return None
 
     def _set_state(self, state: str, error: str | None) -> None:
-        if state == "online":
-            if not self.online.is_set() and self.state != "starting":
-                log.info("upstream (the hub) takes messages again: forwarding stored messages")
-            self.online.set()
-        else:
-            self.online.clear()
+        if state == "online" and self.state in ("unreachable", "refused"):
+            log.info("upstream (the hub) takes messages again: forwarding stored messages")
         if state != self.state:
             self.state, self.state_since = state, utc_now_iso(self.clock.now())
         if error is not None:

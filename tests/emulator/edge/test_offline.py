@@ -85,6 +85,7 @@ def test_reported_patches_are_kept_offline_and_reach_the_hub_in_order(edge):
 def test_a_bad_reported_patch_is_refused_by_the_edge_with_400(edge):
     thread, emu = edge
     leaf = connected_leaf(thread, emu, "tw-bad", (TWIN_RES,))
+    thread.call(emu.suspend_hub())  # the edge itself answers
     answer = _twin_request(leaf, "$iothub/twin/PATCH/properties/reported/", "b", b'{"a.b": 1}')
     assert answer["status"] == 400 and answer["body"]["errorCode"] == 400004
     leaf.close()
