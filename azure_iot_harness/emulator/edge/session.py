@@ -134,18 +134,19 @@ class EdgeSession:
 
             self._tasks.spawn(get())
         elif topic.startswith("$iothub/twin/PATCH/properties/reported/"):
-            status, body = await twins.patch_reported(key, pub.payload)
-            self._twin_response(status, _rid(topic), body)
+            status, body, version = await twins.patch_reported(key, pub.payload)
+            self._twin_response(status, _rid(topic), body, version)
         elif topic.startswith("$iothub/methods/res/"):
             await self._relay_up(pub)
         else:
             raise ProtocolViolation(f"PUBLISH to {topic!r}, which is not an IoT Hub topic")
 
-    def _twin_response(self, status: int, rid: str, body: bytes) -> None:
+    def _twin_response(self, status: int, rid: str, body: bytes, version: int | None = None) -> None:
         if TWIN_RESPONSES not in self.subscriptions:
             log.info("%s: twin response %d dropped: not subscribed to %s", self.client_id, status, TWIN_RESPONSES)
             return
-        self.conn.send(codec.encode_publish(f"$iothub/twin/res/{status}/?$rid={rid}", body, 0, None))
+        topic = f"$iothub/twin/res/{status}/?$rid={rid}" + (f"&$version={version}" if version is not None else "")
+        self.conn.send(codec.encode_publish(topic, body, 0, None))
 
     async def _relay_up(self, pub: Publish) -> None:
         try:

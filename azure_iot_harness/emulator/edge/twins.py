@@ -4,10 +4,12 @@ the edge's cache when it does not.
 - GET: asked of the hub over the child's link (after the reported patches still owed to it);
   its answer refreshes the cache. Hub unreachable: answered 200 from the cache (an empty twin
   when nothing was ever cached), as edgeHub does.
-- Reported PATCH: checked against IoT Hub's rules, merged into the cache, kept in the store and
-  answered 204 by the edge at once (edgeHub answers these locally, without `$version`); the
-  patches reach the hub in order, one at a time, as soon as the child's link is up. A patch the
-  hub refuses for good (4xx but 429) is dropped with a log line and counted.
+- Reported PATCH: checked against IoT Hub's rules, merged into the cache and kept in the store;
+  then passed on to the hub (with any patches still owed before it, in order). The child gets
+  204 with the hub's `$version` once the hub took it, or, with the hub unreachable, 204 without
+  `$version` at once (as edgeHub answers every reported patch, from its store) and the patches
+  reach the hub in order as soon as the child's link is up. A patch the hub refuses for good
+  (4xx but 429) is dropped with a log line and counted.
 - Desired: patches the hub relays keep the cache current; when a child's link comes back, the
   edge asks for the twin again and sends the child one patch with what changed meanwhile.
 
@@ -48,14 +50,15 @@ def _name(key: Key) -> str:
     return client_id_of(*key)
 
 
-def _status_and_rid(topic: str) -> tuple[int, str] | None:
-    """`$iothub/twin/res/{status}/?$rid={rid}[&…]` → (status, rid)."""
+def _parse_response(topic: str) -> tuple[int, str, int | None] | None:
+    """`$iothub/twin/res/{status}/?$rid={rid}[&$version={v}]` → (status, rid, version)."""
     rest = topic[len("$iothub/twin/res/") :]
     status_text, _, query = rest.partition("/")
     params = dict(part.partition("=")[::2] for part in query.lstrip("?").split("&") if part)
     if not status_text.isdigit() or "$rid" not in params:
         return None
-    return int(status_text), params["$rid"]
+    version = params.get("$version", "")
+    return int(status_text), params["$rid"], int(version) if version.isdigit() else None
 
 
 class EdgeTwins:
@@ -85,7 +88,7 @@ class EdgeTwins:
         async with self._lock(key):
             try:
                 await self._flush(key)
-                status, body = await self._request(key, "$iothub/twin/GET/", b"")
+                status, body, _ = await self._request(key, "$iothub/twin/GET/", b"")
             except HubUnavailable as exc:
                 log.info("%s: twin GET answered from the edge's cache, the hub does not answer: %s", _name(key), exc)
                 return 200, json.dumps(tw.device_view(self.cache.twin(key) or tw.new_twin())).encode()
@@ -96,16 +99,23 @@ class EdgeTwins:
                     pass
             return status, body
 
-    async def patch_reported(self, key: Key, payload: bytes) -> tuple[int, bytes]:
-        """(status, body) of a reported-properties PATCH: 204 once it is kept, 400 when IoT Hub
+    async def patch_reported(self, key: Key, payload: bytes) -> tuple[int, bytes, int | None]:
+        """(status, body, `$version`) of a reported-properties PATCH: 204 once the hub took it
+        (its version) or, the hub unreachable, once it is kept (no version); 400 when IoT Hub
         would refuse it."""
         try:
             await self.cache.reported_patch(key, tw.parse_patch(payload))
         except tw.TwinError as exc:
             log.warning("%s: reported patch refused with 400: %s", _name(key), exc)
-            return 400, json.dumps({"errorCode": error_code("ArgumentInvalid"), "message": str(exc)}).encode()
-        self.sync_later(key)
-        return 204, b""
+            return 400, json.dumps({"errorCode": error_code("ArgumentInvalid"), "message": str(exc)}).encode(), None
+        try:
+            async with self._lock(key):
+                answer = await self._flush(key)
+        except HubUnavailable as exc:
+            log.info("%s: reported patch kept at the edge, the hub does not answer: %s", _name(key), exc)
+            self.sync_later(key)
+            return 204, b"", None
+        return answer or (204, b"", None)
 
     def ensure_cached(self, key: Key) -> None:
         """Fetch the twin into the cache when there is none (a child that subscribed to desired
@@ -117,14 +127,15 @@ class EdgeTwins:
 
     def answer(self, topic: str, payload: bytes) -> bool:
         """A twin response on a link: True when it answers one of the edge's requests."""
-        parsed = _status_and_rid(topic)
+        parsed = _parse_response(topic)
         if parsed is None:
             return False
-        fut = self._waiting.get(parsed[1])
+        status, rid, version = parsed
+        fut = self._waiting.get(rid)
         if fut is None:
             return False
         if not fut.done():
-            fut.set_result((parsed[0], payload))
+            fut.set_result((status, payload, version))
         return True
 
     def desired_changed(self, key: Key, payload: bytes, version: int | None) -> None:
@@ -178,7 +189,7 @@ class EdgeTwins:
             before = self.cache.twin(key)
             try:
                 await self._flush(key)
-                status, body = await self._request(key, "$iothub/twin/GET/", b"")
+                status, body, _ = await self._request(key, "$iothub/twin/GET/", b"")
                 if status != 200:
                     return
                 new = from_device_view(json.loads(body))
@@ -191,10 +202,13 @@ class EdgeTwins:
                 log.info("%s: desired properties changed while its link was down; sending the difference", _name(key))
                 send_desired(diff, new["desiredVersion"])
 
-    async def _flush(self, key: Key) -> None:
-        """Send the owed reported patches in order (the caller holds the key's lock)."""
+    async def _flush(self, key: Key) -> tuple[int, bytes, int | None] | None:
+        """Send the owed reported patches in order (the caller holds the key's lock); the hub's
+        answer to the last one."""
+        answer = None
         for patch in self.cache.pending(key):
-            status, body = await self._request(key, "$iothub/twin/PATCH/properties/reported/", json.dumps(patch).encode())
+            answer = await self._request(key, "$iothub/twin/PATCH/properties/reported/", json.dumps(patch).encode())
+            status, body, _ = answer
             if status == 204:
                 await self.cache.confirmed(key)
             elif 400 <= status < 500 and status != 429:
@@ -203,9 +217,11 @@ class EdgeTwins:
                 await self.cache.confirmed(key)
             else:
                 raise HubUnavailable(f"the hub answered {status}")
+        return answer
 
-    async def _request(self, key: Key, topic: str, body: bytes) -> tuple[int, bytes]:
-        """One twin request of the edge's over the child's link, and the hub's answer."""
+    async def _request(self, key: Key, topic: str, body: bytes) -> tuple[int, bytes, int | None]:
+        """One twin request of the edge's over the child's link, and the hub's answer (status,
+        body, `$version`)."""
         device_id, module_id = key
         try:
             client = await self.upstream.client(device_id, module_id)

@@ -41,7 +41,7 @@ def _put_device(thread, emu, device_id, **changes):
 LEAF_CHANGES = {
     "deleted": lambda thread, emu: thread.call(emu.registry.delete("leaf-a")),
     "disabled": lambda thread, emu: _put_device(thread, emu, "leaf-a", status="disabled"),
-    "moved out of the edge's scope": lambda thread, emu: _put_device(thread, emu, "leaf-a", parentScopes=[]),
+    "moved out of the edge's scope": lambda thread, emu: _put_device(thread, emu, "leaf-a", deviceScope=""),
     "keys regenerated": lambda thread, emu: _put_device(
         thread, emu, "leaf-a", authentication={"type": "sas", "symmetricKey": {"primaryKey": None, "secondaryKey": None}}
     ),
