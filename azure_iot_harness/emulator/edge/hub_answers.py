@@ -15,7 +15,9 @@ acknowledges. `judge` turns an answer into what the edge does next:
   bad credentials): its message is dropped and counted, as edgeHub drops messages of a device
   that is no longer in its scope.
 - `DROP_MESSAGE`: the hub closed a connection it had just accepted on this very message
-  `POISON_AFTER` times in a row (too large, a property it refuses): dropped and counted.
+  `POISON_AFTER` times in a row, backing off in between (too large, a property it refuses):
+  dropped and counted. Over MQTT a hub that throttles also just closes; the back-off between
+  the attempts (several seconds in all) tells a passing throttle from a message it never takes.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from dataclasses import dataclass
 
 from ...errors import ConnackCode
 
-POISON_AFTER = 3
+POISON_AFTER = 5
 FIRST_BACKOFF = 0.1
 MAX_BACKOFF = 2.0
 
