@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from azure_iot_harness.emulator.protocol.subscriptions import MAX_SUBSCRIPTIONS, allowed_filters, c2d_filter, grant
+from azure_iot_harness.emulator.protocol.subscriptions import MAX_SUBSCRIPTIONS, allowed_filters, grant
 from azure_iot_harness.errors import ProtocolViolation
+
+
+def c2d_filter(device_id: str) -> str:
+    return f"devices/{device_id}/messages/devicebound/#"
 
 
 def test_devices_and_modules_have_their_own_documented_filters():
     device = allowed_filters("d", None)
     module = allowed_filters("d", "m")
-    assert c2d_filter("d") in device and c2d_filter("d") not in module
+    assert {c2d_filter("d"), "devices/+/messages/devicebound/#"} <= device and c2d_filter("d") not in module
     assert {"devices/d/modules/m/inputs/#", "devices/d/modules/m/#"} <= module
     assert len(module) == MAX_SUBSCRIPTIONS
 
