@@ -104,7 +104,7 @@ class EdgeTwins:
         (its version) or, the hub unreachable, once it is kept (no version); 400 when IoT Hub
         would refuse it."""
         try:
-            await self.cache.reported_patch(key, tw.parse_patch(payload))
+            await self.cache.reported_patch(key, tw.parse_reported_patch(payload))
         except tw.TwinError as exc:
             log.warning("%s: reported patch refused with 400: %s", _name(key), exc)
             return 400, json.dumps({"errorCode": error_code("ArgumentInvalid"), "message": str(exc)}).encode(), None

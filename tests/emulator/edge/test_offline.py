@@ -237,3 +237,14 @@ def test_the_status_route_needs_an_edge_and_a_service_token(emulator):
     assert status == 501
     status, _, _ = https(emulator, "GET", "/_emulator/edge", token="SharedAccessSignature sr=x&sig=y&se=1")
     assert status == 401
+
+
+def test_a_nul_padded_reported_patch_is_taken_offline_as_the_hub_takes_it(edge):
+    """Firmware that publishes its whole buffer pads the JSON with NUL bytes."""
+    thread, emu = edge
+    leaf = connected_leaf(thread, emu, "tw-nul", (TWIN_RES,))
+    thread.call(emu.suspend_hub())
+    assert _twin_request(leaf, "$iothub/twin/PATCH/properties/reported/", "n", b'{"padded": true}' + b"\0" * 40)["status"] == 204
+    thread.call(emu.resume_hub())
+    wait_for(lambda: https(emu, "GET", "/twins/tw-nul" + API)[2]["properties"]["reported"].get("padded") is True, timeout=20)
+    leaf.close()
