@@ -96,7 +96,6 @@ class EdgeQueues:
         # endpoint -> sender -> priority -> seq -> message: a sender's next message without a scan
         self._lanes: dict[str, dict[str, dict[int, dict[int, Queued]]]] = {}
         self._earliest: dict[str, float] = {}  # endpoint -> no message expires before this
-        self._waiters: dict[str, asyncio.Event] = {}
         self._listeners: list[Callable[[str], None]] = []
         store.add_schema(_SCHEMA)
 
@@ -192,19 +191,7 @@ class EdgeQueues:
             self.used_bytes -= item.size
         return self.store.submit(lambda c: c.execute("DELETE FROM edge_messages WHERE seq = ?", (item.seq,)))
 
-    async def wait(self, endpoint: str, timeout: float | None = None) -> None:
-        """Until something is enqueued for the endpoint (or the timeout passes)."""
-        event = self._waiters.setdefault(endpoint, asyncio.Event())
-        event.clear()
-        try:
-            await asyncio.wait_for(event.wait(), timeout)
-        except asyncio.TimeoutError:
-            pass
-
     def _wake(self, endpoint: str) -> None:
-        event = self._waiters.get(endpoint)
-        if event is not None:
-            event.set()
         for fn in self._listeners:
             fn(endpoint)
 

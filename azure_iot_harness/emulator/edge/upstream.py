@@ -107,7 +107,10 @@ class Upstream:
         self._task = asyncio.create_task(self._pump(), name="edge-upstream")
 
     async def stop(self) -> None:
-        tasks = [t for t in (self._task, *self._lanes.values(), *self._watchers.values()) if t is not None]
+        if self._task is not None:  # the pump first, so no lane is started meanwhile
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        tasks = [*self._lanes.values(), *self._watchers.values()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -258,9 +261,12 @@ class Upstream:
         while True:
             self._kick.clear()
             wait = self._dispatch(loop.time())
+            # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancellation that comes
+            # as the event is set (the lanes set it as they end), and stop() would wait forever.
             try:
-                await asyncio.wait_for(self._kick.wait(), wait)
-            except asyncio.TimeoutError:
+                async with asyncio.timeout(wait):
+                    await self._kick.wait()
+            except TimeoutError:
                 pass
 
     def _dispatch(self, now: float) -> float:
@@ -355,10 +361,11 @@ class Upstream:
         except _LINK_ERRORS as exc:
             return HubAnswer(Answer.UNREACHABLE, str(exc) or type(exc).__name__)
         try:
-            await asyncio.wait_for(fut, PUBACK_TIMEOUT)
+            async with asyncio.timeout(PUBACK_TIMEOUT):
+                await fut
         except ConnectionLost as exc:
             return HubAnswer(Answer.CLOSED, str(exc))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return HubAnswer(Answer.NO_ANSWER, f"no PUBACK within {PUBACK_TIMEOUT:.0f} s")
         return None
 

@@ -73,10 +73,11 @@ class MqttClient:
 
     async def connect(self, timeout: float = 10.0) -> None:
         """Open TLS, send CONNECT, wait for CONNACK; ConnectRefused carries a non-zero code."""
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(self.host, self.port, ssl=self.ssl_context, server_hostname=self.server_hostname),
-            timeout,
-        )
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow the owner's cancellation.
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(
+                self.host, self.port, ssl=self.ssl_context, server_hostname=self.server_hostname
+            )
         vh = ConnectVariableHeader(keep_alive=self.keep_alive)
         vh.username_flag = True
         vh.password_flag = self.password is not None
@@ -85,8 +86,9 @@ class MqttClient:
         writer.write(ConnectPacket(variable_header=vh, payload=payload).to_bytes())
         adapter = StreamReaderAdapter(reader)
         try:
-            frame = await asyncio.wait_for(codec.read_frame(adapter, 16), timeout)
-        except Exception:
+            async with asyncio.timeout(timeout):
+                frame = await codec.read_frame(adapter, 16)
+        except BaseException:
             writer.close()
             raise
         if frame is None or frame.packet_type != 2 or len(frame.body) != 2:
@@ -104,7 +106,8 @@ class MqttClient:
         packet_id = self._packet_id()
         fut = self._expect(packet_id)
         self._send(SubscribePacket.build(topics, packet_id).to_bytes())
-        body = await asyncio.wait_for(fut, timeout)
+        async with asyncio.timeout(timeout):
+            body = await fut
         return list(body[2:])
 
     def publish(self, topic: str, payload: bytes, qos: int = 1) -> asyncio.Future:
