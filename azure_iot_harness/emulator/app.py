@@ -154,7 +154,12 @@ class Emulator:
         return WebContext(
             hub=hub,
             dps=DpsContext(self.dps, client_certificate=client_certificate),
-            api=ApiContext(hub, self.store, self.edge.router if self.edge is not None else None),
+            api=ApiContext(
+                hub,
+                self.store,
+                self.edge.router if self.edge is not None else None,
+                self.edge.status if self.edge is not None else None,
+            ),
             mqtt_router=self.front_door,
             max_idle_seconds=self.config.max_idle_seconds,
             connect_timeout=self.config.connect_timeout,

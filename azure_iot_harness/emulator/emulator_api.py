@@ -3,8 +3,10 @@
 Telemetry is read from Event Hubs in Azure; here it is read from `GET /_emulator/telemetry`
 (a page) or `GET /_emulator/telemetry/stream` (newline-delimited JSON, one message a line, as
 they are committed). Cloud-to-device messages, which the service SDKs send over AMQP, are sent
-with `POST /_emulator/c2d/{deviceId}`; `GET` on the same path lists the device's queue. All need
-a service SAS token with ServiceConnect, as Azure does.
+with `POST /_emulator/c2d/{deviceId}`; `GET` on the same path lists the device's queue. With an
+edge, `GET /_emulator/edge` shows its state (upstream, queue depths, store use, dropped messages)
+and `/_emulator/edge/routes` its routes. All need a service SAS token with ServiceConnect, as
+Azure does.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from starlette.requests import Request
@@ -39,6 +41,7 @@ class ApiContext:
     hub: HubContext
     store: Store
     edge_router: Router | None  # None: the emulator runs without an edge
+    edge_status: Callable[[], dict] | None = None  # the edge's status (GET /_emulator/edge)
 
 
 def routes(ctx: ApiContext) -> list[BaseRoute]:
@@ -131,7 +134,14 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
                 raise hub_error("ArgumentInvalid", str(exc)) from None
         return JSONResponse(router.describe())
 
+    async def edge_status(request: Request) -> Response:
+        authorize(request)
+        if ctx.edge_status is None:
+            raise hub_error("NotImplemented", "this emulator runs without an edge (serve --edge)")
+        return JSONResponse(ctx.edge_status())
+
     return [
+        Route("/_emulator/edge", edge_status, methods=["GET"]),
         Route("/_emulator/edge/routes", edge_routes, methods=["GET", "PUT"]),
         Route("/_emulator/c2d/{id}", send_c2d, methods=["POST"]),
         Route("/_emulator/c2d/{id}", pending_c2d, methods=["GET"]),

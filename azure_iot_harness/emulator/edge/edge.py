@@ -1,7 +1,9 @@
-"""`Edge`: the edgeHub stand-in next to the hub — its listener, PKI, queues, upstream and workload API.
+"""`Edge`: the edgeHub stand-in next to the hub — its listener, PKI, queues, upstream, twin
+cache, workload API and status.
 
 The edge knows the hub only through a `HubLink`: where the hub's MQTT listener is, and the
-registry and credentials a child's CONNECT is checked against.
+registry and credentials a child's CONNECT is checked against (the registry also stands in for
+edgeHub's scope-identities cache: the edge listens to its changes).
 """
 
 from __future__ import annotations
@@ -22,12 +24,16 @@ from ..https_server import HttpsServer
 from ..hub.registry import Registry
 from ..mqtt.listener import MqttListener
 from ..protocol import sas
+from ..protocol.messages import utc_now_iso
 from ..store import Store
 from ..tls import server_context
 from . import workload
+from .counters import EdgeCounters
 from .edgehub import EdgeHub
 from .queue import EdgeQueues
 from .routing import Router
+from .twin_cache import TwinCache
+from .twins import EdgeTwins
 from .upstream import Upstream
 
 log = logging.getLogger("azure_iot_harness.edge")
@@ -65,11 +71,16 @@ class Edge:
         self.clock = clock
         self.hub_link = hub
         self.dev_pki = pki
-        self.queues = EdgeQueues(store, clock)
         self.router = Router(settings.routes)
+        self.counters = EdgeCounters()
+        self.queues = EdgeQueues(store, clock, counters=self.counters, max_size_bytes=lambda: self.router.routes.max_store_size_bytes)
+        self.twin_cache = TwinCache(store)
         self.pki: EdgePKI
         self.upstream: Upstream
+        self.twins: EdgeTwins
         self.hub: EdgeHub
+        self._edge_key = ""
+        self.started = ""
         self.mqtt: MqttListener
         self.workload: HttpsServer
 
@@ -95,6 +106,8 @@ class Edge:
 
     async def _start(self, edge_key: str) -> None:
         link, settings, dev_pki = self.hub_link, self.settings, self.dev_pki
+        self._edge_key = edge_key
+        self.started = utc_now_iso(self.clock.now())
         await self.queues.load()
         self.pki = EdgePKI.create(dev_pki.root, [self.host, self.bind], settings.pki_folder)
         client_ctx = ssl.create_default_context(cadata=dev_pki.root_pem.decode())
@@ -106,7 +119,11 @@ class Edge:
             ssl_context=client_ctx,
             token=lambda: sas.generate(f"{link.host}/devices/{self.device_id}", edge_key, expiry=int(self.clock.time() + 3600)),
             queues=self.queues,
+            edge_problem=self.edge_problem,
+            clock=self.clock,
         )
+        self.twins = EdgeTwins(self.twin_cache, self.upstream, self.counters)
+        await self.twins.load()
         self.hub = EdgeHub(
             edge_device_id=self.device_id,
             edge_host=self.host,
@@ -116,9 +133,12 @@ class Edge:
             trusted_cas=list(link.trusted_cas),
             queues=self.queues,
             upstream=self.upstream,
+            twins=self.twins,
             router=self.router,
+            counters=self.counters,
             clock=self.clock,
         )
+        self.upstream.device_problem = self.hub.device_problem
         self.mqtt = MqttListener(
             host=self.bind,
             port=self.requested_mqtt_port,
@@ -134,9 +154,42 @@ class Edge:
         await self.upstream.start()
 
     async def stop(self) -> None:
-        await self.upstream.stop()
+        await self.hub.stop()
         await self.mqtt.stop()
+        await self.twins.stop()
+        await self.upstream.stop()
         await self.workload.stop()
+
+    def edge_problem(self) -> str | None:
+        """What is wrong with the edge device itself, as the registry shows it (None: nothing):
+        every child's upstream connection carries its credentials."""
+        doc = self.hub_link.registry.get(self.device_id)
+        if doc is None:
+            return f"the edge device {self.device_id} is not registered"
+        if doc.get("status", "enabled") != "enabled":
+            return f"the edge device {self.device_id} is disabled"
+        keys = (doc.get("authentication") or {}).get("symmetricKey") or {}
+        if self._edge_key not in (keys.get("primaryKey"), keys.get("secondaryKey")):
+            return f"the edge device {self.device_id}'s keys changed since the edge started"
+        return None
+
+    def status(self) -> dict:
+        """What `GET /_emulator/edge` shows: upstream state, queue depths, store use, counters."""
+        routes = self.router.routes
+        return {
+            "deviceId": self.device_id,
+            "started": self.started,
+            "upstream": self.upstream.status(),
+            "queues": self.queues.depth(),
+            "store": {
+                "usedBytes": self.queues.used_bytes,
+                "maxSizeBytes": routes.max_store_size_bytes,
+                "timeToLiveSecs": routes.time_to_live_secs,
+            },
+            **self.counters.as_json(),
+            **self.hub.status(),
+            **self.twins.status(),
+        }
 
     @property
     def mqtt_port(self) -> int:

@@ -1,35 +1,67 @@
-"""edgeHub's MQTT side: who may connect through the gateway, and what their packets do.
+"""edgeHub's MQTT side: who may connect through the gateway, for how long, and what the hub
+sends them.
 
 Leaf devices in the edge device's scope and the edge device's modules connect with their own
-IoT Hub credentials. Telemetry is routed, committed to the edge's queues, then acknowledged;
-twin requests, method answers and subscriptions are relayed over the child's upstream link.
+IoT Hub credentials. The edge keeps each connection's credentials and checks them again on every
+registry change that concerns it (the child, the edge device or the edge's modules) and when a
+SAS token's `se` passes: a child that is deleted, disabled, moved out of the edge's scope or
+whose token expired is disconnected at once and nothing it sends afterwards is taken. edgeHub
+does the same from its scope-identities cache, which it refreshes from the hub (hourly by
+default, and when its own hub connection comes back) and re-checks connections every five
+minutes; the emulator shares the hub's registry, so it sees a change at the moment it is made.
+
+What the hub sends on a child's link is passed to the child: method requests and desired
+updates while it is connected (desired ones also keep the twin cache current), C2D messages
+held until the child acknowledges them, which is when the edge acknowledges them to the hub.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ...errors import ConnackCode, ConnectRefused, ProtocolViolation
+from ...errors import ConnackCode, ConnectRefused
 from ..clock import Clock
 from ..hub.auth import Principal, authenticate
-from ..hub.registry import Registry
-from ..hub.session import telemetry_from
-from ..mqtt import codec
-from ..mqtt.client import ConnectionLost
+from ..hub.registry import Key, Registry
 from ..mqtt.codec import Connect, Publish
 from ..mqtt.connection import MqttConnection
-from ..protocol.messages import Telemetry
-from ..protocol.topics import HubUsername, c2d_filters, encode_property_bag
-from .queue import EdgeQueues, Queued
-from .upstream import Upstream
+from ..protocol.topics import HubUsername
+from .counters import EdgeCounters
+from .queue import EdgeQueues
+from .session import EdgeSession
+from .tasks import Tasks
+from .twins import EdgeTwins
+from .upstream import Upstream, client_id_of
 
 if TYPE_CHECKING:
     from .routing import Router
 
 log = logging.getLogger("azure_iot_harness.edge")
 
-RELAYED_FILTERS = ("$iothub/twin/res/#", "$iothub/twin/PATCH/properties/desired/#", "$iothub/methods/POST/#")
+
+@dataclass(frozen=True)
+class Credentials:
+    """What a child's CONNECT proved its identity with, checked again when the registry changes."""
+
+    username: HubUsername
+    client_id: str
+    password: str | None
+    peer_cert: bytes | None
+
+
+@dataclass
+class HeldC2D:
+    """A cloud-to-device message from a child's link, until the child acknowledges it."""
+
+    publish: Publish
+    sent: bool = False  # handed to a connection of the child at least once
+
+
+@dataclass
+class _Held:
+    messages: dict[int, HeldC2D] = field(default_factory=dict)  # link packet id -> message
 
 
 class EdgeHub:
@@ -44,7 +76,9 @@ class EdgeHub:
         trusted_cas: Any,
         queues: EdgeQueues,
         upstream: Upstream,
+        twins: EdgeTwins,
         router: Router,
+        counters: EdgeCounters,
         clock: Clock,
     ) -> None:
         self.edge_device_id = edge_device_id
@@ -55,11 +89,24 @@ class EdgeHub:
         self.trusted_cas = trusted_cas
         self.queues = queues
         self.upstream = upstream
+        self.twins = twins
         self.router = router
+        self.counters = counters
         self.clock = clock
-        self.sessions: dict[tuple[str, str | None], EdgeSession] = {}
+        self.sessions: dict[Key, EdgeSession] = {}
+        self._c2d: dict[Key, _Held] = {}
+        self.tasks = Tasks()
         queues.on_enqueued(self._enqueued)
         upstream.on_message = self._from_upstream
+        upstream.on_link_up = self._link_up
+        registry.on_change(self._identity_changed)
+
+    async def stop(self) -> None:
+        """Stop listening to the registry (the edge stops; the registry lives on)."""
+        self.registry.off_change(self._identity_changed)
+        for session in list(self.sessions.values()):
+            session.cancel_expiry()
+        await self.tasks.stop()
 
     # ---- CONNECT --------------------------------------------------------------------------------
 
@@ -70,11 +117,26 @@ class EdgeHub:
             raise ConnectRefused(
                 ConnackCode.NOT_AUTHORIZED, f"username {connect.username!r} has no api-version, which edgeHub requires"
             )
+        credentials = Credentials(username, connect.client_id, connect.password, conn.peer_cert)
+        principal = self._authenticate(credentials)
+        if principal.model_id:  # the hub learns it when the child's upstream link connects
+            self.upstream.model_ids[principal.name] = principal.model_id
+        session = EdgeSession(self, principal, conn, credentials)
+        previous = self.sessions.get(principal.key)
+        if previous is not None:
+            previous.cancel_expiry()
+            previous.conn.close("replaced by a new connection of the same identity", graceful=True)
+        self.sessions[principal.key] = session
+        session.arm_expiry()
+        log.info("%s connected through the edge from %s", principal.name, conn.peer)
+        return session, False
+
+    def _authenticate(self, credentials: Credentials) -> Principal:
         principal = authenticate(
-            username=username,
-            client_id=connect.client_id,
-            password=connect.password,
-            peer_cert=conn.peer_cert,
+            username=credentials.username,
+            client_id=credentials.client_id,
+            password=credentials.password,
+            peer_cert=credentials.peer_cert,
             registry=self.registry,
             hub_host=self.hub_host,
             policies=self.policies,
@@ -82,38 +144,72 @@ class EdgeHub:
             audience_hosts=[self.edge_host],
             now=self.clock.now(),
         )
-        self._check_scope(principal)
-        if principal.model_id:  # the hub learns it when the child's upstream link connects
-            self.upstream.model_ids[principal.name] = principal.model_id
-        session = EdgeSession(self, principal, conn)
-        previous = self.sessions.get(principal.key)
-        if previous is not None:
-            previous.conn.close("replaced by a new connection of the same identity", graceful=True)
-        self.sessions[principal.key] = session
-        log.info("%s connected through the edge from %s", principal.name, conn.peer)
-        return session, False
-
-    def _check_scope(self, principal: Principal) -> None:
-        if principal.module_id is not None:
-            if principal.device_id != self.edge_device_id:
-                raise ConnectRefused(ConnackCode.NOT_AUTHORIZED, f"{principal.name} is not a module of the edge device {self.edge_device_id}")
-            if principal.auth.type != "sas":
-                raise ConnectRefused(ConnackCode.NOT_AUTHORIZED, f"{principal.name}: edgeHub does not accept X.509 for modules")
-            return
-        if principal.device_id == self.edge_device_id:
+        if principal.module_id is not None and principal.auth.type != "sas":
+            raise ConnectRefused(ConnackCode.NOT_AUTHORIZED, f"{principal.name}: edgeHub does not accept X.509 for modules")
+        if principal.module_id is None and principal.device_id == self.edge_device_id:
             raise ConnectRefused(ConnackCode.NOT_AUTHORIZED, "the edge device itself does not connect through its own edgeHub")
-        edge = self.registry.get(self.edge_device_id) or {}
-        leaf = self.registry.get(principal.device_id) or {}
-        if edge.get("deviceScope") not in (leaf.get("parentScopes") or []):
-            raise ConnectRefused(
-                ConnackCode.NOT_AUTHORIZED, f"{principal.name} is not in the scope of the edge device {self.edge_device_id}"
-            )
+        problem = self.scope_problem(principal.device_id, principal.module_id)
+        if problem is not None:
+            raise ConnectRefused(ConnackCode.NOT_AUTHORIZED, problem)
+        return principal
 
-    # ---- plumbing -------------------------------------------------------------------------------
+    def scope_problem(self, device_id: str, module_id: str | None) -> str | None:
+        """Why an identity is not the edge's to serve (None: it is): modules of the edge device,
+        and devices whose parentScopes hold the edge device's scope."""
+        name = client_id_of(device_id, module_id)
+        if module_id is not None:
+            return None if device_id == self.edge_device_id else f"{name} is not a module of the edge device {self.edge_device_id}"
+        edge = self.registry.get(self.edge_device_id) or {}
+        leaf = self.registry.get(device_id) or {}
+        if edge.get("deviceScope") not in (leaf.get("parentScopes") or []):
+            return f"{name} is not in the scope of the edge device {self.edge_device_id}"
+        return None
+
+    def device_problem(self, client_id: str) -> str | None:
+        """What the registry says is wrong with a sender, as the edge sees it (None: nothing)."""
+        device_id, _, module_id = client_id.partition("/")
+        doc = self.registry.get(device_id, module_id or None)
+        device = self.registry.get(device_id)
+        if doc is None or device is None:
+            return f"{client_id} is not registered"
+        if device.get("status", "enabled") != "enabled":
+            return f"{device_id} is disabled"
+        return self.scope_problem(device_id, module_id or None)
+
+    # ---- who stays connected ---------------------------------------------------------------------
+
+    def _identity_changed(self, key: Key, doc: dict | None) -> None:
+        """Check again every connection the change may concern; close those that fail."""
+        for session in list(self.sessions.values()):
+            if key[0] not in (session.principal.device_id, self.edge_device_id):
+                continue
+            try:
+                self._authenticate(session.credentials)
+            except ConnectRefused as exc:
+                self.revoke(session, exc.reason)
+        if doc is None:
+            self._c2d.pop(key, None)
+            self.tasks.spawn(self.twins.forget(key))
+
+    def revoke(self, session: EdgeSession, reason: str) -> None:
+        """Disconnect a child whose credentials no longer hold; its link goes too."""
+        if session.revoked is not None:
+            return
+        session.revoked = reason
+        log.warning("%s: disconnected from the edge, its credentials no longer hold: %s", session.client_id, reason)
+        session.conn.close(f"credentials no longer valid: {reason}")
+        if self.sessions.get(session.principal.key) is not session:
+            return  # already replaced by a newer connection, whose link stays
+        self.session_closed(session)  # at once, not when the TLS close completes
+        self._c2d.pop(session.principal.key, None)
+        self.tasks.spawn(self.upstream.drop(session.client_id))
 
     def session_closed(self, session: EdgeSession) -> None:
         if self.sessions.get(session.principal.key) is session:
             del self.sessions[session.principal.key]
+            self.upstream.release(session.client_id)
+
+    # ---- messages for the children --------------------------------------------------------------
 
     def _enqueued(self, endpoint: str) -> None:
         for session in list(self.sessions.values()):
@@ -122,129 +218,70 @@ class EdgeHub:
 
     def _from_upstream(self, client_id: str, pub: Publish) -> None:
         device_id, _, module_id = client_id.partition("/")
-        session = self.sessions.get((device_id, module_id or None))
+        key: Key = (device_id, module_id or None)
+        session = self.sessions.get(key)
+        topic = pub.topic
+        if topic.startswith("$iothub/twin/res/"):
+            if not self.twins.answer(topic, pub.payload):
+                log.debug("%s: twin response %s matches no request of the edge's", client_id, topic)
+            return
+        if topic.startswith("$iothub/twin/PATCH/properties/desired/"):
+            self.twins.desired_changed(key, pub.payload, _version(topic))
+        elif topic.startswith(f"devices/{device_id}/messages/devicebound"):
+            self._hold_c2d(key, client_id, pub)
+            return
         if session is None:
-            log.info("%s: message from the hub dropped, the child is not connected: %s", client_id, pub.topic)
+            log.info("%s: message from the hub dropped, the child is not connected: %s", client_id, topic)
             return
-        session.conn.send(codec.encode_publish(pub.topic, pub.payload, 0, None))
+        session.forward(pub)
 
-
-class EdgeSession:
-    def __init__(self, edge: EdgeHub, principal: Principal, conn: MqttConnection) -> None:
-        self.edge = edge
-        self.principal = principal
-        self.conn = conn
-        self.subscriptions: dict[str, int] = {}
-        self._inflight: dict[int, Queued] = {}
-        self._next_id = 0
-        d, m = principal.device_id, principal.module_id
-        self.input_filters = {f"devices/{d}/modules/{m}/inputs/#", f"devices/{d}/modules/{m}/#"} if m else set()
-
-    @property
-    def client_id(self) -> str:
-        return self.principal.name
-
-    # ---- from the child -------------------------------------------------------------------------
-
-    async def on_publish(self, conn: MqttConnection, pub: Publish) -> None:
-        if pub.qos == 2:
-            raise ProtocolViolation(f"PUBLISH with QoS 2 to {pub.topic!r}")
-        if pub.topic.startswith("$iothub/"):
-            if not pub.topic.startswith(("$iothub/twin/GET/", "$iothub/twin/PATCH/properties/reported/", "$iothub/methods/res/")):
-                raise ProtocolViolation(f"PUBLISH to {pub.topic!r}, which is not an IoT Hub topic")
-            await self._relay_up(pub)
-            if pub.qos == 1 and pub.packet_id is not None:
-                conn.send(codec.encode_puback(pub.packet_id))
+    def _hold_c2d(self, key: Key, client_id: str, pub: Publish) -> None:
+        if pub.qos == 0 or pub.packet_id is None:
+            session = self.sessions.get(key)
+            if session is not None:
+                session.deliver_c2d(None, HeldC2D(pub))
             return
-        telemetry = self._telemetry(pub)
-        targets = self.edge.router.targets(telemetry)
-        if not targets:
-            log.info("%s: no route takes this message; it is dropped", self.client_id)
-            if pub.qos == 1 and pub.packet_id is not None:
-                conn.send(codec.encode_puback(pub.packet_id))
-            return
-        fut = self.edge.queues.enqueue(telemetry, targets)
-        if pub.qos == 1 and pub.packet_id is not None:
-            conn.ack_when_done(fut, pub.packet_id)
+        held = self._c2d.setdefault(key, _Held()).messages
+        entry = held.get(pub.packet_id)
+        if entry is None:
+            entry = held[pub.packet_id] = HeldC2D(pub)
+        else:
+            entry.publish = pub  # the hub delivered it again
+        session = self.sessions.get(key)
+        if session is not None:
+            session.deliver_c2d(pub.packet_id, entry)
+        else:
+            log.info("%s: C2D message held until the child connects and acknowledges it", client_id)
 
-    def _telemetry(self, pub: Publish) -> Telemetry:
-        return telemetry_from(self.principal, pub.topic, pub.payload, pub.retain, self.edge.clock.now())
+    def held_c2d(self, key: Key) -> dict[int, HeldC2D]:
+        held = self._c2d.get(key)
+        return dict(held.messages) if held is not None else {}
 
-    async def _relay_up(self, pub: Publish) -> None:
-        try:
-            client = await self.edge.upstream.client(self.principal.device_id, self.principal.module_id)
-            client.publish(pub.topic, pub.payload, 0)
-        except (OSError, ConnectionLost, ConnectRefused) as exc:
-            log.warning("%s: %s not relayed, the hub is unreachable: %s", self.client_id, pub.topic, exc)
+    def c2d_acknowledged(self, key: Key, link_packet_id: int) -> None:
+        """The child acknowledged a C2D message: complete it at the hub."""
+        held = self._c2d.get(key)
+        if held is not None:
+            held.messages.pop(link_packet_id, None)
+        if not self.upstream.ack(client_id_of(*key), link_packet_id):
+            log.info("%s: C2D acknowledged by the child, but its link is gone; the hub delivers it again", client_id_of(*key))
 
-    # ---- subscriptions --------------------------------------------------------------------------
+    def _link_up(self, client_id: str) -> None:
+        device_id, _, module_id = client_id.partition("/")
+        key: Key = (device_id, module_id or None)
+        session = self.sessions.get(key)
+        self.twins.link_up(key, session.send_desired if session is not None and session.wants_desired else None)
 
-    async def on_subscribe(self, conn: MqttConnection, packet_id: int, topics: list[tuple[str, int]]) -> None:
-        relay = []
-        for topic, qos in topics:
-            self.subscriptions[topic] = min(qos, 1)
-            if topic in RELAYED_FILTERS or topic in c2d_filters(self.principal.device_id):
-                relay.append((topic, min(qos, 1)))
-            elif topic not in self.input_filters:
-                log.info("%s: subscription to %r ignored (edgeHub does not know it)", self.client_id, topic)
-        conn.send(codec.encode_suback(packet_id, [min(q, 1) for _, q in topics]))
-        if relay:
-            await self.edge.upstream.relay(self.principal.device_id, self.principal.module_id, relay)
-        self.pump_inputs()
-
-    async def on_unsubscribe(self, conn: MqttConnection, packet_id: int, topics: list[str]) -> None:
-        for topic in topics:
-            self.subscriptions.pop(topic, None)
-        conn.send(codec.encode_unsuback(packet_id))
-
-    # ---- module inputs --------------------------------------------------------------------------
-
-    def pump_inputs(self) -> None:
-        """Deliver what waits for this module's inputs (BrokeredEndpoint routes)."""
-        m = self.principal.module_id
-        if m is None or not self.input_filters & set(self.subscriptions) or self.conn.closed.is_set():
-            return
-        for endpoint in self.edge.queues.endpoints(f"/modules/{m}/inputs/"):
-            while True:
-                item = self.edge.queues.next(endpoint)
-                if item is None:
-                    break
-                item.in_flight = True
-                packet_id = self._packet_id()
-                self._inflight[packet_id] = item
-                input_name = endpoint.rsplit("/", 1)[1]
-                self.conn.send(codec.encode_publish(_input_topic(self.principal, input_name, item.telemetry), item.telemetry.body, 1, packet_id))
-
-    def _packet_id(self) -> int:
-        for _ in range(65535):
-            self._next_id = self._next_id % 65535 + 1
-            if self._next_id not in self._inflight:
-                return self._next_id
-        raise ProtocolViolation("no free packet id")
-
-    def on_puback(self, conn: MqttConnection, packet_id: int) -> None:
-        item = self._inflight.pop(packet_id, None)
-        if item is not None:
-            item.in_flight = False
-            self.edge.queues.done(item)
-
-    def on_closed(self, conn: MqttConnection, graceful: bool, reason: str) -> None:
-        for item in self._inflight.values():
-            item.in_flight = False  # delivered again when the module returns
-        self._inflight.clear()
-        self.edge.session_closed(self)
-        log.info("%s disconnected from the edge: %s", self.client_id, reason)
+    def status(self) -> dict:
+        return {
+            "clients": sorted(s.client_id for s in self.sessions.values()),
+            "c2dAwaitingChildAck": {client_id_of(*k): len(h.messages) for k, h in self._c2d.items() if h.messages},
+        }
 
 
-def _input_topic(principal: Principal, input_name: str, t: Telemetry) -> str:
-    """`devices/{edge}/modules/{m}/inputs/{input}/{bag}`, with the sender in `$.cdid`/`$.cmid`."""
-    from .upstream import _WIRE_KEYS
-
-    props: list[tuple[str, str | None]] = [("$.cdid", t.device_id)]
-    if t.module_id:
-        props.append(("$.cmid", t.module_id))
-    props += [(_WIRE_KEYS[k], v) for k, v in t.system_properties.items() if k in _WIRE_KEYS and k != "output-name"]
-    props += list(t.properties.items())
-    base = f"devices/{principal.device_id}/modules/{principal.module_id}/inputs/{input_name}/"
-    return base + encode_property_bag(props)
-
+def _version(topic: str) -> int | None:
+    _, _, query = topic.partition("?")
+    for part in query.split("&"):
+        name, _, value = part.partition("=")
+        if name == "$version" and value.isdigit():
+            return int(value)
+    return None

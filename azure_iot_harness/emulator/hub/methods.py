@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..protocol import jsontext
 from ..protocol.errors import hub_error
+from ..protocol.subscriptions import METHOD_REQUESTS
 from .registry import Key
 
 if TYPE_CHECKING:
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("azure_iot_harness.hub")
 
-METHODS_FILTER = "$iothub/methods/POST/#"
+METHODS_FILTER = METHOD_REQUESTS
 MAX_PAYLOAD = 128 * 1024
 RESPONSE_TIMEOUT = (5, 300, 30)  # min, max, default seconds
 CONNECT_TIMEOUT = (0, 300, 0)

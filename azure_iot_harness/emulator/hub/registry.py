@@ -305,8 +305,13 @@ class Registry:
         """fn(key, doc) after every write; doc is None when the identity was deleted."""
         self._listeners.append(fn)
 
+    def off_change(self, fn: Callable[[Key, dict | None], None]) -> None:
+        """Stop calling fn (a listener that goes away before the registry, as a stopped edge)."""
+        if fn in self._listeners:
+            self._listeners.remove(fn)
+
     def _notify(self, key: Key, doc: dict | None) -> None:
-        for fn in self._listeners:
+        for fn in list(self._listeners):
             fn(key, doc)
 
 

@@ -15,8 +15,8 @@ from ..protocol import twin as tw
 from ..protocol.errors import error_code
 from ..protocol.messages import Telemetry, build_telemetry
 from ..protocol.numbers import NumberError, parse_int
+from ..protocol.subscriptions import DESIRED_UPDATES, TWIN_RESPONSES, allowed_filters, grant
 from ..protocol.topics import c2d_filters, decode_property_bag, parse_telemetry_topic
-from .methods import METHODS_FILTER
 from .sessions import SessionState
 
 if TYPE_CHECKING:
@@ -25,10 +25,6 @@ if TYPE_CHECKING:
     from .hub import Hub
 
 log = logging.getLogger("azure_iot_harness.hub")
-
-MAX_SUBSCRIPTIONS = 5
-TWIN_RESPONSES = "$iothub/twin/res/#"
-DESIRED_UPDATES = "$iothub/twin/PATCH/properties/desired/#"
 
 
 class DeviceSession:
@@ -43,10 +39,7 @@ class DeviceSession:
         self._c2d_timer: asyncio.TimerHandle | None = None
         d, m = principal.device_id, principal.module_id
         self.c2d_filters = c2d_filters(d) if m is None else frozenset()
-        allowed = {TWIN_RESPONSES, DESIRED_UPDATES, METHODS_FILTER} | self.c2d_filters
-        if m is not None:
-            allowed |= {f"devices/{d}/modules/{m}/inputs/#", f"devices/{d}/modules/{m}/#"}
-        self._allowed_filters = allowed
+        self._allowed_filters = allowed_filters(d, m)
 
     @property
     def key(self) -> tuple[str, str | None]:
@@ -178,15 +171,7 @@ class DeviceSession:
     # ---- SUBSCRIBE ------------------------------------------------------------------------------
 
     async def on_subscribe(self, conn: MqttConnection, packet_id: int, topics: list[tuple[str, int]]) -> None:
-        granted = []
-        subs = dict(self.state.subscriptions)
-        for topic, qos in topics:
-            if topic not in self._allowed_filters:
-                raise ProtocolViolation(f"SUBSCRIBE to {topic!r}, which is not an IoT Hub topic filter")
-            subs[topic] = min(qos, 1)
-            granted.append(min(qos, 1))
-        if len(subs) > MAX_SUBSCRIPTIONS:
-            raise ProtocolViolation(f"more than {MAX_SUBSCRIPTIONS} subscriptions on one connection")
+        subs, granted = grant(self.state.subscriptions, topics, self._allowed_filters)
         if self._c2d_qos(subs) is not None and self._c2d_qos(self.state.subscriptions) is None:
             # Only messages enqueued from now on are delivered to this subscription.
             self.state.c2d_after = self.hub.c2d.last_seq

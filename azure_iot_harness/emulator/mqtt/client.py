@@ -1,9 +1,9 @@
 """A small MQTT 3.1.1 client on the same codec, for the edge's upstream connections to the hub.
 
-It does what edgeHub needs and no more: CONNECT over TLS, SUBSCRIBE, PUBLISH at QoS 0/1 with a
-future that completes on PUBACK, PUBACK for what the hub delivers at QoS 1, keep-alive pings.
-Incoming PUBLISHes go to one callback. A lost connection fails every pending future; the owner
-decides when to connect again.
+It does what edgeHub needs and no more: CONNECT over TLS (clean session or not), SUBSCRIBE,
+PUBLISH at QoS 0/1 with a future that completes on PUBACK, PUBACK for what the hub delivers at
+QoS 1 (at once, or when the owner says so), keep-alive pings. Incoming PUBLISHes go to one
+callback. A lost connection fails every pending future; the owner decides when to connect again.
 """
 
 from __future__ import annotations
@@ -43,7 +43,12 @@ class MqttClient:
         password: str | None,
         keep_alive: int = 60,
         on_message: MessageHandler | None = None,
+        clean_session: bool = True,
+        auto_ack: bool = True,
     ) -> None:
+        """`clean_session` False keeps the server's session (subscriptions, unacknowledged QoS 1
+        deliveries) across connections; `auto_ack` False leaves the PUBACK of a QoS 1 delivery
+        to the owner (`ack()`), who acknowledges once it passed the message on."""
         self.host, self.port = host, port
         self.ssl_context = ssl_context
         self.server_hostname = server_hostname
@@ -52,6 +57,8 @@ class MqttClient:
         self.password = password
         self.keep_alive = keep_alive
         self.on_message = on_message or (lambda pub: None)
+        self.clean_session = clean_session
+        self.auto_ack = auto_ack
         self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task | None = None
         self._ping_task: asyncio.Task | None = None
@@ -66,20 +73,22 @@ class MqttClient:
 
     async def connect(self, timeout: float = 10.0) -> None:
         """Open TLS, send CONNECT, wait for CONNACK; ConnectRefused carries a non-zero code."""
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(self.host, self.port, ssl=self.ssl_context, server_hostname=self.server_hostname),
-            timeout,
-        )
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow the owner's cancellation.
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(
+                self.host, self.port, ssl=self.ssl_context, server_hostname=self.server_hostname
+            )
         vh = ConnectVariableHeader(keep_alive=self.keep_alive)
         vh.username_flag = True
         vh.password_flag = self.password is not None
-        vh.clean_session_flag = True
+        vh.clean_session_flag = self.clean_session
         payload = ConnectPayload(client_id=self.client_id, username=self.username, password=self.password)
         writer.write(ConnectPacket(variable_header=vh, payload=payload).to_bytes())
         adapter = StreamReaderAdapter(reader)
         try:
-            frame = await asyncio.wait_for(codec.read_frame(adapter, 16), timeout)
-        except Exception:
+            async with asyncio.timeout(timeout):
+                frame = await codec.read_frame(adapter, 16)
+        except BaseException:
             writer.close()
             raise
         if frame is None or frame.packet_type != 2 or len(frame.body) != 2:
@@ -97,7 +106,8 @@ class MqttClient:
         packet_id = self._packet_id()
         fut = self._expect(packet_id)
         self._send(SubscribePacket.build(topics, packet_id).to_bytes())
-        body = await asyncio.wait_for(fut, timeout)
+        async with asyncio.timeout(timeout):
+            body = await fut
         return list(body[2:])
 
     def publish(self, topic: str, payload: bytes, qos: int = 1) -> asyncio.Future:
@@ -112,6 +122,11 @@ class MqttClient:
         fut = self._expect(packet_id)
         self._send(codec.encode_publish(topic, payload, 1, packet_id))
         return fut
+
+    def ack(self, packet_id: int) -> None:
+        """PUBACK a QoS 1 delivery (auto_ack False); ConnectionLost when the connection is gone
+        (the server delivers the message again)."""
+        self._send(codec.encode_puback(packet_id))
 
     async def disconnect(self) -> None:
         if self._writer is not None and self.connected:
@@ -151,7 +166,7 @@ class MqttClient:
                 elif kind == codec.PUBLISH:
                     pub = codec.decode_publish(frame.flags, frame.body)
                     self.on_message(pub)
-                    if pub.qos == 1 and pub.packet_id is not None:
+                    if pub.qos == 1 and pub.packet_id is not None and self.auto_ack:
                         # Acknowledged once handed over: the owner took responsibility for it.
                         self._send(codec.encode_puback(pub.packet_id))
         except (OSError, HarnessError, asyncio.IncompleteReadError) as exc:

@@ -13,7 +13,9 @@ from azure_iot_harness.config import WELL_KNOWN_LEAF_DEVICE_KEYS
 from azure_iot_harness.emulator.app import EmulatorThread
 from azure_iot_harness.emulator.protocol import sas
 from tests.conftest import free_loopback_address
-from tests.helpers import PahoDevice, https, wait_for
+from tests.helpers import https, wait_for
+
+from .edge_helpers import EdgeClient
 
 ALERTS = {
     "schemaVersion": "1.1",
@@ -39,16 +41,6 @@ def edge():
     thread, emu = _edge()
     yield thread, emu
     thread.stop()
-
-
-class EdgeClient(PahoDevice):
-    """A paho client pointed at the edge's listener (the gateway), trusting the same root CA."""
-
-    def connect(self, timeout: float = 10.0) -> int:
-        self.client.connect(self.emu.edge.bind, self.emu.edge.mqtt_port, keepalive=self.keepalive)
-        self.client.loop_start()
-        wait_for(lambda: self.connack is not None or self.disconnected.is_set(), timeout)
-        return self.connack if self.connack is not None else -1
 
 
 def _leaf(emu, username="localhost/leaf-device1/api-version=2016-11-14", key=WELL_KNOWN_LEAF_DEVICE_KEYS[0]):
