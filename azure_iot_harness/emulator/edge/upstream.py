@@ -326,8 +326,10 @@ class Upstream:
             closes_in_a_row=item.closes,
         )
         if verdict is Verdict.RETRY:
-            if self._failures == 0:
-                log.warning("upstream: the hub does not take messages (%s); every message is kept until it does", answer)
+            if self._failures == 0 and answer.kind is Answer.REFUSED:
+                log.warning("upstream: the hub refuses the edge device itself (%s; %s); every message is kept", answer, self.edge_problem())
+            elif self._failures == 0:
+                log.warning("upstream (the hub) unreachable, every message is kept until it returns: %s", answer)
             self._paused_until = loop.time() + backoff(self._failures)
             self._failures += 1
             self._set_state("refused" if answer.kind is Answer.REFUSED else "unreachable", str(answer))
