@@ -188,7 +188,7 @@ def test_store_and_forward_in_order_when_the_hub_returns(caplog):
         mids = [leaf.publish("devices/leaf-device1/messages/events/", f"m{i}") for i in range(10)]
         wait_for(lambda: set(mids) <= set(leaf.acked))  # committed at the edge, acknowledged
         # $upstream tried the first of them and found the hub gone: nothing reached it.
-        wait_for(lambda: any("the hub does not take messages (unreachable" in r.getMessage() for r in caplog.records),
+        wait_for(lambda: any("upstream (the hub) unreachable" in r.getMessage() for r in caplog.records),
                  what="the upstream's 'hub unreachable' log line", seen=lambda: caplog.messages[-5:])
         assert _hub_messages(emu) == []
         thread.call(emu.resume_hub())
