@@ -232,3 +232,29 @@ def test_the_record_scanner_counts_records_across_any_split(cut):
     assert (first[1] and second[1]) is False  # the alert is seen by whichever chunk completes it
     only_data = RecordScanner()
     assert only_data.scan(records[0] * 4) == (4, True)
+
+
+def test_other_contexts_in_the_process_still_verify(ca, tmp_path):
+    # The accept-any callback sits on the adapter's own contexts only.
+    leaf = ca.issue_cert("localhost")
+    server_context(b"".join(b.bytes() for b in leaf.cert_chain_pems), leaf.private_key_pem.bytes())
+    leaf.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "server.pem"))
+    strict = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    strict.load_cert_chain(str(tmp_path / "server.pem"))
+    strict.verify_mode = ssl.CERT_REQUIRED
+    strict.load_verify_locations(cadata=ca.cert_pem.bytes().decode())
+    stranger = trustme.CA().issue_cert("stranger")
+    stranger.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "client.pem"))
+    client_ctx = ssl.create_default_context(cadata=ca.cert_pem.bytes().decode())
+    client_ctx.load_cert_chain(str(tmp_path / "client.pem"))
+    s_in, s_out, c_in, c_out = ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO()
+    server = strict.wrap_bio(s_in, s_out, server_side=True)
+    client = client_ctx.wrap_bio(c_in, c_out, server_hostname="localhost")
+    with pytest.raises(ssl.SSLCertVerificationError):
+        for _ in range(10):
+            for obj, out, peer_in in ((client, c_out, s_in), (server, s_out, c_in)):
+                try:
+                    obj.do_handshake()
+                except ssl.SSLWantReadError:
+                    pass
+                peer_in.write(out.read())
