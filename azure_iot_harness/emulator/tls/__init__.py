@@ -12,8 +12,12 @@ edge's listeners, later AMQP 5671).
 - `HttpConnections`: hypercorn over those connections for an ASGI app; `client_chain(scope)` and
   `client_certificate(scope)` read a request's certificates (`asgi`).
 
-Private APIs (pyOpenSSL's memory-BIO connection is public; hypercorn's per-connection server is
-not) are touched only in this package, checked at start-up, and never patched.
+Connections run on `ssl.MemoryBIO`/`SSLObject` under an asyncio protocol of this package's own
+(`transport`). What Python's `ssl` lacks on 3.11 — accepting any client certificate, keeping the
+chain — is done through OpenSSL's C API with ctypes (`openssl`), and hypercorn is served one
+connection at a time through its per-connection server (`asgi`): both are private APIs, touched
+only in this package, per context or per server (nothing process-wide), and checked before first
+use with a HarnessError that names what they were written for.
 """
 
 from .asgi import HttpConnections, client_certificate, client_chain

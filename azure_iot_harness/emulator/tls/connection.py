@@ -60,11 +60,3 @@ class TlsConnection:
 
     async def wait_closed(self) -> None:
         await self._protocol.lost
-
-    def selected_alpn_protocol(self) -> str | None:
-        """The ALPN protocol agreed in the handshake (what servers ask an `ssl_object` for)."""
-        return self.alpn
-
-    def version(self) -> str | None:
-        """The TLS version agreed (`TLSv1.2`), None on a plain connection."""
-        return self.tls_version

@@ -4,20 +4,19 @@ A device that refuses the server certificate (it does not trust the CA, or the n
 is not in the certificate) ends the handshake with a TLS alert and nothing more; firmware
 rarely says why. The emulator's side of the handshake sees that alert, so the log line names
 it and says how to fix the usual causes: which names the certificate covers, how to add one,
-and which CA file the client must trust. Pure functions over pyOpenSSL's exception.
+and which CA file the client must trust. Pure functions over the ssl module's exception.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from OpenSSL import SSL
-
-# OpenSSL names a received alert `tls alert …` (older: `sslv3 alert …`, `tlsv1 alert …`; Python's ssl
-# spells the same reasons `TLSV1_ALERT_…`).
+# Python's ssl names a received alert `TLSV1_ALERT_…` or `SSLV3_ALERT_…` (OpenSSL 3: `TLS_ALERT_…`
+# in some builds).
 _ALERT = re.compile(r"(?:SSLV3|TLSV1|TLSV13|TLS)_ALERT_([A-Z0-9_]+)")
 # Alerts with which a client refuses the server's certificate.
 _UNTRUSTED = {"UNKNOWN_CA"}
@@ -34,14 +33,9 @@ class ServerCertificate:
 
 def client_alert(exc: BaseException) -> str | None:
     """The alert the client sent ('UNKNOWN_CA'), or None when the handshake failed otherwise."""
-    if not isinstance(exc, SSL.Error) or not exc.args or not isinstance(exc.args[0], list):
-        return None
-    for error in exc.args[0]:
-        reason = str(error[-1]).upper().replace(" ", "_") if isinstance(error, tuple) and error else ""
-        match = _ALERT.fullmatch(reason)
-        if match:
-            return match.group(1)
-    return None
+    reason = getattr(exc, "reason", None) if isinstance(exc, ssl.SSLError) else None
+    match = _ALERT.fullmatch(reason or "")
+    return match.group(1) if match else None
 
 
 def explain(exc: BaseException, server: ServerCertificate | None, describe: Callable[[BaseException], str]) -> tuple[int, str]:

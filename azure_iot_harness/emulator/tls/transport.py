@@ -1,13 +1,13 @@
-"""The asyncio protocol under every accepted connection: TLS through pyOpenSSL memory BIOs, or plain.
+"""The asyncio protocol under every accepted connection: TLS through memory BIOs, or plain.
 
 asyncio's own TLS (`asyncio.sslproto`) reads through a 256 KiB buffer per connection (288 KB of
-resident memory per idle device, measured), cannot accept a client certificate it does not
-trust and does not hand out the chain the client sent. Here the socket's bytes are written into
-OpenSSL through a memory BIO, the plaintext is read out in chunks of at most `RECV_SIZE` and
-given to an ordinary asyncio protocol (a `StreamReaderProtocol`) above an `AppTransport`; what
-that protocol writes is encrypted and handed to the socket's transport. Nothing is buffered per
-connection beyond what OpenSSL holds for a record in flight (its buffers are released while the
-connection is idle) and what the stream has not consumed yet.
+resident memory per idle device, measured) and cannot be told to keep the client's chain. Here
+the socket's bytes are written into an `ssl.SSLObject` through a `MemoryBIO`, the plaintext is
+read out one TLS record at a time and given to an ordinary asyncio protocol (a
+`StreamReaderProtocol`) above an `AppTransport`; what that protocol writes is encrypted and
+handed to the socket's transport. Nothing is buffered per connection beyond what OpenSSL holds
+for a record in flight (it releases its buffers while the connection is idle) and what the
+stream has not consumed yet.
 """
 
 from __future__ import annotations
@@ -15,11 +15,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 from typing import Any, Protocol
 
-from cryptography.hazmat.primitives.serialization import Encoding
-from OpenSSL import SSL
-
+from . import openssl
 from .connection import TlsConnection
 from .context import ServerContext
 from .hints import ServerCertificate, explain
@@ -29,11 +28,6 @@ log = logging.getLogger("azure_iot_harness.tls")
 # Plaintext read out of OpenSSL per call: one TLS record holds at most 16 KiB, and one read
 # never returns more than one record.
 RECV_SIZE = 16 * 1024
-# Encrypted bytes taken out of OpenSSL per call (a write larger than this takes several).
-_OUT_SIZE = 64 * 1024
-# The most a TLS 1.2 record adds to its plaintext (header 5, IV 16, MAC 48, padding 16; AES-GCM
-# adds 29).
-_RECORD_OVERHEAD = 85
 # The streams' limit (asyncio's default): reading pauses while more than twice this is unread.
 _STREAM_LIMIT = 64 * 1024
 
@@ -59,7 +53,9 @@ class ServerProtocol(asyncio.Protocol):
         self._flush_timeout = flush_timeout
         self._loop = asyncio.get_running_loop()
         self._tcp: asyncio.Transport | None = None
-        self._tls: SSL.Connection | None = None
+        self._tls: ssl.SSLObject | None = None
+        self._in = self._out = _NO_BIO
+        self._chain: list[bytes] = []  # what the client sends, filled during the handshake
         self._app: asyncio.StreamReaderProtocol | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._records = RecordScanner()
@@ -82,8 +78,8 @@ class ServerProtocol(asyncio.Protocol):
         if self._context is None:
             self._open()
             return
-        self._tls = SSL.Connection(self._context.context, None)
-        self._tls.set_accept_state()
+        self._in, self._out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self._tls = self._context.context.wrap_bio(self._in, self._out, server_side=True)
         self._timer = self._loop.call_later(self._handshake_timeout, self._handshake_timed_out)
 
     def data_received(self, data: bytes) -> None:
@@ -94,7 +90,7 @@ class ServerProtocol(asyncio.Protocol):
             return
         if self.closing:
             return
-        tls.bio_write(data)
+        self._in.write(data)
         records, only_data = self._records.scan(data)
         if self._app is None:
             if self._handshake():
@@ -104,31 +100,35 @@ class ServerProtocol(asyncio.Protocol):
             self._read_plaintext()
             return
         # The usual case: `records` complete application-data records, one plaintext read
-        # each, nothing for OpenSSL to answer (no WantReadError to raise and catch per chunk),
-        # and the stream fed once.
+        # each, nothing for OpenSSL to answer (no SSLWantReadError to raise and catch per
+        # chunk), and the stream fed once.
         if records == 1:
             try:
-                self._app.data_received(tls.recv(RECV_SIZE))
-            except SSL.WantReadError:  # an empty record, which OpenSSL skips
-                pass
-            except SSL.Error:
+                chunk = tls.read(RECV_SIZE)
+            except ssl.SSLWantReadError:  # an empty record, which OpenSSL skips
+                return
+            except ssl.SSLError:
                 self._read_plaintext()  # reports it
+                return
+            if chunk:
+                self._app.data_received(chunk)
+            else:
+                self._read_plaintext()  # b"": not data after all
             return
         if not records:
             return  # a record still arriving
-        recv = tls.recv
+        read = tls.read
         chunks = []
         try:
             for _ in range(records):
-                chunks.append(recv(RECV_SIZE))
-        except SSL.WantReadError:
+                chunks.append(read(RECV_SIZE))
+        except ssl.SSLWantReadError:
             pass
-        except SSL.Error:
+        except ssl.SSLError:
             self._app.data_received(b"".join(chunks))
             self._read_plaintext()
             return
-        if chunks:
-            self._app.data_received(b"".join(chunks))
+        self._app.data_received(b"".join(chunks))
 
     def eof_received(self) -> bool | None:
         if self._app is None:
@@ -163,11 +163,12 @@ class ServerProtocol(asyncio.Protocol):
         tls = self._tls
         assert tls is not None and self.connection is not None
         try:
-            tls.do_handshake()
-        except SSL.WantReadError:
+            with openssl.capture_chain(self._chain):
+                tls.do_handshake()
+        except ssl.SSLWantReadError:
             self._flush()
             return False
-        except SSL.Error as exc:
+        except (ssl.SSLError, ValueError) as exc:
             self._handshake_failed(exc)
             return False
         self._flush()
@@ -175,19 +176,20 @@ class ServerProtocol(asyncio.Protocol):
             self._timer.cancel()
             self._timer = None
         conn = self.connection
-        leaf = tls.get_peer_certificate(as_cryptography=True)
-        if leaf is not None:
-            # On the server side OpenSSL keeps the client's own certificate apart from the rest.
-            rest = tls.get_peer_cert_chain(as_cryptography=True) or []
-            conn.peer_chain = tuple(c.public_bytes(Encoding.DER) for c in (leaf, *rest))
-        conn.tls_version = tls.get_protocol_version_name()
-        conn.cipher = tls.get_cipher_name()
-        alpn = tls.get_alpn_proto_negotiated()
-        conn.alpn = alpn.decode() if alpn else None
+        if self._chain:
+            conn.peer_chain = tuple(self._chain)
+        else:  # a resumed session sends no certificate; OpenSSL kept the leaf
+            leaf = tls.getpeercert(binary_form=True)
+            conn.peer_chain = (leaf,) if leaf else ()
+        self._chain = []
+        conn.tls_version = tls.version()
+        cipher = tls.cipher()
+        conn.cipher = cipher[0] if cipher else None
+        conn.alpn = tls.selected_alpn_protocol()
         self._open()
         return not self.closing
 
-    def _handshake_failed(self, exc: SSL.Error) -> None:
+    def _handshake_failed(self, exc: BaseException) -> None:
         assert self.connection is not None
         level, why = explain(exc, self._owner.server_certificate, describe)
         log.log(level, "%s %s: TLS handshake failed: %s", self._owner.name, self.connection.peer_name, why)
@@ -220,19 +222,19 @@ class ServerProtocol(asyncio.Protocol):
         assert tls is not None and app is not None
         while True:
             try:
-                chunk = tls.recv(RECV_SIZE)
-            except SSL.WantReadError:
+                chunk = tls.read(RECV_SIZE)
+            except ssl.SSLWantReadError:
                 break
-            except SSL.ZeroReturnError:  # close_notify: the peer is done
-                self._flush()
-                app.eof_received()
-                self.close()
-                return
-            except SSL.Error as exc:
+            except ssl.SSLError as exc:
                 assert self.connection is not None
                 log.debug("%s %s: TLS error: %s", self._owner.name, self.connection.peer_name, describe(exc))
                 self._flush()
                 self.abort()
+                return
+            if not chunk:  # close_notify: the peer is done
+                self._flush()
+                app.eof_received()
+                self.close()
                 return
             app.data_received(chunk)
             if self.closing:
@@ -247,38 +249,25 @@ class ServerProtocol(asyncio.Protocol):
         if tls is None:
             tcp.write(data)
             return
-        size = len(data)
+        if not data:
+            return  # hypercorn writes empty bodies; there is no empty TLS record to send
         try:
-            if size <= RECV_SIZE:
-                if not size:
-                    return  # SSL_write refuses nothing
-                tls.send(data)
-            else:
-                view = memoryview(data)
+            sent = tls.write(data)
+            if sent < len(data):
+                view = memoryview(data)[sent:]
                 while view:
-                    view = view[tls.send(view) :]  # one record per call (pyOpenSSL sets partial writes)
-        except SSL.Error as exc:
+                    view = view[tls.write(view) :]
+        except ssl.SSLError as exc:
             assert self.connection is not None
             log.debug("%s %s: TLS error while sending: %s", self._owner.name, self.connection.peer_name, describe(exc))
             self.abort()
             return
-        # Every record grows by at most 5 + 16 + 48 + 16 bytes (header, IV, MAC, padding).
-        self._flush(size + (size // RECV_SIZE + 1) * _RECORD_OVERHEAD)
+        tcp.write(self._out.read())
 
-    def _flush(self, expected: int = _OUT_SIZE) -> None:
+    def _flush(self) -> None:
         """Hand what OpenSSL has to send to the socket."""
-        tls, tcp = self._tls, self._tcp
-        if tls is None or tcp is None:
-            return
-        while True:
-            try:
-                data = tls.bio_read(expected)
-            except SSL.WantReadError:
-                return
-            tcp.write(data)
-            if len(data) < expected:
-                return
-            expected = _OUT_SIZE
+        if self._out.pending and self._tcp is not None:
+            self._tcp.write(self._out.read())
 
     def close(self) -> None:
         if self.closing or self.closed:
@@ -288,8 +277,8 @@ class ServerProtocol(asyncio.Protocol):
         assert tcp is not None
         if tls is not None and self._app is not None:
             try:
-                tls.shutdown()  # queue close_notify; the peer's is not waited for
-            except SSL.Error:
+                tls.unwrap()  # queue close_notify; the peer's is not waited for
+            except (ssl.SSLError, ValueError):
                 pass
             self._flush()
         tcp.close()  # after what is buffered has gone out
@@ -303,14 +292,17 @@ class ServerProtocol(asyncio.Protocol):
             self._tcp.abort()
 
     def extra_info(self, name: str, default: Any = None) -> Any:
-        if name == "ssl_object":  # servers ask it for the ALPN protocol and the version
-            return self.connection if self._tls is not None else default
+        if name == "ssl_object":  # hypercorn asks it for the ALPN protocol
+            return self._tls if self._tls is not None else default
         if name == "sslcontext":  # StreamReaderProtocol: no half-closed TLS connections
-            return self._context if self._tls is not None else default
+            return self._context.context if self._context is not None else default
         if name == "tls_connection":
             return self.connection
         assert self._tcp is not None
         return self._tcp.get_extra_info(name, default)
+
+
+_NO_BIO = ssl.MemoryBIO()  # until a TLS connection has its own (never written to)
 
 
 class RecordScanner:
@@ -426,12 +418,8 @@ class AppTransport(asyncio.Transport):
 
 def describe(exc: BaseException) -> str:
     """A short reason for a failed TLS operation, for log lines."""
-    if isinstance(exc, SSL.SysCallError):
-        return "connection closed by the client"
-    if isinstance(exc, SSL.Error) and exc.args and isinstance(exc.args[0], list):
-        reasons = [str(e[2]) for e in exc.args[0] if isinstance(e, tuple) and len(e) == 3]
-        if reasons:
-            return "; ".join(reasons)
+    if isinstance(exc, ssl.SSLError) and exc.reason:
+        return f"{exc.reason} ({exc.library})" if exc.library else str(exc.reason)
     return str(exc) or type(exc).__name__
 
 

@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 import trustme
-from OpenSSL import SSL
 
 from azure_iot_harness.emulator.tls import (
     TlsConnection,
     TlsListener,
+    openssl,
     server_context,
     transport,
 )
@@ -78,14 +78,19 @@ def _recv_exactly(sock: socket.socket, n: int) -> bytes:
     return out
 
 
-def test_the_same_protocol_versions_and_ciphers_as_the_stdlib_context(ca):
+def test_python_s_server_settings_with_tls_1_2_only(ca):
     leaf = ca.issue_cert("localhost")
     ctx = server_context(b"".join(b.bytes() for b in leaf.cert_chain_pems), leaf.private_key_pem.bytes())
-    assert ctx.context.set_mode(0) & SSL.MODE_RELEASE_BUFFERS  # OpenSSL frees idle buffers (adds no mode)
-    # The cipher list the emulator offered through ssl.SSLContext, in the same order.
-    stdlib = [c["name"] for c in ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).get_ciphers()]
-    assert SSL.Connection(ctx.context, None).get_cipher_list() == stdlib
+    default = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    assert [c["name"] for c in ctx.context.get_ciphers()] == [c["name"] for c in default.get_ciphers()]
+    assert ctx.context.options == default.options
+    assert ctx.context.minimum_version == ctx.context.maximum_version == ssl.TLSVersion.TLSv1_2
+    assert ctx.context.verify_mode == ssl.CERT_OPTIONAL  # asks every client; the callback accepts any
     assert ctx.versions == ("TLSv1.2", "TLSv1.2")
+
+
+def test_the_openssl_self_test_passes_here():
+    openssl.check()  # what server_context runs before touching OpenSSL: accept any, keep the chain
 
 
 def test_tls_1_3_only_clients_are_refused(loop, ca):
@@ -227,3 +232,29 @@ def test_the_record_scanner_counts_records_across_any_split(cut):
     assert (first[1] and second[1]) is False  # the alert is seen by whichever chunk completes it
     only_data = RecordScanner()
     assert only_data.scan(records[0] * 4) == (4, True)
+
+
+def test_other_contexts_in_the_process_still_verify(ca, tmp_path):
+    # The accept-any callback sits on the adapter's own contexts only.
+    leaf = ca.issue_cert("localhost")
+    server_context(b"".join(b.bytes() for b in leaf.cert_chain_pems), leaf.private_key_pem.bytes())
+    leaf.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "server.pem"))
+    strict = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    strict.load_cert_chain(str(tmp_path / "server.pem"))
+    strict.verify_mode = ssl.CERT_REQUIRED
+    strict.load_verify_locations(cadata=ca.cert_pem.bytes().decode())
+    stranger = trustme.CA().issue_cert("stranger")
+    stranger.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "client.pem"))
+    client_ctx = ssl.create_default_context(cadata=ca.cert_pem.bytes().decode())
+    client_ctx.load_cert_chain(str(tmp_path / "client.pem"))
+    s_in, s_out, c_in, c_out = ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO()
+    server = strict.wrap_bio(s_in, s_out, server_side=True)
+    client = client_ctx.wrap_bio(c_in, c_out, server_hostname="localhost")
+    with pytest.raises(ssl.SSLCertVerificationError):
+        for _ in range(10):
+            for obj, out, peer_in in ((client, c_out, s_in), (server, s_out, c_in)):
+                try:
+                    obj.do_handshake()
+                except ssl.SSLWantReadError:
+                    pass
+                peer_in.write(out.read())
