@@ -7,6 +7,7 @@ operations, so one check body serves every variant.
 
 from __future__ import annotations
 
+import abc
 import json
 import queue
 import ssl
@@ -29,35 +30,44 @@ class Refused(HarnessError):
         self.code = code
 
 
-class Session:
+class Session(abc.ABC):
     """What every variant's session offers the checks."""
 
+    @abc.abstractmethod
     def send_telemetry(self, body: str, properties: dict[str, str]) -> None:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def subscribe_c2d(self) -> None:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def receive_c2d(self, timeout: float) -> tuple[str, dict[str, str]]:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def get_twin(self) -> dict:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def report(self, patch: dict) -> None:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def subscribe_desired(self) -> None:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def next_desired(self, timeout: float) -> dict:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def serve_method(self, handler: Callable[[str, Any], tuple[int, Any]]) -> None:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def close(self) -> None:
-        raise NotImplementedError
+        ...
 
 
 # ---- paho ---------------------------------------------------------------------------------------------
