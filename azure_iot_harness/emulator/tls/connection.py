@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 from cryptography import x509
 
+from .outcome import HandshakeOutcome
+
 if TYPE_CHECKING:
     from .transport import ServerProtocol
 
@@ -27,6 +29,7 @@ class TlsConnection:
         self.tls_version: str | None = None
         self.cipher: str | None = None
         self.alpn: str | None = None
+        self.handshake: HandshakeOutcome | None = None  # how the TLS handshake ended (None: plain TCP, or still running)
         self.reader: asyncio.StreamReader
         self.writer: asyncio.StreamWriter
 

@@ -6,6 +6,8 @@ self-signed device certificates (matched by thumbprint) must pass the handshake,
 unknown CA is refused by a CONNACK or an HTTP 401, not by a TLS alert. So the context requests a
 certificate and accepts whatever the client sends (or nothing), keeping the chain
 (`openssl.accept_any_client_certificate`); `emulator.protocol.x509` checks it afterwards.
+Sessions are never resumed (no tickets, no session cache), so every handshake carries the
+client's whole chain; the server name a client asks for (SNI) is kept for the trace.
 
 TLS 1.2 only, like IoT Hub's classic `*.azure-devices.net` endpoints (TLS 1.3 exists only on
 preview endpoints): a device that cannot do 1.2 fails here as it would there. Ciphers and
@@ -14,10 +16,12 @@ options are Python's defaults for a server context.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import ssl
 import tempfile
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from ...errors import ConfigError
@@ -63,4 +67,29 @@ def server_context(
     if alpn:
         ctx.set_alpn_protocols(list(alpn))
     openssl.accept_any_client_certificate(ctx)
+    # No session resumption: a resumed session carries no client certificate chain (OpenSSL
+    # keeps the leaf only), and the services must see the whole chain on every connection.
+    ctx.options |= ssl.OP_NO_TICKET
+    ctx.num_tickets = 0
+    openssl.disable_session_cache(ctx)
+    ctx.sni_callback = remember_sni
     return ServerContext(ctx, alpn=tuple(alpn), versions=(minimum, maximum))
+
+
+_sni_sinks = threading.local()  # .names: where the running handshake's server name goes
+
+
+def remember_sni(obj: ssl.SSLObject, name: str | None, context: ssl.SSLContext) -> None:
+    """The server contexts' `sni_callback`: keeps the name for the handshake running on this thread."""
+    sink = getattr(_sni_sinks, "names", None)
+    if sink is not None and name:
+        sink.append(name)
+
+
+@contextlib.contextmanager
+def capture_sni(names: list[str]) -> Iterator[None]:
+    _sni_sinks.names = names
+    try:
+        yield
+    finally:
+        _sni_sinks.names = None

@@ -13,15 +13,18 @@ stream has not consumed yet.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import socket
 import ssl
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from . import openssl
 from .connection import TlsConnection
-from .context import ServerContext
-from .hints import ServerCertificate, explain
+from .context import ServerContext, capture_sni
+from .hints import ServerCertificate, client_alert, explain
+from .outcome import ALERT, CLOSED, COMPLETED, FAILED, HandshakeOutcome, plaintext_outcome
 
 log = logging.getLogger("azure_iot_harness.tls")
 
@@ -41,14 +44,35 @@ class Owner(Protocol):
     def accepted(self, conn: TlsConnection) -> None: ...
     def opened(self, conn: TlsConnection) -> None: ...
     def lost(self, conn: TlsConnection) -> None: ...
+    def handshake(self, conn: TlsConnection, outcome: HandshakeOutcome) -> None: ...
 
 
 class ServerProtocol(asyncio.Protocol):
-    """One accepted socket: the TLS handshake (unless `context` is None), then the streams."""
+    """One accepted socket: the TLS handshake (unless `context` is None), then the streams.
 
-    def __init__(self, owner: Owner, context: ServerContext | None, *, handshake_timeout: float, flush_timeout: float) -> None:
+    `certificate` names the fault certificate `context` presents (None: the normal one), for
+    the handshake's outcome; `coalesce` sends what the application writes in one loop turn as
+    one write, so OpenSSL packs it into records of up to 16 KB (the `tls-max-records` fault).
+    """
+
+    def __init__(
+        self,
+        owner: Owner,
+        context: ServerContext | None,
+        *,
+        handshake_timeout: float,
+        flush_timeout: float,
+        certificate: str | None = None,
+        coalesce: bool = False,
+    ) -> None:
         self._owner = owner
         self._context = context
+        self._certificate = certificate
+        self._coalesce = coalesce
+        self._pending = bytearray()  # coalesced writes not yet handed to OpenSSL
+        self._sni: list[str] = []  # the server name the client asked for, filled in the handshake
+        self._reported = False  # the handshake's outcome went to the owner
+        self._first = True  # no byte received yet
         self._handshake_timeout = handshake_timeout
         self._flush_timeout = flush_timeout
         self._loop = asyncio.get_running_loop()
@@ -90,6 +114,11 @@ class ServerProtocol(asyncio.Protocol):
             return
         if self.closing:
             return
+        if self._first:
+            self._first = False
+            plain = plaintext_outcome(data, server_cert=self._certificate)
+            if plain is not None:
+                self._report(plain)  # OpenSSL refuses the bytes next and the connection closes
         self._in.write(data)
         records, only_data = self._records.scan(data)
         if self._app is None:
@@ -138,6 +167,8 @@ class ServerProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self._tls is not None and not self._reported:
+            self._report(HandshakeOutcome(CLOSED, reason=describe(exc) if exc else "closed before the handshake ended"))
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -163,7 +194,7 @@ class ServerProtocol(asyncio.Protocol):
         tls = self._tls
         assert tls is not None and self.connection is not None
         try:
-            with openssl.capture_chain(self._chain):
+            with openssl.capture_chain(self._chain), capture_sni(self._sni):
                 tls.do_handshake()
         except ssl.SSLWantReadError:
             self._flush()
@@ -186,12 +217,22 @@ class ServerProtocol(asyncio.Protocol):
         cipher = tls.cipher()
         conn.cipher = cipher[0] if cipher else None
         conn.alpn = tls.selected_alpn_protocol()
+        self._report(HandshakeOutcome(COMPLETED, version=conn.tls_version, cipher=conn.cipher))
         self._open()
         return not self.closing
 
     def _handshake_failed(self, exc: BaseException) -> None:
         assert self.connection is not None
-        level, why = explain(exc, self._owner.server_certificate, describe)
+        alert = client_alert(exc)
+        if alert is not None:
+            self._report(HandshakeOutcome(ALERT, alert=alert.lower()))
+        else:
+            self._report(HandshakeOutcome(FAILED, reason=describe(exc)))
+        if self._certificate is None:
+            level, why = explain(exc, self._owner.server_certificate, describe)
+        else:  # a fault: refusing it is right, and the usual hints do not apply
+            level, why = explain(exc, None, describe)
+            why += f" (it was served the '{self._certificate}' fault certificate)"
         log.log(level, "%s %s: TLS handshake failed: %s", self._owner.name, self.connection.peer_name, why)
         self._flush()  # the alert, so the client learns why
         self.close()
@@ -200,7 +241,17 @@ class ServerProtocol(asyncio.Protocol):
         self._timer = None
         assert self.connection is not None
         log.info("%s %s: TLS handshake failed: timed out", self._owner.name, self.connection.peer_name)
+        self._report(HandshakeOutcome(CLOSED, reason="the handshake timed out"))
         self.abort()
+
+    def _report(self, outcome: HandshakeOutcome) -> None:
+        """Tell the owner how the handshake ended (once), with what every outcome carries."""
+        if self._reported or self.connection is None:
+            return
+        self._reported = True
+        outcome = dataclasses.replace(outcome, sni=self._sni[0] if self._sni else None, server_cert=self._certificate)
+        self.connection.handshake = outcome
+        self._owner.handshake(self.connection, outcome)
 
     # ---- the application's side ---------------------------------------------------------
 
@@ -209,7 +260,7 @@ class ServerProtocol(asyncio.Protocol):
         assert conn is not None
         reader = asyncio.StreamReader(limit=_STREAM_LIMIT, loop=self._loop)
         app = asyncio.StreamReaderProtocol(reader, loop=self._loop)
-        transport = AppTransport(self)
+        transport = AppTransport(self, self.write_coalesced if self._coalesce else self.write)
         app.connection_made(transport)
         conn.reader = reader
         conn.writer = asyncio.StreamWriter(transport, app, reader, self._loop)
@@ -264,6 +315,15 @@ class ServerProtocol(asyncio.Protocol):
             return
         tcp.write(self._out.read())
 
+    def write_coalesced(self, data: bytes | bytearray | memoryview) -> None:
+        if not self._pending:
+            self._loop.call_soon(self._write_pending)
+        self._pending += data
+
+    def _write_pending(self) -> None:
+        data, self._pending = bytes(self._pending), bytearray()
+        self.write(data)
+
     def _flush(self) -> None:
         """Hand what OpenSSL has to send to the socket."""
         if self._out.pending and self._tcp is not None:
@@ -272,6 +332,8 @@ class ServerProtocol(asyncio.Protocol):
     def close(self) -> None:
         if self.closing or self.closed:
             return
+        if self._pending:
+            self._write_pending()
         self.closing = True
         tls, tcp = self._tls, self._tcp
         assert tcp is not None
@@ -357,18 +419,18 @@ class RecordScanner:
 class AppTransport(asyncio.Transport):
     """The transport the application's protocol writes to: plaintext in, TLS records out."""
 
-    def __init__(self, protocol: ServerProtocol) -> None:
+    def __init__(self, protocol: ServerProtocol, write: Callable[[bytes | bytearray | memoryview], None]) -> None:
         super().__init__()
         self._protocol = protocol
         assert protocol._tcp is not None
         self._tcp = protocol._tcp
-        self.write = protocol.write  # type: ignore[method-assign]  # the hot path: one call less
+        self.write = write  # type: ignore[method-assign, assignment]  # the hot path: one call less (the plain or the coalescing write)
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self._protocol.write(data)
 
     def writelines(self, list_of_data: Any) -> None:
-        self._protocol.write(b"".join(list_of_data))
+        self.write(b"".join(list_of_data))
 
     def can_write_eof(self) -> bool:
         return self._protocol._tls is None and self._tcp.can_write_eof()
