@@ -1,0 +1,248 @@
+"""Server-side TLS faults with real clients: `openssl s_client -verify_return_error`, Python's `ssl`
+(default verification) and paho refuse each bad certificate with an alert the emulator records;
+clients that trust both roots accept the rotated one; the huge chain and maximum-size records
+are handled; a client that ignores verification is caught completing the handshake."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import ssl
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from azure_iot_harness.emulator.app import Emulator, EmulatorThread
+from azure_iot_harness.emulator.tls import TlsConnection
+from azure_iot_harness.emulator.tls.outcome import HandshakeOutcome
+from tests.helpers import connect_packet, device_token, sas_device, wait_for
+
+# The certificates a verifying client must refuse, and the alert OpenSSL's client sends for each.
+REFUSED = {
+    "wrong-host": "bad_certificate",
+    "unknown-root": "unknown_ca",
+    "expired": "certificate_expired",
+    "not-yet-valid": "bad_certificate",
+    "rotated-root": "unknown_ca",  # to a client that trusts the first root only
+}
+OPENSSL = shutil.which("openssl")
+
+
+class Recorder:
+    """Every handshake outcome of the emulator's device endpoint, in order."""
+
+    def __init__(self, emu: Emulator) -> None:
+        self.outcomes: list[HandshakeOutcome] = []
+        emu.mqtt.listener.observers.append(self._seen)
+
+    def _seen(self, conn: TlsConnection, outcome: HandshakeOutcome) -> None:
+        self.outcomes.append(outcome)
+
+    def next(self, count: int) -> HandshakeOutcome:
+        """The `count`-th outcome (1-based), once it is there."""
+        wait_for(lambda: len(self.outcomes) >= count)
+        return self.outcomes[count - 1]
+
+
+@pytest.fixture
+def emu():
+    with EmulatorThread(in_memory=True, mqtt_port=0, https_port=0) as emu:
+        yield emu
+
+
+def _python(emu: Emulator, cafile: Path, port: int | None = None) -> str:
+    """A handshake with default verification: the TLS version, or raises."""
+    ctx = ssl.create_default_context(cafile=str(cafile))
+    with socket.create_connection((emu.config.bind, port or emu.mqtt_port), timeout=10) as raw:
+        with ctx.wrap_socket(raw, server_hostname="localhost") as sock:
+            return str(sock.version())
+
+
+def _s_client(emu: Emulator, cafile: Path, *, verify: bool = True) -> subprocess.CompletedProcess[str]:
+    assert OPENSSL is not None
+    args = [OPENSSL, "s_client", "-connect", f"{emu.config.bind}:{emu.mqtt_port}", "-servername", "localhost"]
+    args += ["-CAfile", str(cafile), "-verify_hostname", "localhost"]
+    if verify:
+        args.append("-verify_return_error")
+    return subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
+
+
+@pytest.mark.parametrize("certificate", sorted(REFUSED))
+def test_python_ssl_refuses_each_bad_certificate(emu, certificate):
+    seen = Recorder(emu)
+    fault = emu.tls_faults.add("tls-certificate", certificate=certificate, count=2)
+    for _ in range(2):
+        with pytest.raises(ssl.SSLCertVerificationError):
+            _python(emu, emu.ca_file)
+    assert _python(emu, emu.ca_file) == "TLSv1.2"  # the third connection gets the normal certificate
+    for i in (1, 2):
+        outcome = seen.next(i)
+        assert (outcome.outcome, outcome.alert, outcome.server_cert, outcome.sni) == ("alert", REFUSED[certificate], certificate, "localhost")
+    assert seen.next(3).outcome == "completed" and seen.next(3).server_cert is None
+    assert fault.fired == 2 and emu.tls_faults.list() == []
+
+
+@pytest.mark.skipif(OPENSSL is None, reason="the openssl command is not installed")
+@pytest.mark.parametrize("certificate", sorted(REFUSED))
+def test_openssl_s_client_refuses_each_bad_certificate(emu, certificate):
+    seen = Recorder(emu)
+    emu.tls_faults.add("tls-certificate", certificate=certificate)
+    refused = _s_client(emu, emu.ca_file)
+    assert refused.returncode != 0, refused.stdout
+    assert "verify error" in refused.stderr + refused.stdout
+    assert (seen.next(1).outcome, seen.next(1).alert) == ("alert", REFUSED[certificate])
+    # The same client told not to stop at the verdict completes the handshake, and the trace
+    # shows it accepted the bad certificate: the check would catch such a device.
+    emu.tls_faults.add("tls-certificate", certificate=certificate)
+    lenient = _s_client(emu, emu.ca_file, verify=False)
+    assert lenient.returncode == 0, lenient.stderr
+    assert (seen.next(2).outcome, seen.next(2).server_cert) == ("completed", certificate)
+
+
+@pytest.mark.skipif(OPENSSL is None, reason="the openssl command is not installed")
+def test_clients_that_trust_both_roots_accept_the_rotated_one(emu):
+    seen = Recorder(emu)
+    bundle = emu.ca_bundle_file
+    assert bundle.read_bytes() == b"".join(emu.server_roots())
+    assert emu.info()["caBundleFile"] == str(bundle)
+    assert emu.server_roots()[0] == emu.ca_file.read_bytes()
+    emu.tls_faults.add("tls-certificate", certificate="rotated-root", count=2)
+    assert _python(emu, bundle) == "TLSv1.2"
+    result = _s_client(emu, bundle)
+    assert result.returncode == 0 and "Verify return code: 0 (ok)" in result.stdout, result.stdout + result.stderr
+    assert [(o.outcome, o.server_cert) for o in (seen.next(1), seen.next(2))] == [("completed", "rotated-root")] * 2
+    assert _python(emu, bundle) == "TLSv1.2"  # and the bundle still trusts the first root
+
+
+@pytest.mark.skipif(OPENSSL is None, reason="the openssl command is not installed")
+def test_the_huge_chain_is_sent_whole_and_accepted(emu):
+    seen = Recorder(emu)
+    emu.tls_faults.add("tls-certificate", certificate="huge", count=2)
+    assert _python(emu, emu.ca_file) == "TLSv1.2"
+    result = _s_client(emu, emu.ca_file)
+    assert result.returncode == 0 and "Verify return code: 0 (ok)" in result.stdout
+    assert "depth=5" in result.stderr + result.stdout  # root, four intermediates, leaf
+    assert (seen.next(2).outcome, seen.next(2).server_cert) == ("completed", "huge")
+
+
+def test_paho_refuses_an_expired_certificate(emu):
+    seen = Recorder(emu)
+    emu.tls_faults.add("tls-certificate", certificate="expired")
+    device = sas_device(emu)
+    try:
+        with pytest.raises(ssl.SSLCertVerificationError):
+            device.connect()
+    finally:
+        device.client.loop_stop()
+    assert (seen.next(1).outcome, seen.next(1).alert) == ("alert", "certificate_expired")
+    assert emu.registry.get("device1") is not None
+    ok = sas_device(emu)
+    try:
+        assert ok.connect() == 0  # the fault was for one connection
+    finally:
+        ok.close()
+
+
+def test_a_dedicated_port_serves_the_fault_until_it_is_removed(emu):
+    seen = Recorder(emu)
+    fault = emu.tls_faults.add("tls-certificate", certificate="not-yet-valid", dedicated=True)
+    doc = fault.to_json()
+    assert doc["host"] == emu.config.bind and isinstance(doc["port"], int) and doc["port"] != emu.mqtt_port
+    for _ in range(2):
+        with pytest.raises(ssl.SSLCertVerificationError):
+            _python(emu, emu.ca_file, port=fault.port)
+    assert _python(emu, emu.ca_file) == "TLSv1.2"  # the device endpoint itself is untouched
+    assert [o.server_cert for o in (seen.next(1), seen.next(2), seen.next(3))] == ["not-yet-valid", "not-yet-valid", None]
+    assert fault.fired == 2
+    assert emu.tls_faults.remove(fault.id)
+
+    def refused() -> bool:
+        try:
+            socket.create_connection((emu.config.bind, fault.port), timeout=2).close()
+        except ConnectionRefusedError:
+            return True
+        return False
+
+    assert wait_for(refused)
+
+
+def test_a_connect_sent_without_a_handshake_is_recorded(emu):
+    seen = Recorder(emu)
+    with socket.create_connection((emu.config.bind, emu.mqtt_port), timeout=10) as raw:
+        raw.sendall(connect_packet("device1", f"{emu.host}/device1/?api-version=2021-04-12", device_token(emu, "device1")))
+        raw.recv(100)  # the emulator closes (after OpenSSL's alert)
+    outcome = seen.next(1)
+    assert outcome.outcome == "connect-without-handshake" and outcome.reason and "10 " in outcome.reason
+    with socket.create_connection((emu.config.bind, emu.mqtt_port), timeout=10) as raw:
+        raw.sendall(b"GET / HTTP/1.1\r\n\r\n")
+        raw.recv(100)
+    assert seen.next(2).outcome == "plaintext"
+    socket.create_connection((emu.config.bind, emu.mqtt_port), timeout=10).close()
+    assert seen.next(3).outcome == "closed"
+
+
+# ---- maximum-size records ------------------------------------------------------------------------
+
+
+def _records(data: bytes) -> list[tuple[int, int]]:
+    """(content type, length) of each whole TLS record in `data`."""
+    out, pos = [], 0
+    while pos + 5 <= len(data):
+        kind, length = data[pos], data[pos + 3] << 8 | data[pos + 4]
+        if pos + 5 + length > len(data):
+            break
+        out.append((kind, length))
+        pos += 5 + length
+    return out
+
+
+def test_max_records_sends_the_handshake_in_16_kb_records_and_the_client_completes_it(emu):
+    """A Python client over memory BIOs, reading what the server sends as records."""
+    seen = Recorder(emu)
+    emu.tls_faults.add("tls-max-records")
+    ctx = ssl.create_default_context(cafile=str(emu.ca_file))
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ctx.wrap_bio(incoming, outgoing, server_hostname="localhost")
+    received = b""
+    with socket.create_connection((emu.config.bind, emu.mqtt_port), timeout=10) as raw:
+
+        def pump() -> None:
+            nonlocal received
+            if outgoing.pending:
+                raw.sendall(outgoing.read())
+            chunk = raw.recv(65536)
+            assert chunk, "the server closed"
+            received += chunk
+            incoming.write(chunk)
+
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                pump()
+        raw.sendall(outgoing.read())
+        tls.write(connect_packet("device1", f"{emu.host}/device1/?api-version=2021-04-12", device_token(emu, "device1")))
+        raw.sendall(outgoing.read())
+        answer = b""
+        while len(answer) < 4:
+            try:
+                answer += tls.read(4 - len(answer))
+            except ssl.SSLWantReadError:
+                pump()
+    assert answer == b"\x20\x02\x00\x00"  # CONNACK accepted
+    handshake = [length for kind, length in _records(received) if kind == 22]
+    assert 16384 in handshake, handshake
+    assert (seen.next(1).outcome, seen.next(1).server_cert) == ("completed", "huge")
+
+
+def test_unknown_kinds_and_certificates_are_refused(emu):
+    from azure_iot_harness.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="certificate= one of"):
+        emu.tls_faults.add("tls-certificate", certificate="self-signed")
+    with pytest.raises(ConfigError, match="unknown TLS fault"):
+        emu.tls_faults.add("tls-nonsense")
+    with pytest.raises(ConfigError, match="at least 1"):
+        emu.tls_faults.add("tls-certificate", certificate="expired", count=0)
