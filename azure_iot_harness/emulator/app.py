@@ -33,6 +33,7 @@ from .dps.context import DpsContext
 from .dps.dps import Dps
 from .edge.edge import Edge, HubLink
 from .emulator_api import ApiContext
+from .faults import Fault, FaultBook
 from .frontdoor import FrontDoor
 from .https_server import ALPN, HttpsServer
 from .hub.hub import Hub
@@ -42,6 +43,7 @@ from .protocol import sas
 from .store import Store
 from .tls import ServerCertificate, client_certificate, server_context
 from .tls.faults import TlsFaults
+from .trace import Trace
 from .web import WebContext, build_app
 
 log = logging.getLogger("azure_iot_harness")
@@ -65,6 +67,16 @@ class Emulator:
         self.hub: Hub
         self.dps: Dps
         self.edge: Edge | None = None
+        cfg = self.config
+        # The packet trace and the faults live as long as the Emulator (reset() clears them).
+        self.trace = Trace(
+            enabled=cfg.trace,
+            per_connection=cfg.trace_per_connection,
+            max_events=cfg.trace_max_events,
+            capture_payloads=cfg.trace_payloads,
+        )
+        self.faults = FaultBook()
+        self._register_fault_actions()
         self.front_door: FrontDoor
         self.mqtt: MqttListener
         self.https: HttpsServer
@@ -76,6 +88,7 @@ class Emulator:
 
     async def start(self) -> Emulator:
         cfg = self.config
+        self.faults.bind(asyncio.get_running_loop())
         names = [cfg.host, cfg.bind, *cfg.host_names]
         # The development PKI: a fresh one per in-memory emulator, else the data folder's.
         if cfg.in_memory:
@@ -105,7 +118,11 @@ class Emulator:
             hub_trusted_cas=[self.pki.device_ca_cert],
         )
         # edgeHub (serve --edge), which knows the hub as a HubLink: its listener and registry.
-        self.edge = Edge(EdgeSettings.of(cfg), self.store, self.clock, hub=self._hub_link(), pki=self.pki) if cfg.edge else None
+        self.edge = (
+            Edge(EdgeSettings.of(cfg), self.store, self.clock, hub=self._hub_link(), pki=self.pki, trace=self.trace, faults=self.faults)
+            if cfg.edge
+            else None
+        )
         # The store opens; then each service loads (and seeds) its state.
         await self.store.start()
         try:
@@ -121,6 +138,8 @@ class Emulator:
                 max_idle=cfg.max_idle_seconds,
                 connect_timeout=cfg.connect_timeout,
                 server_certificate=ServerCertificate(tuple(self.pki.server_names), str(self.ca_file)),
+                trace=self.trace,
+                faults=self.faults,
             )
             await _bind("MQTT", cfg.bind, cfg.mqtt_port, self.mqtt.start)
             # Bad server certificates served on the device endpoint on request (faults).
@@ -174,6 +193,8 @@ class Emulator:
             max_idle_seconds=self.config.max_idle_seconds,
             connect_timeout=self.config.connect_timeout,
             ca_pem=self.pki.root_pem,
+            faults=self.faults,
+            trace=self.trace,
         )
 
     async def reset(self) -> None:
@@ -186,6 +207,8 @@ class Emulator:
         if self.edge is not None:
             ports.update(edge_mqtt_port=self.edge.mqtt_port, edge_workload_port=self.edge.workload.port)
         await self._shutdown()
+        self.faults.clear()
+        self.trace.clear()
         requested = {k: getattr(self.config, k) for k in ports}
         self.config = self.config.with_overrides(**ports)
         try:
@@ -217,12 +240,29 @@ class Emulator:
     async def suspend_hub(self) -> None:
         """Stop the hub's MQTT listener and drop its connections, as in an outage (tests of the
         edge's store-and-forward use this); resume_hub() listens on the same port again."""
+        if not self.mqtt.running:
+            return
         port = self.mqtt.port
         await self.mqtt.stop()
         self.mqtt.requested_port = port
 
     async def resume_hub(self) -> None:
-        await self.mqtt.start()
+        if not self.mqtt.running:
+            await self.mqtt.start()
+
+    def _register_fault_actions(self) -> None:
+        """What the faults that act on the whole emulator do (the book finds connections itself)."""
+
+        async def suspend_hub(fault: Fault) -> None:
+            await self.suspend_hub()
+            if fault.duration is not None:
+                asyncio.get_running_loop().call_later(fault.duration, lambda: asyncio.ensure_future(self.resume_hub()))
+
+        async def resume_hub(fault: Fault) -> None:
+            await self.resume_hub()
+
+        self.faults.on_added("hub-suspend", suspend_hub)
+        self.faults.on_added("hub-resume", resume_hub)
 
     async def __aenter__(self) -> Emulator:
         return await self.start()
