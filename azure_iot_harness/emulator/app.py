@@ -143,7 +143,7 @@ class Emulator:
             )
             await _bind("MQTT", cfg.bind, cfg.mqtt_port, self.mqtt.start)
             # Bad server certificates served on the device endpoint on request (faults).
-            self.tls_faults = TlsFaults(self.mqtt.listener, FaultCertificates(self.pki.root, self.rotated_root, self.pki.server_names))
+            self.tls_faults = TlsFaults(self.mqtt.listener, FaultCertificates(self.pki.root, self.rotated_root, self.pki.server_names), self.faults)
             # One HTTPS listener for every REST surface and MQTT over WebSocket. DPS's REST API
             # attests X.509 devices by their TLS client certificate.
             https_tls = server_context(self.pki.server_chain_pem, self.pki.server_key_pem, alpn=ALPN)

@@ -1,31 +1,36 @@
-"""Server-side TLS faults on one listener (the device endpoint): which connection is served which
-bad certificate, and dedicated ports that serve one until the fault is removed.
+"""Server-side TLS faults on the device endpoint: which connection is served which bad
+certificate, and ports of their own that serve one until the fault is removed.
 
-- `tls-certificate` (`certificate` = wrong-host | unknown-root | expired | not-yet-valid | huge |
-  rotated-root, see `certs.server_faults`): the next `count` connections accepted on the
-  listener (None: every one until removed) get that certificate instead of the normal one. A
-  TLS handshake starts before the client says who it is, so these apply to whoever connects
-  next; to aim at one device, give it a dedicated port instead.
-- `tls-max-records`: the huge chain (its Certificate message fills a 16 KB record), and what
-  the connection sends afterwards packed per loop turn into records of up to 16 KB.
-- `dedicated=True`: a listener of its own on the same host and an ephemeral port, with the same
-  handler (MQTT for hub and DPS), serving the fault on every connection until it is removed;
-  `count` does not apply.
+Two fault kinds, registered in the FaultBook's kinds (so HTTP, Python and the CLI know them):
 
-Contexts are built once per certificate, with the listener's ALPN and versions.
+- `tls-certificate` (param `certificate` = wrong-host | unknown-root | expired | not-yet-valid |
+  huge | rotated-root, see `certs.server_faults`): the next `count` connections accepted on the
+  device endpoint (or every one for `duration` seconds) get that certificate instead of the
+  normal one. A TLS handshake comes before the client says who it is, so such a fault applies
+  to whoever connects next and cannot name a device;
+- `tls-max-records`: the huge chain (its Certificate message fills 16 KB records), and what the
+  connection sends afterwards packed per loop turn into records of up to 16 KB.
+
+With param `port="dedicated"` (a device may be named) the fault gets a listener of its own on
+the endpoint's host and an ephemeral port, with the same handler (MQTT for hub and DPS), and
+serves its certificate on every connection there until it is removed or its duration ends; its
+JSON gains `host` and `port`, and `count` does not apply.
+
+Contexts are built once per certificate, with the endpoint's ALPN and TLS versions.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
+import concurrent.futures
 import logging
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from collections.abc import Coroutine
 from typing import Any
 
 from ...certs.server_faults import FAULT_CERTIFICATES, FaultCertificates
-from ...errors import ConfigError
+from ...errors import FaultError
+from ..faults import Fault, FaultBook, Kind, Param, register
+from ..faults.kinds import TLS
 from .context import ServerContext, server_context
 from .listener import Served, TlsListener
 
@@ -33,125 +38,80 @@ log = logging.getLogger("azure_iot_harness.tls")
 
 TLS_CERTIFICATE = "tls-certificate"
 TLS_MAX_RECORDS = "tls-max-records"
-KINDS = (TLS_CERTIFICATE, TLS_MAX_RECORDS)
-_ids = itertools.count(1)
+# Where faults with a port of their own fire: never at the shared endpoint's accept.
+TLS_DEDICATED = "tls-dedicated"
+DEDICATED = "dedicated"
 
 
-@dataclass
-class TlsFault:
-    """One TLS fault; `count` is how many connections are still to get it (None: no limit)."""
+def _point(params: dict) -> str:
+    return TLS_DEDICATED if params.get("port") == DEDICATED else TLS
 
-    id: str
-    kind: str
-    certificate: str
-    count: int | None
-    served: Served
-    listener: TlsListener | None = None  # the dedicated one
-    port: int | None = None
-    fired: int = 0
-    on_fire: Callable[[TlsFault], None] | None = field(default=None, repr=False)
 
-    @property
-    def host(self) -> str | None:
-        return self.listener.host if self.listener is not None else None
-
-    def to_json(self) -> dict[str, object]:
-        out: dict[str, object] = {"id": self.id, "kind": self.kind, "certificate": self.certificate, "count": self.count, "fired": self.fired}
-        if self.listener is not None:
-            out.update(host=self.host, port=self.port)
-        return out
+_PORT = Param("port", str, None, (DEDICATED,))
+register(
+    Kind(
+        TLS_CERTIFICATE,
+        TLS,
+        "a server the device must not trust: a certificate for another host name, from an unknown root, expired or "
+        "not yet valid; a huge chain (~17 KB) it must handle; or IoT Hub's root rotation (Baltimore CyberTrust Root to "
+        "DigiCert Global Root G2) imitated by a second development root",
+        (Param("certificate", str, None, FAULT_CERTIFICATES, required=True), _PORT),
+        point_of=_point,
+    )
+)
+register(
+    Kind(
+        TLS_MAX_RECORDS,
+        TLS,
+        "a server that sends maximum-size (16 KB) TLS records, as IoT Hub does: devices with smaller TLS input "
+        "buffers fail",
+        (_PORT,),
+        point_of=_point,
+    )
+)
 
 
 class TlsFaults:
-    """The TLS faults of `listener`; installs itself as the listener's chooser."""
+    """The TLS faults of `listener` (the device endpoint), as the FaultBook holds them. Installs
+    itself as the listener's chooser and watches the book for faults with a port of their own."""
 
-    def __init__(self, listener: TlsListener, certificates: FaultCertificates) -> None:
+    def __init__(self, listener: TlsListener, certificates: FaultCertificates, book: FaultBook) -> None:
         if listener.context is None:
-            raise ConfigError(f"{listener.name} serves plain TCP: it has no TLS to break")
+            raise FaultError(f"{listener.name} serves plain TCP: it has no TLS to break")
         self.listener = listener
         self.certificates = certificates
-        self._faults: dict[str, TlsFault] = {}
+        self.book = book
         self._contexts: dict[str, ServerContext] = {}
-        self._tasks: set[asyncio.Future[None]] = set()
+        self._dedicated: dict[str, tuple[TlsListener, concurrent.futures.Future[None]]] = {}  # and its start
+        self._tasks: set[concurrent.futures.Future[None]] = set()
         self._loop = asyncio.get_running_loop()
         listener.choose = self._choose
+        book.watch(self._changed)
 
-    def add(
-        self,
-        kind: str,
-        *,
-        certificate: str | None = None,
-        count: int | None = 1,
-        dedicated: bool = False,
-        fault_id: str | None = None,
-        on_fire: Callable[[TlsFault], None] | None = None,
-    ) -> TlsFault:
-        """Serve a fault certificate (from any thread). Raises ConfigError for an unknown kind or
-        certificate, or a count below 1."""
-        if kind == TLS_MAX_RECORDS:
-            certificate, coalesce = "huge", True
-        elif kind == TLS_CERTIFICATE:
-            if certificate not in FAULT_CERTIFICATES:
-                raise ConfigError(f"{TLS_CERTIFICATE} needs certificate= one of: {', '.join(FAULT_CERTIFICATES)}")
-            coalesce = False
-        else:
-            raise ConfigError(f"unknown TLS fault {kind!r}; one of: {', '.join(KINDS)}")
-        if count is not None and count < 1:
-            raise ConfigError("count must be at least 1 (or None: until removed)")
-        assert certificate is not None
-        served = Served(self._context(certificate), certificate=certificate, coalesce=coalesce)
-        fault = TlsFault(fault_id or f"tls-{next(_ids)}", kind, certificate, None if dedicated else count, served, on_fire=on_fire)
-        if dedicated:
-            fault.listener = self.listener.sibling(name=f"{self.listener.name} ({fault.id}: {certificate})", context=served.context)
-            fault.listener.choose = lambda: self._fire(fault)
-            fault.port = fault.listener.bind()
-            self._spawn(fault.listener.start())
-            log.info("TLS fault %s: serving the %s certificate on %s:%s", fault.id, certificate, fault.host, fault.port)
-        self._faults[fault.id] = fault
-        return fault
-
-    def list(self) -> list[TlsFault]:
-        return list(self._faults.values())
-
-    def remove(self, fault_id: str) -> bool:
-        fault = self._faults.pop(fault_id, None)
-        if fault is None:
-            return False
-        if fault.listener is not None:
-            fault.listener.stop_accepting()
-            self._spawn(fault.listener.stop())
-        return True
-
-    def clear(self) -> None:
-        for fault_id in list(self._faults):
-            self.remove(fault_id)
+    def listener_of(self, fault_id: str) -> TlsListener | None:
+        """The dedicated listener serving a fault, if it has one."""
+        entry = self._dedicated.get(fault_id)
+        return entry[0] if entry is not None else None
 
     async def stop(self) -> None:
-        """Remove every fault and wait for the dedicated listeners to close."""
-        self.clear()
+        """Stop the dedicated listeners (the faults stay in the book) and stop watching it."""
+        self.book.unwatch(self._changed)
+        for fault_id in list(self._dedicated):
+            self._stop_dedicated(fault_id)
         if self._tasks:
-            await asyncio.wait(list(self._tasks))
+            await asyncio.gather(*(asyncio.wrap_future(task) for task in list(self._tasks)), return_exceptions=True)
 
     # ---- per accepted connection ---------------------------------------------------------
 
     def _choose(self) -> Served | None:
-        for fault in list(self._faults.values()):  # add() may run on another thread
-            if fault.listener is None:
-                if fault.count is not None:
-                    fault.count -= 1
-                    if fault.count <= 0:
-                        del self._faults[fault.id]
-                return self._fire(fault)
-        return None
+        if not self.book.armed:
+            return None
+        fault = self.book.take(TLS, None, None)
+        return self._served(fault) if fault is not None else None
 
-    def _fire(self, fault: TlsFault) -> Served:
-        fault.fired += 1
-        if fault.on_fire is not None:
-            try:
-                fault.on_fire(fault)
-            except Exception:
-                log.exception("TLS fault %s: error in its on_fire callback", fault.id)
-        return fault.served
+    def _served(self, fault: Fault) -> Served:
+        certificate = "huge" if fault.kind == TLS_MAX_RECORDS else str(fault.params["certificate"])
+        return Served(self._context(certificate), certificate=certificate, coalesce=fault.kind == TLS_MAX_RECORDS, fault=fault)
 
     def _context(self, certificate: str) -> ServerContext:
         if certificate not in self._contexts:
@@ -162,14 +122,57 @@ class TlsFaults:
             self._contexts[certificate] = server_context(chain.chain_pem, chain.key_pem, alpn=base.alpn, minimum=minimum, maximum=maximum)
         return self._contexts[certificate]
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+    # ---- faults with a port of their own -------------------------------------------------
+
+    def _changed(self, event: str, fault: Fault) -> None:
+        if fault.kind not in (TLS_CERTIFICATE, TLS_MAX_RECORDS):
+            return
+        if event == "removed":
+            self._stop_dedicated(fault.id)
+            return
+        if fault.point == TLS and fault.device_id is not None:
+            raise FaultError(
+                f"{fault.kind} on the shared device endpoint fires at the TLS handshake, before the device says who it "
+                'is: leave out the device, or give it a port of its own (params {"port": "dedicated"})'
+            )
+        if fault.point == TLS_DEDICATED:
+            self._start_dedicated(fault)
+
+    def _start_dedicated(self, fault: Fault) -> None:
+        served = self._served(fault)
+        listener = self.listener.sibling(name=f"{self.listener.name} (fault {fault.id}: {served.certificate})", context=served.context)
+
+        def choose() -> Served:
+            fault.fired += 1
+            return served
+
+        listener.choose = choose
         try:
-            on_loop = asyncio.get_running_loop() is self._loop
-        except RuntimeError:
-            on_loop = False
-        if on_loop:
-            task: asyncio.Future[None] = self._loop.create_task(coro)
-        else:
-            task = asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self._loop), loop=self._loop)
+            port = listener.bind()
+        except OSError as exc:
+            raise FaultError(f"cannot listen for fault {fault.id} on {listener.host}: {exc.strerror or exc}") from None
+        fault.count = None  # served until removed (or its duration ends)
+        fault.listen = (listener.host, port)
+        self._dedicated[fault.id] = (listener, self._spawn(listener.start()))
+        if fault.duration is not None:
+            self._loop.call_soon_threadsafe(self._loop.call_later, fault.duration, self.book.remove, fault.id)
+        log.info("fault %s: serving the %s certificate on %s:%s", fault.id, served.certificate, listener.host, port)
+
+    def _stop_dedicated(self, fault_id: str) -> None:
+        entry = self._dedicated.pop(fault_id, None)
+        if entry is None:
+            return
+        listener, started = entry
+
+        async def close() -> None:
+            await asyncio.wrap_future(started)  # a start still under way first
+            await listener.stop()
+
+        self._spawn(close())
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> concurrent.futures.Future[None]:
+        """Run `coro` on the emulator's loop, whichever thread changed the book; in order."""
+        task = asyncio.run_coroutine_threadsafe(coro, self._loop)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task

@@ -13,6 +13,7 @@ import logging
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from .connection import TlsConnection
 from .context import ServerContext
@@ -33,6 +34,7 @@ class Served:
     context: ServerContext
     certificate: str | None = None  # the fault certificate's name, for the handshake outcome
     coalesce: bool = False  # answers packed into records of up to 16 KB (`tls-max-records`)
+    fault: Any = None  # the FaultBook's fault that chose this, for the trace (`TlsConnection.fault`)
 
 
 # Picks, for each accepted connection, what it is served; None: the listener's own settings.
@@ -147,6 +149,7 @@ class TlsListener:
             flush_timeout=self._flush_timeout,
             certificate=served.certificate,
             coalesce=served.coalesce,
+            fault=served.fault,
         )
 
     # ---- who is connected ---------------------------------------------------------------

@@ -65,11 +65,13 @@ class ServerProtocol(asyncio.Protocol):
         flush_timeout: float,
         certificate: str | None = None,
         coalesce: bool = False,
+        fault: Any = None,
     ) -> None:
         self._owner = owner
         self._context = context
         self._certificate = certificate
         self._coalesce = coalesce
+        self._fault = fault
         self._pending = bytearray()  # coalesced writes not yet handed to OpenSSL
         self._sni: list[str] = []  # the server name the client asked for, filled in the handshake
         self._reported = False  # the handshake's outcome went to the owner
@@ -98,6 +100,7 @@ class ServerProtocol(asyncio.Protocol):
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn = TlsConnection(self, _address(transport.get_extra_info("peername")), _address(transport.get_extra_info("sockname")))
+        conn.fault = self._fault
         self.connection = conn
         self._owner.accepted(conn)
         if self._context is None:

@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 
 from azure_iot_harness.emulator.app import Emulator, EmulatorThread
-from azure_iot_harness.emulator.tls import TlsConnection
 from azure_iot_harness.emulator.tls.outcome import HandshakeOutcome
-from tests.helpers import connect_packet, device_token, sas_device, wait_for
+from azure_iot_harness.emulator.trace import TraceEvent
+from azure_iot_harness.errors import FaultError
+from tests.helpers import connect_packet, device_token, https, sas_device, wait_for
 
 # The certificates a verifying client must refuse, and the alert OpenSSL's client sends for each.
 REFUSED = {
@@ -30,19 +31,26 @@ OPENSSL = shutil.which("openssl")
 
 
 class Recorder:
-    """Every handshake outcome of the emulator's device endpoint, in order."""
+    """The "TLS" events of the emulator's packet trace, in order, as handshake outcomes."""
 
     def __init__(self, emu: Emulator) -> None:
-        self.outcomes: list[HandshakeOutcome] = []
-        emu.mqtt.listener.observers.append(self._seen)
+        self.emu = emu
 
-    def _seen(self, conn: TlsConnection, outcome: HandshakeOutcome) -> None:
-        self.outcomes.append(outcome)
+    def events(self) -> list[TraceEvent]:
+        return [e for e in self.emu.trace.events() if e.type == "TLS"]
 
     def next(self, count: int) -> HandshakeOutcome:
         """The `count`-th outcome (1-based), once it is there."""
-        wait_for(lambda: len(self.outcomes) >= count)
-        return self.outcomes[count - 1]
+        events = wait_for(lambda: (found := self.events()) and len(found) >= count and found)
+        event = events[count - 1]
+        assert event.tls is not None
+        return HandshakeOutcome(**event.tls, reason=event.reason)
+
+    def fault_before(self, count: int) -> str | None:
+        """The FAULT event's reason on the `count`-th TLS event's connection, if any."""
+        conn = self.events()[count - 1].conn
+        faults = [e.reason for e in self.emu.trace.events(conn=conn) if e.type == "FAULT"]
+        return faults[0] if faults else None
 
 
 @pytest.fixture
@@ -71,7 +79,7 @@ def _s_client(emu: Emulator, cafile: Path, *, verify: bool = True) -> subprocess
 @pytest.mark.parametrize("certificate", sorted(REFUSED))
 def test_python_ssl_refuses_each_bad_certificate(emu, certificate):
     seen = Recorder(emu)
-    fault = emu.tls_faults.add("tls-certificate", certificate=certificate, count=2)
+    fault = emu.faults.add("tls-certificate", certificate=certificate, count=2)
     for _ in range(2):
         with pytest.raises(ssl.SSLCertVerificationError):
             _python(emu, emu.ca_file)
@@ -80,21 +88,22 @@ def test_python_ssl_refuses_each_bad_certificate(emu, certificate):
         outcome = seen.next(i)
         assert (outcome.outcome, outcome.alert, outcome.server_cert, outcome.sni) == ("alert", REFUSED[certificate], certificate, "localhost")
     assert seen.next(3).outcome == "completed" and seen.next(3).server_cert is None
-    assert fault.fired == 2 and emu.tls_faults.list() == []
+    assert fault.fired == 2 and emu.faults.list() == []
+    assert seen.fault_before(1) == f"tls-certificate ({fault.id})" and seen.fault_before(3) is None
 
 
 @pytest.mark.skipif(OPENSSL is None, reason="the openssl command is not installed")
 @pytest.mark.parametrize("certificate", sorted(REFUSED))
 def test_openssl_s_client_refuses_each_bad_certificate(emu, certificate):
     seen = Recorder(emu)
-    emu.tls_faults.add("tls-certificate", certificate=certificate)
+    emu.faults.add("tls-certificate", certificate=certificate)
     refused = _s_client(emu, emu.ca_file)
     assert refused.returncode != 0, refused.stdout
     assert "verify error" in refused.stderr + refused.stdout
     assert (seen.next(1).outcome, seen.next(1).alert) == ("alert", REFUSED[certificate])
     # The same client told not to stop at the verdict completes the handshake, and the trace
     # shows it accepted the bad certificate: the check would catch such a device.
-    emu.tls_faults.add("tls-certificate", certificate=certificate)
+    emu.faults.add("tls-certificate", certificate=certificate)
     lenient = _s_client(emu, emu.ca_file, verify=False)
     assert lenient.returncode == 0, lenient.stderr
     assert (seen.next(2).outcome, seen.next(2).server_cert) == ("completed", certificate)
@@ -107,7 +116,7 @@ def test_clients_that_trust_both_roots_accept_the_rotated_one(emu):
     assert bundle.read_bytes() == b"".join(emu.server_roots())
     assert emu.info()["caBundleFile"] == str(bundle)
     assert emu.server_roots()[0] == emu.ca_file.read_bytes()
-    emu.tls_faults.add("tls-certificate", certificate="rotated-root", count=2)
+    emu.faults.add("tls-certificate", certificate="rotated-root", count=2)
     assert _python(emu, bundle) == "TLSv1.2"
     result = _s_client(emu, bundle)
     assert result.returncode == 0 and "Verify return code: 0 (ok)" in result.stdout, result.stdout + result.stderr
@@ -118,7 +127,7 @@ def test_clients_that_trust_both_roots_accept_the_rotated_one(emu):
 @pytest.mark.skipif(OPENSSL is None, reason="the openssl command is not installed")
 def test_the_huge_chain_is_sent_whole_and_accepted(emu):
     seen = Recorder(emu)
-    emu.tls_faults.add("tls-certificate", certificate="huge", count=2)
+    emu.faults.add("tls-certificate", certificate="huge", count=2)
     assert _python(emu, emu.ca_file) == "TLSv1.2"
     result = _s_client(emu, emu.ca_file)
     assert result.returncode == 0 and "Verify return code: 0 (ok)" in result.stdout
@@ -128,7 +137,7 @@ def test_the_huge_chain_is_sent_whole_and_accepted(emu):
 
 def test_paho_refuses_an_expired_certificate(emu):
     seen = Recorder(emu)
-    emu.tls_faults.add("tls-certificate", certificate="expired")
+    emu.faults.add("tls-certificate", certificate="expired")
     device = sas_device(emu)
     try:
         with pytest.raises(ssl.SSLCertVerificationError):
@@ -146,20 +155,25 @@ def test_paho_refuses_an_expired_certificate(emu):
 
 def test_a_dedicated_port_serves_the_fault_until_it_is_removed(emu):
     seen = Recorder(emu)
-    fault = emu.tls_faults.add("tls-certificate", certificate="not-yet-valid", dedicated=True)
-    doc = fault.to_json()
+    status, _, doc = https(
+        emu, "POST", "/_emulator/faults", {"kind": "tls-certificate", "deviceId": "device1", "params": {"certificate": "not-yet-valid", "port": "dedicated"}}
+    )
+    assert status == 201, doc
     assert doc["host"] == emu.config.bind and isinstance(doc["port"], int) and doc["port"] != emu.mqtt_port
+    assert doc["count"] is None  # served until removed
+    fault = emu.faults.get(doc["id"])
+    assert fault is not None
     for _ in range(2):
         with pytest.raises(ssl.SSLCertVerificationError):
-            _python(emu, emu.ca_file, port=fault.port)
+            _python(emu, emu.ca_file, port=doc["port"])
     assert _python(emu, emu.ca_file) == "TLSv1.2"  # the device endpoint itself is untouched
     assert [o.server_cert for o in (seen.next(1), seen.next(2), seen.next(3))] == ["not-yet-valid", "not-yet-valid", None]
-    assert fault.fired == 2
-    assert emu.tls_faults.remove(fault.id)
+    assert fault.fired == 2 and https(emu, "GET", "/_emulator/faults")[2][0]["fired"] == 2
+    assert https(emu, "DELETE", f"/_emulator/faults/{fault.id}")[0] == 204
 
     def refused() -> bool:
         try:
-            socket.create_connection((emu.config.bind, fault.port), timeout=2).close()
+            socket.create_connection((emu.config.bind, doc["port"]), timeout=2).close()
         except ConnectionRefusedError:
             return True
         return False
@@ -200,7 +214,7 @@ def _records(data: bytes) -> list[tuple[int, int]]:
 def test_max_records_sends_the_handshake_in_16_kb_records_and_the_client_completes_it(emu):
     """A Python client over memory BIOs, reading what the server sends as records."""
     seen = Recorder(emu)
-    emu.tls_faults.add("tls-max-records")
+    emu.faults.add("tls-max-records")
     ctx = ssl.create_default_context(cafile=str(emu.ca_file))
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
     tls = ctx.wrap_bio(incoming, outgoing, server_hostname="localhost")
@@ -237,12 +251,22 @@ def test_max_records_sends_the_handshake_in_16_kb_records_and_the_client_complet
     assert (seen.next(1).outcome, seen.next(1).server_cert) == ("completed", "huge")
 
 
-def test_unknown_kinds_and_certificates_are_refused(emu):
-    from azure_iot_harness.errors import ConfigError
+def test_bad_tls_faults_are_refused(emu):
+    with pytest.raises(FaultError, match="certificate must be one of"):
+        emu.faults.add("tls-certificate", certificate="self-signed")
+    with pytest.raises(FaultError, match="needs the parameter certificate"):
+        emu.faults.add("tls-certificate")
+    with pytest.raises(FaultError, match="port must be one of"):
+        emu.faults.add("tls-max-records", port="8884")
+    # The handshake comes before the CONNECT: the shared endpoint cannot tell devices apart.
+    with pytest.raises(FaultError, match="port of its own"):
+        emu.faults.add("tls-certificate", certificate="expired", device_id="device1")
+    assert emu.faults.list() == []
+    status, _, answer = https(emu, "POST", "/_emulator/faults", {"kind": "tls-certificate", "params": {"certificate": "nope"}})
+    assert status == 400, answer
 
-    with pytest.raises(ConfigError, match="certificate= one of"):
-        emu.tls_faults.add("tls-certificate", certificate="self-signed")
-    with pytest.raises(ConfigError, match="unknown TLS fault"):
-        emu.tls_faults.add("tls-nonsense")
-    with pytest.raises(ConfigError, match="at least 1"):
-        emu.tls_faults.add("tls-certificate", certificate="expired", count=0)
+
+def test_a_dedicated_fault_ends_with_its_duration(emu):
+    fault = emu.faults.add("tls-certificate", certificate="expired", port="dedicated", duration=0.5)
+    assert fault.listen is not None
+    wait_for(lambda: emu.faults.list() == [] and emu.tls_faults.listener_of(fault.id) is None)
