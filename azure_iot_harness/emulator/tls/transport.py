@@ -118,14 +118,14 @@ class ServerProtocol(asyncio.Protocol):
             return
         if self.closing:
             return
-        if self._first:
-            self._first = False
-            plain = plaintext_outcome(data, server_cert=self._certificate)
-            if plain is not None:
-                self._report(plain)  # OpenSSL refuses the bytes next and the connection closes
         self._in.write(data)
         records, only_data = self._records.scan(data)
         if self._app is None:
+            if self._first:  # what a client sends first says whether it speaks TLS at all
+                self._first = False
+                plain = plaintext_outcome(data)
+                if plain is not None:
+                    self._report(plain)  # OpenSSL refuses the bytes next and the connection closes
             if self._handshake():
                 self._read_plaintext()  # what came with the client's Finished
             return
