@@ -235,8 +235,8 @@ class ServerProtocol(asyncio.Protocol):
         if self._certificate is None:
             level, why = explain(exc, self._owner.server_certificate, describe)
         else:  # a fault: refusing it is right, and the usual hints do not apply
-            level, why = explain(exc, None, describe)
-            why += f" (it was served the '{self._certificate}' fault certificate)"
+            why = explain(exc, None, describe)[1] + f" (it was served the '{self._certificate}' fault certificate)"
+            level = logging.INFO
         log.log(level, "%s %s: TLS handshake failed: %s", self._owner.name, self.connection.peer_name, why)
         self._flush()  # the alert, so the client learns why
         self.close()
