@@ -16,12 +16,11 @@ options are Python's defaults for a server context.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import ssl
 import tempfile
-import threading
-from collections.abc import Iterator, Sequence
+import weakref
+from collections.abc import Sequence
 from pathlib import Path
 
 from ...errors import ConfigError
@@ -76,20 +75,16 @@ def server_context(
     return ServerContext(ctx, alpn=tuple(alpn), versions=(minimum, maximum))
 
 
-_sni_sinks = threading.local()  # .names: where the running handshake's server name goes
+# The server name each handshake's client asked for (SNI), until its SSLObject is gone.
+_requested: weakref.WeakKeyDictionary[ssl.SSLObject, str] = weakref.WeakKeyDictionary()
 
 
 def remember_sni(obj: ssl.SSLObject, name: str | None, context: ssl.SSLContext) -> None:
-    """The server contexts' `sni_callback`: keeps the name for the handshake running on this thread."""
-    sink = getattr(_sni_sinks, "names", None)
-    if sink is not None and name:
-        sink.append(name)
+    """The server contexts' `sni_callback` (OpenSSL calls it inside the handshake)."""
+    if name:
+        _requested[obj] = name
 
 
-@contextlib.contextmanager
-def capture_sni(names: list[str]) -> Iterator[None]:
-    _sni_sinks.names = names
-    try:
-        yield
-    finally:
-        _sni_sinks.names = None
+def requested_name(obj: ssl.SSLObject) -> str | None:
+    """The server name the client asked for in its ClientHello, if any."""
+    return _requested.get(obj)

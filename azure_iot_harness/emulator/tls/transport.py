@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from . import openssl
 from .connection import TlsConnection
-from .context import ServerContext, capture_sni
+from .context import ServerContext, requested_name
 from .hints import ServerCertificate, client_alert, explain
 from .outcome import ALERT, CLOSED, COMPLETED, FAILED, HandshakeOutcome, plaintext_outcome
 
@@ -73,7 +73,6 @@ class ServerProtocol(asyncio.Protocol):
         self._coalesce = coalesce
         self._fault = fault
         self._pending = bytearray()  # coalesced writes not yet handed to OpenSSL
-        self._sni: list[str] = []  # the server name the client asked for, filled in the handshake
         self._reported = False  # the handshake's outcome went to the owner
         self._first = True  # no byte received yet
         self._handshake_timeout = handshake_timeout
@@ -198,7 +197,7 @@ class ServerProtocol(asyncio.Protocol):
         tls = self._tls
         assert tls is not None and self.connection is not None
         try:
-            with openssl.capture_chain(self._chain), capture_sni(self._sni):
+            with openssl.capture_chain(self._chain):
                 tls.do_handshake()
         except ssl.SSLWantReadError:
             self._flush()
@@ -253,7 +252,8 @@ class ServerProtocol(asyncio.Protocol):
         if self._reported or self.connection is None:
             return
         self._reported = True
-        outcome = dataclasses.replace(outcome, sni=self._sni[0] if self._sni else None, server_cert=self._certificate)
+        sni = requested_name(self._tls) if self._tls is not None else None
+        outcome = dataclasses.replace(outcome, sni=sni, server_cert=self._certificate)
         self.connection.handshake = outcome
         self._owner.handshake(self.connection, outcome)
 

@@ -145,8 +145,8 @@ def test_connections_are_found_by_peer_until_they_close(loop, ca):
         _call(loop, listener.stop())
 
 
-def test_the_client_chain_and_its_parsed_form(loop, ca, chain_files):
-    chains: list[tuple[bytes, ...]] = []
+def _chain_recorder(chains: list[tuple[bytes, ...]]) -> Callable[[TlsConnection], Awaitable[None]]:
+    """A handler that keeps each connection's peer_chain and answers b"ok"."""
 
     async def handler(conn: TlsConnection) -> None:
         chains.append(conn.peer_chain)
@@ -154,7 +154,12 @@ def test_the_client_chain_and_its_parsed_form(loop, ca, chain_files):
         conn.writer.write(b"ok")
         await conn.writer.drain()
 
-    listener = _listen(loop, ca, handler)
+    return handler
+
+
+def test_the_client_chain_and_its_parsed_form(loop, ca, chain_files):
+    chains: list[tuple[bytes, ...]] = []
+    listener = _listen(loop, ca, _chain_recorder(chains))
     try:
         ctx = ssl.create_default_context(cadata=ca.cert_pem.bytes().decode())
         ctx.load_cert_chain(str(chain_files.certfile), str(chain_files.keyfile))
@@ -265,13 +270,7 @@ def test_a_client_that_tries_to_resume_its_session_sends_its_whole_chain_again(l
     only the leaf of the first handshake: the server contexts resume nothing, so every connection's
     peer_chain is the full chain the client sent."""
     chains: list[tuple[bytes, ...]] = []
-
-    async def handler(conn: TlsConnection) -> None:
-        chains.append(conn.peer_chain)
-        conn.writer.write(b"ok")
-        await conn.writer.drain()
-
-    listener = _listen(loop, ca, handler)
+    listener = _listen(loop, ca, _chain_recorder(chains))
     try:
         ctx = ssl.create_default_context(cadata=ca.cert_pem.bytes().decode())
         ctx.load_cert_chain(str(chain_files.certfile), str(chain_files.keyfile))

@@ -14,15 +14,16 @@ def _tls_events(emu) -> list[dict]:
     return [e.tls for e in emu.trace.events() if e.type == "TLS"]
 
 
-def _client(emu) -> IoTHubDeviceClient:
+def _client(emu, monkeypatch, cafile, certificate: str) -> IoTHubDeviceClient:
+    """An SDK client trusting `cafile`, the emulator serving `certificate` for a minute."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(cafile))
+    emu.faults.add("tls-certificate", certificate=certificate, duration=60)
     return IoTHubDeviceClient.create_from_connection_string(emu.connection_string(device="device1"), connection_retry=False)
 
 
 def test_the_sdk_refuses_an_expired_server_certificate(standard_ports_emulator, monkeypatch):
     emu = standard_ports_emulator
-    monkeypatch.setenv("SSL_CERT_FILE", str(emu.ca_file))
-    emu.faults.add("tls-certificate", certificate="expired", duration=60)
-    client = _client(emu)
+    client = _client(emu, monkeypatch, emu.ca_file, "expired")
     try:
         with pytest.raises(ClientError, match="TLS"):
             client.connect()
@@ -34,9 +35,7 @@ def test_the_sdk_refuses_an_expired_server_certificate(standard_ports_emulator, 
 
 def test_the_sdk_follows_a_root_rotation_when_it_trusts_both_roots(standard_ports_emulator, monkeypatch):
     emu = standard_ports_emulator
-    monkeypatch.setenv("SSL_CERT_FILE", str(emu.ca_bundle_file))
-    emu.faults.add("tls-certificate", certificate="rotated-root", duration=60)
-    client = _client(emu)
+    client = _client(emu, monkeypatch, emu.ca_bundle_file, "rotated-root")
     try:
         client.connect()
         assert client.connected
