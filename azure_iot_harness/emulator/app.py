@@ -7,6 +7,7 @@ the store, the clock and what they need of each other; the HTTPS routes get smal
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 import os
@@ -27,7 +28,7 @@ from ..config import (
     HubSettings,
     Policy,
 )
-from ..errors import ConfigError, HarnessError
+from ..errors import ConfigError, FaultError, HarnessError
 from .clock import SYSTEM_CLOCK, Clock
 from .dps.context import DpsContext
 from .dps.dps import Dps
@@ -76,6 +77,8 @@ class Emulator:
             capture_payloads=cfg.trace_payloads,
         )
         self.faults = FaultBook()
+        self.faults.azure_properties = cfg.azure_fault_properties
+        self._other_hosts: dict[str, MqttListener] = {}  # add_hub_host's listeners
         self._register_fault_actions()
         self.front_door: FrontDoor
         self.mqtt: MqttListener
@@ -105,7 +108,7 @@ class Emulator:
         # The store; the services below add their tables to it before it opens.
         self.store = Store(None) if cfg.in_memory else Store(cfg.data_dir / "state.sqlite3", durability=cfg.durability)
         # IoT Hub: identity registry, twins, C2D queues, sessions, direct methods.
-        self.hub = Hub(HubSettings.of(cfg), self.store, self.clock, trusted_cas=[self.pki.device_ca_cert])
+        self.hub = Hub(HubSettings.of(cfg), self.store, self.clock, trusted_cas=[self.pki.device_ca_cert], faults=self.faults)
         self.registry = self.hub.registry
         # DPS, assigning devices to that hub through its registry and twins.
         self.dps = Dps(
@@ -116,6 +119,7 @@ class Emulator:
             twins=self.hub.twins,
             device_ca_pem=self.pki.device_ca_pem,
             hub_trusted_cas=[self.pki.device_ca_cert],
+            faults=self.faults,
         )
         # edgeHub (serve --edge), which knows the hub as a HubLink: its listener and registry.
         self.edge = (
@@ -231,6 +235,9 @@ class Emulator:
         if self.edge is not None:
             await self.edge.stop()
         await self.tls_faults.stop()
+        for listener in self._other_hosts.values():
+            await listener.stop()
+        self._other_hosts.clear()
         await self.mqtt.stop()
         await self.https.stop()
         await self.dps.stop()
@@ -261,8 +268,57 @@ class Emulator:
         async def resume_hub(fault: Fault) -> None:
             await self.resume_hub()
 
+        async def other_hub(fault: Fault) -> None:
+            await self.add_hub_host(fault.params["hostName"])
+
         self.faults.on_added("hub-suspend", suspend_hub)
         self.faults.on_added("hub-resume", resume_hub)
+        def upstream(suspend: bool) -> Any:
+            def act(fault: Fault) -> None:
+                if self.edge is None:
+                    raise FaultError(f"{fault.kind}: this emulator runs without an edge (serve --edge)")
+                if suspend:
+                    self.edge.upstream.suspend()
+                    if fault.duration is not None:
+                        asyncio.get_running_loop().call_later(fault.duration, self.edge.upstream.resume)
+                else:
+                    self.edge.upstream.resume()
+
+            return act
+
+        self.faults.on_added("dps-assign-hub", other_hub)
+        self.faults.on_added("edge-upstream-suspend", upstream(True))
+        self.faults.on_added("edge-upstream-resume", upstream(False))
+
+    async def add_hub_host(self, name: str) -> tuple[str, int] | None:
+        """Let devices reach the hub under another host name (DPS's "another hub" for a
+        dps-assign-hub fault). When the name is a loopback address other than the bind address,
+        the hub also listens there, on the same MQTT port, with a certificate for it; returns
+        that (address, port), else None (the name must then resolve to the bind address)."""
+        self.hub.host_aliases.add(name.lower())
+        try:
+            address = ipaddress.ip_address(name)
+        except ValueError:
+            return None
+        if not address.is_loopback or name == self.config.bind:
+            return None
+        listener = self._other_hosts.get(name)
+        if listener is None:
+            chain, key = self.pki.issue_server_chain([name])
+            listener = MqttListener(
+                host=name,
+                port=self.mqtt_port,
+                tls=server_context(chain, key),
+                router=self.front_door,
+                max_idle=self.config.max_idle_seconds,
+                connect_timeout=self.config.connect_timeout,
+                trace=self.trace,
+                faults=self.faults,
+            )
+            await _bind("MQTT", name, self.mqtt_port, listener.start)
+            self._other_hosts[name] = listener
+            log.info("the hub also answers as %s on mqtts://%s:%d", name, name, listener.port)
+        return name, listener.port
 
     async def __aenter__(self) -> Emulator:
         return await self.start()

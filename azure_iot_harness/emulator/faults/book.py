@@ -52,6 +52,7 @@ class FaultBook:
         self._watchers: list[Watcher] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self.armed = False
+        self.azure_properties = True  # honour AzIoTHub_FaultOperationType message properties
         self.applied: dict[str, concurrent.futures.Future[None]] = {}  # faults that act when added
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -59,7 +60,9 @@ class FaultBook:
         self._loop = loop
 
     def on_added(self, kind: str, action: Action) -> None:
-        """What a kind that acts when added does (hub-suspend: stop the MQTT listener)."""
+        """What a kind does when a fault of it is added: the whole act for kinds that act at once
+        (hub-suspend: stop the MQTT listener), a preparation for others (dps-assign-hub: listen
+        under the other host name)."""
         self._actions[kind] = action
 
     def watch(self, watcher: Watcher) -> None:
@@ -129,6 +132,8 @@ class FaultBook:
             except FaultError:
                 self.remove(fault.id)
                 raise
+            if kind in self._actions:  # what must be ready before it fires (dps-assign-hub's host)
+                self._act_now(fault)
         log.info("fault %s added: %s", fault.id, _describe(fault))
         return fault
 
@@ -243,7 +248,8 @@ class FaultBook:
         action = self._actions.get(fault.kind)
         if action is None:
             raise FaultError(f"fault {fault.kind} cannot act in this emulator (no edge?)")
-        fault.fired = 1
+        if fault.point == kinds.NOW:
+            fault.fired = 1
         return action(fault)
 
 

@@ -102,6 +102,11 @@ class MqttConnection:
         self._withhold_puback = False  # set by a withhold-puback fault for the PUBLISH being handled
 
     @property
+    def faults(self) -> FaultBook | None:
+        """The faults a test asked for (sessions apply the ones of their topics)."""
+        return self._faults
+
+    @property
     def peer_cert(self) -> bytes | None:
         """The client's own certificate (DER), or None."""
         return self.peer_chain[0] if self.peer_chain else None
