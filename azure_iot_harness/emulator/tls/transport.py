@@ -320,6 +320,8 @@ class ServerProtocol(asyncio.Protocol):
         tcp.write(self._out.read())
 
     def write_coalesced(self, data: bytes | bytearray | memoryview) -> None:
+        """`write`, deferred to the end of this loop turn so that what is written in one turn
+        goes out in as few (as large) records as OpenSSL can make."""
         if not self._pending:
             self._loop.call_soon(self._write_pending)
         self._pending += data
