@@ -8,8 +8,9 @@ Two fault kinds, registered in the FaultBook's kinds (so HTTP, Python and the CL
   device endpoint (or every one for `duration` seconds) get that certificate instead of the
   normal one. A TLS handshake comes before the client says who it is, so such a fault applies
   to whoever connects next and cannot name a device;
-- `tls-max-records`: the huge chain (its Certificate message fills 16 KB records), and what the
-  connection sends afterwards packed per loop turn into records of up to 16 KB.
+- `tls-max-records`: a handshake in maximum-size records — the huge chain, whose Certificate
+  message fills a whole 16 KB record. (Answers need nothing more: the MQTT layer hands what one
+  loop turn produces to OpenSSL in one write, which it cuts into records of up to 16 KB.)
 
 With param `port="dedicated"` (a device may be named) the fault gets a listener of its own on
 the endpoint's host and an ephemeral port, with the same handler (MQTT for hub and DPS), and
@@ -111,7 +112,7 @@ class TlsFaults:
 
     def _served(self, fault: Fault) -> Served:
         certificate = "huge" if fault.kind == TLS_MAX_RECORDS else str(fault.params["certificate"])
-        return Served(self._context(certificate), certificate=certificate, coalesce=fault.kind == TLS_MAX_RECORDS, fault=fault)
+        return Served(self._context(certificate), certificate=certificate, fault=fault)
 
     def _context(self, certificate: str) -> ServerContext:
         if certificate not in self._contexts:

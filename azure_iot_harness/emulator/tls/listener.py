@@ -33,7 +33,6 @@ class Served:
 
     context: ServerContext
     certificate: str | None = None  # the fault certificate's name, for the handshake outcome
-    coalesce: bool = False  # answers packed into records of up to 16 KB (`tls-max-records`)
     fault: Any = None  # the FaultBook's fault that chose this, for the trace (`TlsConnection.fault`)
 
 
@@ -148,7 +147,6 @@ class TlsListener:
             handshake_timeout=self._handshake_timeout,
             flush_timeout=self._flush_timeout,
             certificate=served.certificate,
-            coalesce=served.coalesce,
             fault=served.fault,
         )
 

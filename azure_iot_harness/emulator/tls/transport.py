@@ -18,7 +18,6 @@ import logging
 import socket
 import ssl
 import struct
-from collections.abc import Callable
 from typing import Any, Protocol
 
 from . import openssl
@@ -51,9 +50,8 @@ class Owner(Protocol):
 class ServerProtocol(asyncio.Protocol):
     """One accepted socket: the TLS handshake (unless `context` is None), then the streams.
 
-    `certificate` names the fault certificate `context` presents (None: the normal one), for
-    the handshake's outcome; `coalesce` sends what the application writes in one loop turn as
-    one write, so OpenSSL packs it into records of up to 16 KB (the `tls-max-records` fault).
+    `certificate` names the fault certificate `context` presents (None: the normal one), and
+    `fault` the fault that chose it, for the handshake's outcome and the trace.
     """
 
     def __init__(
@@ -64,15 +62,12 @@ class ServerProtocol(asyncio.Protocol):
         handshake_timeout: float,
         flush_timeout: float,
         certificate: str | None = None,
-        coalesce: bool = False,
         fault: Any = None,
     ) -> None:
         self._owner = owner
         self._context = context
         self._certificate = certificate
-        self._coalesce = coalesce
         self._fault = fault
-        self._pending = bytearray()  # coalesced writes not yet handed to OpenSSL
         self._reported = False  # the handshake's outcome went to the owner
         self._first = True  # no byte received yet
         self._handshake_timeout = handshake_timeout
@@ -264,7 +259,7 @@ class ServerProtocol(asyncio.Protocol):
         assert conn is not None
         reader = asyncio.StreamReader(limit=_STREAM_LIMIT, loop=self._loop)
         app = asyncio.StreamReaderProtocol(reader, loop=self._loop)
-        transport = AppTransport(self, self.write_coalesced if self._coalesce else self.write)
+        transport = AppTransport(self)
         app.connection_made(transport)
         conn.reader = reader
         conn.writer = asyncio.StreamWriter(transport, app, reader, self._loop)
@@ -319,17 +314,6 @@ class ServerProtocol(asyncio.Protocol):
             return
         tcp.write(self._out.read())
 
-    def write_coalesced(self, data: bytes | bytearray | memoryview) -> None:
-        """`write`, deferred to the end of this loop turn so that what is written in one turn
-        goes out in as few (as large) records as OpenSSL can make."""
-        if not self._pending:
-            self._loop.call_soon(self._write_pending)
-        self._pending += data
-
-    def _write_pending(self) -> None:
-        data, self._pending = bytes(self._pending), bytearray()
-        self.write(data)
-
     def _flush(self) -> None:
         """Hand what OpenSSL has to send to the socket."""
         if self._out.pending and self._tcp is not None:
@@ -338,8 +322,6 @@ class ServerProtocol(asyncio.Protocol):
     def close(self) -> None:
         if self.closing or self.closed:
             return
-        if self._pending:
-            self._write_pending()
         self.closing = True
         tls, tcp = self._tls, self._tcp
         assert tcp is not None
@@ -432,18 +414,18 @@ class RecordScanner:
 class AppTransport(asyncio.Transport):
     """The transport the application's protocol writes to: plaintext in, TLS records out."""
 
-    def __init__(self, protocol: ServerProtocol, write: Callable[[bytes | bytearray | memoryview], None]) -> None:
+    def __init__(self, protocol: ServerProtocol) -> None:
         super().__init__()
         self._protocol = protocol
         assert protocol._tcp is not None
         self._tcp = protocol._tcp
-        self.write = write  # type: ignore[method-assign, assignment]  # the hot path: one call less (the plain or the coalescing write)
+        self.write = protocol.write  # type: ignore[method-assign]  # the hot path: one call less
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self._protocol.write(data)
 
     def writelines(self, list_of_data: Any) -> None:
-        self.write(b"".join(list_of_data))
+        self._protocol.write(b"".join(list_of_data))
 
     def can_write_eof(self) -> bool:
         return self._protocol._tls is None and self._tcp.can_write_eof()

@@ -211,10 +211,13 @@ def _records(data: bytes) -> list[tuple[int, int]]:
     return out
 
 
-def test_max_records_sends_the_handshake_in_16_kb_records_and_the_client_completes_it(emu):
-    """A Python client over memory BIOs, reading what the server sends as records."""
+@pytest.mark.parametrize("fault", [True, False])
+def test_max_records_sends_the_handshake_in_16_kb_records(emu, fault):
+    """A Python client over memory BIOs, reading what the server sends as records. Without the
+    fault (the control) the handshake's records are small."""
     seen = Recorder(emu)
-    emu.faults.add("tls-max-records")
+    if fault:
+        emu.faults.add("tls-max-records")
     ctx = ssl.create_default_context(cafile=str(emu.ca_file))
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
     tls = ctx.wrap_bio(incoming, outgoing, server_hostname="localhost")
@@ -239,16 +242,30 @@ def test_max_records_sends_the_handshake_in_16_kb_records_and_the_client_complet
         raw.sendall(outgoing.read())
         tls.write(connect_packet("device1", f"{emu.host}/device1/?api-version=2021-04-12", device_token(emu, "device1")))
         raw.sendall(outgoing.read())
-        answer = b""
-        while len(answer) < 4:
-            try:
-                answer += tls.read(4 - len(answer))
-            except ssl.SSLWantReadError:
-                pump()
-    assert answer == b"\x20\x02\x00\x00"  # CONNACK accepted
-    handshake = [length for kind, length in _records(received) if kind == 22]
-    assert 16384 in handshake, handshake
-    assert (seen.next(1).outcome, seen.next(1).server_cert) == ("completed", "huge")
+        handshake = [length for kind, length in _records(received) if kind == 22]
+
+        def read(n: int) -> bytes:
+            answer = b""
+            while len(answer) < n:
+                try:
+                    answer += tls.read(n - len(answer))
+                except ssl.SSLWantReadError:
+                    pump()
+            return answer
+
+        assert read(4) == b"\x20\x02\x00\x00"  # CONNACK accepted
+        received = b""
+        tls.write(b"\xc0\x00" * 50)  # 50 PINGREQs in one record
+        raw.sendall(outgoing.read())
+        assert read(100) == b"\xd0\x00" * 50
+    answers = [length for kind, length in _records(received) if kind == 23]
+    assert len(answers) < 50, answers  # what one loop turn answers goes out in one write
+    if fault:
+        assert 16384 in handshake, handshake
+        assert (seen.next(1).outcome, seen.next(1).server_cert) == ("completed", "huge")
+    else:
+        assert max(handshake) < 4096, handshake
+        assert (seen.next(1).outcome, seen.next(1).server_cert) == ("completed", None)
 
 
 def test_bad_tls_faults_are_refused(emu):
@@ -270,3 +287,14 @@ def test_a_dedicated_fault_ends_with_its_duration(emu):
     fault = emu.faults.add("tls-certificate", certificate="expired", port="dedicated", duration=0.5)
     assert fault.listen is not None
     wait_for(lambda: emu.faults.list() == [] and emu.tls_faults.listener_of(fault.id) is None)
+
+
+def test_a_data_folder_keeps_the_rotated_root_and_writes_the_bundle(tmp_path):
+    roots = []
+    for _ in range(2):  # a restart keeps both roots, so devices given the bundle keep trusting it
+        with EmulatorThread(data_dir=tmp_path, mqtt_port=0, https_port=0) as emu:
+            assert emu.ca_bundle_file == tmp_path / "pki" / "ca-bundle.pem"
+            assert emu.ca_bundle_file.read_bytes() == b"".join(emu.server_roots())
+            assert (tmp_path / "pki" / "ca-rotated.pem").read_bytes() == emu.server_roots()[1]
+            roots.append(emu.server_roots())
+    assert roots[0] == roots[1] and roots[0][0] != roots[0][1]
