@@ -139,16 +139,9 @@ class TlsListener:
 
     def _protocol(self) -> ServerProtocol:
         served = self.choose() if self.choose is not None and self.context is not None else None
-        if served is None:
-            return ServerProtocol(self, self.context, handshake_timeout=self._handshake_timeout, flush_timeout=self._flush_timeout)
-        return ServerProtocol(
-            self,
-            served.context,
-            handshake_timeout=self._handshake_timeout,
-            flush_timeout=self._flush_timeout,
-            certificate=served.certificate,
-            fault=served.fault,
-        )
+        kw = {} if served is None else {"certificate": served.certificate, "fault": served.fault}
+        context = self.context if served is None else served.context
+        return ServerProtocol(self, context, handshake_timeout=self._handshake_timeout, flush_timeout=self._flush_timeout, **kw)
 
     # ---- who is connected ---------------------------------------------------------------
 
