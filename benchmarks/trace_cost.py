@@ -5,6 +5,10 @@ differences. `python -m benchmarks.trace_cost --messages N --trace on|off`; one 
 TLS client in one process, QoS 1, 100 messages in flight.
 
     valgrind --tool=callgrind --callgrind-out-file=/dev/null .venv/bin/python -m benchmarks.trace_cost --messages 1000 --trace on
+
+`--micro` records only what the trace records per telemetry message (the PUBLISH in, the
+PUBACK out) on a trace of its own, without an emulator: no start-up to subtract but the
+interpreter's, so two runs (`--messages 0` and `--messages N`) give its cost exactly.
 """
 
 from __future__ import annotations
@@ -58,12 +62,29 @@ async def run(messages: int, trace: bool) -> None:
         writer.close()
 
 
+def micro(messages: int) -> None:
+    from azure_iot_harness.emulator.mqtt import codec
+    from azure_iot_harness.emulator.trace import Trace
+
+    rec = Trace().open("hub", "127.0.0.1:1")
+    assert rec is not None
+    rec.identify("device1", None)
+    topic, payload, puback = "devices/device1/messages/events/", b"x" * 64, codec.encode_puback(1)
+    for _ in range(messages):
+        rec.packet_in(3, 2, 100, 1, topic, payload)
+        rec.packet_out(puback)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=1000)
     parser.add_argument("--trace", choices=["on", "off"], default="on")
+    parser.add_argument("--micro", action="store_true", help="the trace's own work per message only")
     args = parser.parse_args()
-    asyncio.run(run(args.messages, args.trace == "on"))
+    if args.micro:
+        micro(args.messages)
+    else:
+        asyncio.run(run(args.messages, args.trace == "on"))
 
 
 if __name__ == "__main__":
