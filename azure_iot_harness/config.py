@@ -63,6 +63,8 @@ WELL_KNOWN_MODULE_KEYS = (
     "Tj3Aqn/pdcwB/A/Mtf8liQE8o1Nd87CnLXd3xA29HnE=",
 )
 WELL_KNOWN_CA_DEVICE = "x509-device1"  # certificateAuthority: any cert from the device CA with CN = id
+# The name the development device CA is uploaded (verified) to the hub under.
+WELL_KNOWN_DEVICE_CA_NAME = "azure-iot-harness-device-ca"
 
 # The Device Provisioning Service's well-known development identities, linked to the emulator's hub.
 WELL_KNOWN_DPS_ID_SCOPE = "0ne00000001"
@@ -132,6 +134,10 @@ class Config:
     dps_assigning_polls: int = 1
     dps_retry_after: int = 3
     dps_registrations_per_minute: int = 0
+    # CA certificates uploaded as verified at start, to the hub and to DPS: `NAME=PATH` or `PATH`
+    # (named after the file). Comma-separated in the environment.
+    ca_certificates: list[str] = field(default_factory=list)
+    dps_ca_certificates: list[str] = field(default_factory=list)
     # IoT Edge (`serve --edge`): an edgeHub next to the hub, on 8883 of its own loopback address
     # by default, since the Python device SDK reaches a gateway on port 8883 only.
     edge: bool = False

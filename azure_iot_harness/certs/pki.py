@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ..errors import ConfigError
+from .chain import write_private as _write_private
 
 # Names every server certificate covers, so that loopback clients can check the host name.
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
@@ -289,9 +290,3 @@ def _device_cert(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
     return DeviceCert(common_name, cert_pem, key_pem)
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)

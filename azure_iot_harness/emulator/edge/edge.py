@@ -13,8 +13,6 @@ import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from cryptography import x509 as cx509
-
 from ...certs import DevPKI, EdgePKI
 from ...config import EdgeSettings, Policy
 from ...errors import ConfigError
@@ -24,6 +22,7 @@ from ..https_server import HttpsServer
 from ..hub.registry import Registry
 from ..mqtt.listener import MqttListener
 from ..protocol import sas
+from ..protocol.chains import Trust
 from ..protocol.messages import utc_now_iso
 from ..store import Store
 from ..tls import server_context
@@ -48,7 +47,7 @@ class HubLink:
     port: Callable[[], int]  # its MQTT port now (it changes when the listener restarts)
     registry: Registry
     policies: tuple[Policy, ...]
-    trusted_cas: tuple[cx509.Certificate, ...]  # CAs of certificateAuthority devices
+    trust: Callable[[], Trust]  # the hub's CA certificates, for certificateAuthority children
 
 
 class Edge:
@@ -130,7 +129,7 @@ class Edge:
             hub_host=link.host,
             registry=link.registry,
             policies=link.policies,
-            trusted_cas=list(link.trusted_cas),
+            trust=link.trust,
             queues=self.queues,
             upstream=self.upstream,
             twins=self.twins,
