@@ -37,6 +37,7 @@ from .frontdoor import FrontDoor
 from .https_server import ALPN, HttpsServer
 from .hub.hub import Hub
 from .hub.registry import Registry
+from .management_rest import ManagementContext
 from .mqtt.listener import MqttListener
 from .protocol import sas
 from .store import Store
@@ -178,6 +179,7 @@ class Emulator:
             max_idle_seconds=self.config.max_idle_seconds,
             connect_timeout=self.config.connect_timeout,
             ca_pem=self.pki.root_pem,
+            management=ManagementContext(self.config.hub_name, hub, self.hub.cas, self.dps, self.dps.cas),
         )
 
     async def reset(self) -> None:

@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from ..errors import ServiceError
-from . import azure_paths, emulator_api
+from . import azure_paths, emulator_api, management_rest
 from .dps import rest as dps_rest
 from .dps import service_rest as dps_service_rest
 from .dps.context import DpsContext
@@ -46,6 +46,7 @@ class WebContext:
     max_idle_seconds: float
     connect_timeout: float
     ca_pem: bytes  # the development root CA, served at /_emulator/ca.pem
+    management: management_rest.ManagementContext | None = None  # the certificate routes of the management plane
 
 
 def build_app(ctx: WebContext) -> HttpAnswers:
@@ -63,6 +64,7 @@ def build_app(ctx: WebContext) -> HttpAnswers:
         *twin_rest.routes(ctx.hub),
         *dps_service_rest.routes(ctx.dps),
         *dps_rest.routes(ctx.dps),
+        *(management_rest.routes(ctx.management) if ctx.management is not None else []),
         WebSocketRoute(mqtt_websocket.PATH, _MqttOverWebSocket(ctx)),
         Route("/{path:path}", _unrouted, methods=["GET", "PUT", "POST", "PATCH", "DELETE"]),
     ]
