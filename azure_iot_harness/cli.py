@@ -56,6 +56,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         edge_host=args.edge_host,
         edge_mqtt_port=args.edge_mqtt_port,
         edge_routes=args.edge_routes,
+        edge_ca_cert=args.edge_ca_cert,
+        edge_ca_key=args.edge_ca_key,
         host=args.host,
         host_names=args.host_name,
         bind=args.bind,
@@ -464,6 +466,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--edge-host", metavar="NAME", help="the gateway host name devices use (default: the edge address)")
     p.add_argument("--edge-mqtt-port", type=int, metavar="N", help="the edgeHub's MQTT port (default: 8883)")
     p.add_argument("--edge-routes", metavar="FILE", help="a JSON file of $edgeHub desired properties (routes)")
+    p.add_argument("--edge-ca-cert", metavar="FILE", help="an edge device CA of your own: its certificate chain (IoT Edge's edge_ca cert)")
+    p.add_argument("--edge-ca-key", metavar="FILE", help="with --edge-ca-cert: the edge CA's private key (IoT Edge's edge_ca pk)")
     p.add_argument("--log-level", metavar="LEVEL", help="debug, info, warning or error (default: info)")
     p.set_defaults(func=cmd_serve)
 

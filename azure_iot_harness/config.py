@@ -11,6 +11,7 @@ import dataclasses
 import json
 import os
 import tomllib
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,6 +148,11 @@ class Config:
     edge_device_id: str = WELL_KNOWN_EDGE_DEVICE
     edge_routes: str = ""  # a JSON file with $edgeHub desired properties; empty: FROM /* INTO $upstream
     edge_workload_port: int = 0
+    # An edge device CA of one's own, as IoT Edge's config.toml `[edge_ca]` takes it: `cert` (the
+    # CA's certificate followed by its chain) and `pk` (its key), paths or file:// URIs. Empty:
+    # the development edge CA.
+    edge_ca_cert: str = ""
+    edge_ca_key: str = ""
     log_level: str = "info"
 
     @property
@@ -252,6 +258,7 @@ class EdgeSettings:
     max_idle_seconds: float
     connect_timeout: float
     pki_folder: Path | None  # where the edge CA chain is kept; None: in memory
+    ca_files: tuple[Path, Path] | None = None  # an edge CA of one's own: its chain and key
 
     @classmethod
     def of(cls, config: Config) -> EdgeSettings:
@@ -266,7 +273,20 @@ class EdgeSettings:
             max_idle_seconds=config.max_idle_seconds,
             connect_timeout=config.connect_timeout,
             pki_folder=None if config.in_memory else config.data_dir / "pki",
+            ca_files=_edge_ca_files(config),
         )
+
+
+def _edge_ca_files(config: Config) -> tuple[Path, Path] | None:
+    if not config.edge_ca_cert and not config.edge_ca_key:
+        return None
+    if not (config.edge_ca_cert and config.edge_ca_key):
+        raise ConfigError("edge_ca_cert and edge_ca_key go together: the edge CA's certificate chain and its private key")
+
+    def path(value: str) -> Path:
+        return Path(urllib.parse.unquote(urllib.parse.urlparse(value).path) if value.startswith("file://") else value).expanduser()
+
+    return path(config.edge_ca_cert), path(config.edge_ca_key)
 
 
 def _read_routes(path: str) -> dict | None:

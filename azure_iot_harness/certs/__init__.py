@@ -1,5 +1,5 @@
 """Development PKI made with trustme: root CA, server certificates, device CA and device certificates."""
 
-from .pki import DeviceCert, DevPKI, EdgePKI, self_signed_cert, thumbprints
+from .pki import DeviceCert, DevPKI, EdgePKI, edge_pki_from_ca, self_signed_cert, thumbprints
 
-__all__ = ["DevPKI", "EdgePKI", "DeviceCert", "self_signed_cert", "thumbprints"]
+__all__ = ["DevPKI", "EdgePKI", "DeviceCert", "edge_pki_from_ca", "self_signed_cert", "thumbprints"]

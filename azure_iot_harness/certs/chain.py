@@ -9,7 +9,9 @@ convenience scripts' `-full-chain` files hold it.
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,11 +65,13 @@ def issue(
     basic_constraints: bool = True,
     key_usage: x509.KeyUsage | None | bool = True,
     client_auth: bool = True,
+    server_names: Sequence[str] = (),
 ) -> Issued:
     """A certificate for `common_name`, signed by `issuer` (self-signed without one). `ca`: a CA
     (basicConstraints CA:TRUE, keyUsage keyCertSign) or an end entity (CA:FALSE, keyUsage
     digitalSignature, extendedKeyUsage clientAuth). `basic_constraints=False` / `key_usage=False`
-    leave those extensions out; `key_usage` may also be a KeyUsage of one's own."""
+    leave those extensions out; `key_usage` may also be a KeyUsage of one's own. `server_names`:
+    a TLS server's host names and addresses (subjectAltName, extendedKeyUsage serverAuth)."""
     key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.UTC)
     not_before = not_before or now - dt.timedelta(hours=1)
@@ -89,7 +93,10 @@ def issue(
         key_usage = _CA_USAGE if ca else _DEVICE_USAGE
     if isinstance(key_usage, x509.KeyUsage):
         builder = builder.add_extension(key_usage, critical=True)
-    if not ca and client_auth:
+    if server_names:
+        builder = builder.add_extension(x509.SubjectAlternativeName([_general_name(n) for n in server_names]), critical=False)
+        builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+    elif not ca and client_auth:
         builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
     if issuer is not None:
         ski = issuer.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
@@ -107,6 +114,13 @@ def load(cert_pem: bytes, key_pem: bytes, password: bytes | None = None, parents
     if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
         raise ValueError("the private key is neither an EC nor an RSA key")
     return Issued(certs[0], key, tuple(certs[1:]) or parents)
+
+
+def _general_name(name: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return x509.DNSName(name)
 
 
 _CA_USAGE = x509.KeyUsage(
