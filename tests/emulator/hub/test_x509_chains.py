@@ -4,6 +4,7 @@ saying why."""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 
 import paho.mqtt.client as mqtt
@@ -176,3 +177,55 @@ def chains_sha1(der: bytes) -> str:
     from azure_iot_harness.certs import thumbprints
 
     return thumbprints(der)[0]
+
+
+NOW = dt.datetime.now(dt.UTC)
+
+
+def _dated(root, when):
+    if when == "expired":
+        return issue("Dated Intermediate", root, ca=True, not_before=NOW - dt.timedelta(days=20), not_after=NOW - dt.timedelta(days=10))
+    return issue("Dated Intermediate", root, ca=True, not_before=NOW + dt.timedelta(days=1), not_after=NOW + dt.timedelta(days=10))
+
+
+@pytest.mark.parametrize(
+    "case, expected",
+    [
+        ("expired intermediate", "intermediate CN=Dated Intermediate expired at"),
+        ("not-yet-valid intermediate", "intermediate CN=Dated Intermediate is not valid before"),
+        ("pathlen exceeded", "pathLenConstraint is exceeded"),
+    ],
+)
+def test_bad_chains_are_refused_with_the_reason(emulator_thread, emulator, own, tmp_path, caplog, case, expected):
+    emulator_thread.call(emulator.upload_ca("team-root", own.root.cert_pem, verified=True))
+    _ca_device(emulator_thread, emulator)
+    if case == "pathlen exceeded":
+        capped = issue("Capped Intermediate", own.root, ca=True, path_length=0)
+        below = issue("Second Intermediate", capped, ca=True)
+        dev = issue("chain-dev1", below, ca=False)
+    else:
+        dev = issue("chain-dev1", _dated(own.root, case.split()[0]), ca=False)
+    dev.write(tmp_path / "d.pem", tmp_path / "d.key", full_chain=True)
+    assert expected in _refused_because(caplog, emulator, "chain-dev1", str(tmp_path / "d.pem"), str(tmp_path / "d.key"))
+
+
+def test_chain_out_of_order_with_an_extra_certificate_is_built_around(emulator_thread, emulator, own, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="azure_iot_harness")
+    emulator_thread.call(emulator.upload_ca("team-root", own.root.cert_pem, verified=True))
+    _ca_device(emulator_thread, emulator)
+    dev = issue("chain-dev1", own.intermediate, ca=False)
+    stranger = issue("Stranger CA", ca=True)
+    (tmp_path / "d.pem").write_bytes(dev.cert_pem + own.root.cert_pem + stranger.cert_pem + own.intermediate.cert_pem)
+    (tmp_path / "d.key").write_bytes(dev.key_pem)
+    assert _connack(emulator, "chain-dev1", str(tmp_path / "d.pem"), str(tmp_path / "d.key")) == 0
+    notes = [m for m in caplog.messages if m.startswith("device chain-dev1:")]
+    assert any("out of order" in m for m in notes) and any("Stranger CA" in m for m in notes)
+
+
+def test_self_signed_leaf_with_a_chain_for_a_ca_device(emulator_thread, emulator, own, tmp_path, caplog):
+    emulator_thread.call(emulator.upload_ca("team-root", own.root.cert_pem, verified=True))
+    _ca_device(emulator_thread, emulator)
+    lone = issue("chain-dev1", ca=False)
+    (tmp_path / "d.pem").write_bytes(lone.cert_pem + own.intermediate.cert_pem + own.root.cert_pem)
+    (tmp_path / "d.key").write_bytes(lone.key_pem)
+    assert "no path from the client certificate CN=chain-dev1" in _refused_because(caplog, emulator, "chain-dev1", str(tmp_path / "d.pem"), str(tmp_path / "d.key"))
