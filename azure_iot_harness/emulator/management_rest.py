@@ -16,6 +16,7 @@ may be anything; the hub or DPS name must be the emulator's (the first label of 
 
 from __future__ import annotations
 
+import base64
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -50,9 +51,13 @@ class _Target:
     cas: CaCertificates
     parent_id: str
     resource_type: str
+    dps: bool
 
     def describe(self, record: dict, *, with_code: bool = False) -> dict:
-        return p.description(record, self.parent_id, self.resource_type, with_code=with_code)
+        out = p.description(record, self.parent_id, self.resource_type, with_code=with_code)
+        if self.dps:  # DPS's `certificate` is a byte array: base64 of the PEM text
+            out["properties"]["certificate"] = base64.b64encode(record["certificate"].encode()).decode()
+        return out
 
 
 @dataclass(frozen=True)
@@ -95,7 +100,8 @@ def routes(ctx: ManagementContext) -> list[BaseRoute]:
         if not isinstance(verified, bool):
             raise p.management_error(400, "InvalidCertificate", "properties.isVerified must be true or false")
         record = await cas.put(name, props.get("certificate"), verified=verified, if_match=request.headers.get("if-match"))
-        return JSONResponse(target.describe(record), status_code=201 if created else 200)
+        # IoT Hub answers 201 for a new certificate; DPS 200 (its management SDK takes nothing else).
+        return JSONResponse(target.describe(record), status_code=201 if created and not target.dps else 200)
 
     async def delete(request: Request, target: _Target) -> Response:
         await target.cas.delete(request.path_params["name"], request.headers.get("if-match"))
@@ -143,7 +149,7 @@ def _resolve(request: Request, ctx: ManagementContext) -> _Target:
     except ServiceError as exc:
         raise p.management_error(401, "AuthenticationFailed", exc.message) from None
     parent_id = _PARENT.format(sub=params["sub"], group=params["group"], kind=_KINDS[kind][0], resource=params["resource"])
-    return _Target(ctx.hub_cas if kind == "iothubs" else ctx.dps_cas, parent_id, _KINDS[kind][1])
+    return _Target(ctx.hub_cas if kind == "iothubs" else ctx.dps_cas, parent_id, _KINDS[kind][1], dps=kind != "iothubs")
 
 
 async def _json(request: Request) -> dict:
