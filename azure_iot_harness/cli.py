@@ -56,6 +56,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         edge_host=args.edge_host,
         edge_mqtt_port=args.edge_mqtt_port,
         edge_routes=args.edge_routes,
+        edge_ca_cert=args.edge_ca_cert,
+        edge_ca_key=args.edge_ca_key,
         host=args.host,
         host_names=args.host_name,
         bind=args.bind,
@@ -166,6 +168,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_ca(args: argparse.Namespace) -> int:
+    if getattr(args, "ca_verb", None):
+        return cmd_ca_verb(args)
     cfg = load_config(args)
     path = cfg.data_dir / "pki" / "ca.pem"
     if not path.exists():  # before the first serve: create the PKI serve will then load
@@ -173,6 +177,51 @@ def cmd_ca(args: argparse.Namespace) -> int:
 
         DevPKI.load_or_create(cfg.data_dir / "pki", [cfg.host, cfg.bind, *cfg.host_names])
     sys.stdout.write(path.read_text())
+    return 0
+
+
+def add_ca_verbs(parser: argparse.ArgumentParser, data: argparse.ArgumentParser) -> None:
+    """`ca upload|verification-code|verify|list|delete`: the CA certificates of the running
+    emulator's hub (or, with --dps, its DPS), through the management plane's routes."""
+    ca_verbs = parser.add_subparsers(dest="ca_verb", required=False, metavar="VERB")
+    where = argparse.ArgumentParser(add_help=False)
+    where.add_argument("--dps", action="store_true", help="the Device Provisioning Service's certificates, not the hub's")
+    p = ca_verbs.add_parser("upload", parents=[data, where], help="upload a CA certificate (unverified unless --verified)")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("file", metavar="FILE", help="the CA certificate, PEM")
+    p.add_argument("--verified", action="store_true", help="verified on upload (no proof of possession)")
+    p = ca_verbs.add_parser("verification-code", parents=[data, where], help="print a new verification code for proof of possession")
+    p.add_argument("name", metavar="NAME")
+    p = ca_verbs.add_parser("verify", parents=[data, where], help="verify a CA with a certificate it signed whose CN is the code")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("file", metavar="CERT_FILE", help="the verification certificate, PEM")
+    ca_verbs.add_parser("list", parents=[data, where], help="list the CA certificates as JSON")
+    p = ca_verbs.add_parser("delete", parents=[data, where], help="delete a CA certificate")
+    p.add_argument("name", metavar="NAME")
+
+
+def cmd_ca_verb(args: argparse.Namespace) -> int:
+    from .running.certificates import CaCertificatesApi, show
+
+    api = CaCertificatesApi(read_endpoints(load_config(args).data_dir), dps=args.dps)
+
+    def read(path: str) -> str:
+        try:
+            return Path(path).read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CommandError(f"cannot read {path}: {exc}") from None
+
+    if args.ca_verb == "upload":
+        print(show(api.upload(args.name, read(args.file), verified=args.verified)))
+    elif args.ca_verb == "verification-code":
+        print(api.verification_code(args.name))
+    elif args.ca_verb == "verify":
+        print(show(api.verify(args.name, read(args.file))))
+    elif args.ca_verb == "list":
+        print(show({"value": api.list()}))
+    else:
+        api.delete(args.name)
+        print(f"deleted {args.name}")
     return 0
 
 
@@ -315,6 +364,43 @@ def cmd_cert_issue(args: argparse.Namespace) -> int:
     return 0
 
 
+_CONVENIENCE_VERBS = {
+    "create-root-and-intermediate": (None, "a root CA and an intermediate (certs/, private/), as certGen.sh create_root_and_intermediate"),
+    "create-device-certificate": ("NAME", "a device certificate from the intermediate, with its full chain"),
+    "create-edge-device-ca-certificate": ("NAME", "an IoT Edge device CA from the intermediate, with its full chain"),
+    "create-verification-certificate": ("CODE", "a certificate from the root whose CN is a verification code"),
+}
+
+
+def add_convenience_verbs(cert_verbs: Any) -> None:
+    """`cert create-…`: the convenience scripts' (certGen.sh) files, names and roles."""
+    for verb, (arg, text) in _CONVENIENCE_VERBS.items():
+        p = cert_verbs.add_parser(verb, help=text, description=text + ". The files go under DIR/certs and DIR/private.")
+        if arg:
+            p.add_argument("name", metavar=arg)
+        p.add_argument("--out", default=".", metavar="DIR", help="the folder holding certs/ and private/ (default: .)")
+        p.set_defaults(func=cmd_cert_convenience, cert_verb=verb)
+
+
+def cmd_cert_convenience(args: argparse.Namespace) -> int:
+    from .certs.convenience import ConvenienceCerts
+
+    certs = ConvenienceCerts(args.out)
+    try:
+        if args.cert_verb == "create-root-and-intermediate":
+            root, intermediate, chain = certs.create_root_and_intermediate()
+            paths = [root.cert, root.key, intermediate.cert, intermediate.key, chain]
+        else:
+            make = getattr(certs, args.cert_verb.replace("-", "_"))
+            written = make(args.name)
+            paths = [p for p in (written.cert, written.full_chain, written.key) if p is not None]
+    except (OSError, ValueError, TypeError) as exc:
+        raise CommandError(str(exc)) from None
+    for path in paths:
+        print(path.resolve())
+    return 0
+
+
 # ---- monitor-events ----------------------------------------------------------------------------
 
 
@@ -436,14 +522,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--edge-host", metavar="NAME", help="the gateway host name devices use (default: the edge address)")
     p.add_argument("--edge-mqtt-port", type=int, metavar="N", help="the edgeHub's MQTT port (default: 8883)")
     p.add_argument("--edge-routes", metavar="FILE", help="a JSON file of $edgeHub desired properties (routes)")
+    p.add_argument("--edge-ca-cert", metavar="FILE", help="an edge device CA of your own: its certificate chain (IoT Edge's edge_ca cert)")
+    p.add_argument("--edge-ca-key", metavar="FILE", help="with --edge-ca-cert: the edge CA's private key (IoT Edge's edge_ca pk)")
     p.add_argument("--log-level", metavar="LEVEL", help="debug, info, warning or error (default: info)")
     p.set_defaults(func=cmd_serve)
 
     p = verbs.add_parser("info", parents=[data], help="print the running emulator's endpoints as one JSON object")
     p.set_defaults(func=cmd_info)
 
-    p = verbs.add_parser("ca", parents=[data], help="print the development root CA (PEM); creates it if needed")
+    p = verbs.add_parser(
+        "ca",
+        parents=[data],
+        help="print the development root CA (PEM); with a verb, manage the CA certificates uploaded to the hub or DPS",
+    )
     p.set_defaults(func=cmd_ca)
+    add_ca_verbs(p, data)
 
     p = verbs.add_parser(
         "connection-string",
@@ -480,6 +573,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=".", metavar="DIR", help="where to write NAME.pem and NAME.key (default: .)")
     p.add_argument("--self-signed", action="store_true", help="self-signed (thumbprint devices) instead of CA-signed")
     p.set_defaults(func=cmd_cert_issue)
+    add_convenience_verbs(cert_verbs)
 
     p = verbs.add_parser(
         "monitor-events",

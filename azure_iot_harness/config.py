@@ -11,6 +11,7 @@ import dataclasses
 import json
 import os
 import tomllib
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +64,8 @@ WELL_KNOWN_MODULE_KEYS = (
     "Tj3Aqn/pdcwB/A/Mtf8liQE8o1Nd87CnLXd3xA29HnE=",
 )
 WELL_KNOWN_CA_DEVICE = "x509-device1"  # certificateAuthority: any cert from the device CA with CN = id
+# The name the development device CA is uploaded (verified) to the hub under.
+WELL_KNOWN_DEVICE_CA_NAME = "azure-iot-harness-device-ca"
 
 # The Device Provisioning Service's well-known development identities, linked to the emulator's hub.
 WELL_KNOWN_DPS_ID_SCOPE = "0ne00000001"
@@ -132,6 +135,10 @@ class Config:
     dps_assigning_polls: int = 1
     dps_retry_after: int = 3
     dps_registrations_per_minute: int = 0
+    # CA certificates uploaded as verified at start, to the hub and to DPS: `NAME=PATH` or `PATH`
+    # (named after the file). Comma-separated in the environment.
+    ca_certificates: list[str] = field(default_factory=list)
+    dps_ca_certificates: list[str] = field(default_factory=list)
     # IoT Edge (`serve --edge`): an edgeHub next to the hub, on 8883 of its own loopback address
     # by default, since the Python device SDK reaches a gateway on port 8883 only.
     edge: bool = False
@@ -141,6 +148,11 @@ class Config:
     edge_device_id: str = WELL_KNOWN_EDGE_DEVICE
     edge_routes: str = ""  # a JSON file with $edgeHub desired properties; empty: FROM /* INTO $upstream
     edge_workload_port: int = 0
+    # An edge device CA of one's own, as IoT Edge's config.toml `[edge_ca]` takes it: `cert` (the
+    # CA's certificate followed by its chain) and `pk` (its key), paths or file:// URIs. Empty:
+    # the development edge CA.
+    edge_ca_cert: str = ""
+    edge_ca_key: str = ""
     log_level: str = "info"
     # The packet trace (GET /_emulator/trace): on by default; the last N packets of each
     # connection and at most this many in all; payloads only when asked for.
@@ -255,6 +267,7 @@ class EdgeSettings:
     max_idle_seconds: float
     connect_timeout: float
     pki_folder: Path | None  # where the edge CA chain is kept; None: in memory
+    ca_files: tuple[Path, Path] | None = None  # an edge CA of one's own: its chain and key
 
     @classmethod
     def of(cls, config: Config) -> EdgeSettings:
@@ -269,7 +282,20 @@ class EdgeSettings:
             max_idle_seconds=config.max_idle_seconds,
             connect_timeout=config.connect_timeout,
             pki_folder=None if config.in_memory else config.data_dir / "pki",
+            ca_files=_edge_ca_files(config),
         )
+
+
+def _edge_ca_files(config: Config) -> tuple[Path, Path] | None:
+    if not config.edge_ca_cert and not config.edge_ca_key:
+        return None
+    if not (config.edge_ca_cert and config.edge_ca_key):
+        raise ConfigError("edge_ca_cert and edge_ca_key go together: the edge CA's certificate chain and its private key")
+
+    def path(value: str) -> Path:
+        return Path(urllib.parse.unquote(urllib.parse.urlparse(value).path) if value.startswith("file://") else value).expanduser()
+
+    return path(config.edge_ca_cert), path(config.edge_ca_key)
 
 
 def _read_routes(path: str) -> dict | None:

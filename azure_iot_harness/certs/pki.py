@@ -22,6 +22,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ..errors import ConfigError
+from .chain import issue as issue_cert
+from .chain import load as load_issuer
+from .chain import write_private as _write_private
 
 # Names every server certificate covers, so that loopback clients can check the host name.
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
@@ -172,10 +175,19 @@ class EdgePKI:
     Leaf devices trust the same root as for the hub, so one CA file serves both.
     """
 
-    def __init__(self, edge_ca: trustme.CA, server_chain_pem: bytes, server_key_pem: bytes) -> None:
+    def __init__(self, edge_ca: trustme.CA | None, server_chain_pem: bytes, server_key_pem: bytes, ca_chain_pem: bytes = b"") -> None:
+        """`edge_ca`: the development edge CA (None with an edge CA of one's own, whose chain is
+        `ca_chain_pem`)."""
         self.edge_ca = edge_ca
         self.server_chain_pem = server_chain_pem
         self.server_key_pem = server_key_pem
+        self.ca_chain_pem = ca_chain_pem
+
+    @property
+    def trust_bundle_pem(self) -> bytes:
+        """The root of an edge CA of one's own (the last certificate of its chain), or nothing."""
+        certs = x509.load_pem_x509_certificates(self.ca_chain_pem) if self.ca_chain_pem else []
+        return certs[-1].public_bytes(serialization.Encoding.PEM) if certs else b""
 
     @classmethod
     def create(cls, root: trustme.CA, host_names: Iterable[str], folder: str | os.PathLike[str] | None = None) -> EdgePKI:
@@ -200,6 +212,28 @@ class EdgePKI:
             paths[2].write_bytes(chain)
             _write_private(paths[3], key)
         return cls(edge_ca, chain, key)
+
+
+def edge_pki_from_ca(chain_pem: bytes, key_pem: bytes, host_names: Iterable[str]) -> EdgePKI:
+    """The edgeHub's certificate issued by an edge device CA of one's own (IoT Edge's `[edge_ca]`
+    cert and pk: the CA's certificate, then its chain up to the root, and its key). ConfigError
+    when the files do not make a CA and its key."""
+    try:
+        edge_ca = load_issuer(chain_pem, key_pem)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"cannot read the edge CA certificate and key: {exc}") from None
+    spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    if edge_ca.cert.public_key().public_bytes(*spki) != edge_ca.key.public_key().public_bytes(*spki):
+        raise ConfigError("the edge CA key does not belong to the edge CA certificate")
+    try:
+        is_ca = edge_ca.cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        is_ca = False
+    if not is_ca:
+        raise ConfigError("the edge CA certificate is not a CA (basicConstraints CA:TRUE): it cannot issue the edgeHub's certificate")
+    names = _server_names(host_names)
+    server = issue_cert(names[-1], edge_ca, ca=False, server_names=names, days=90)
+    return EdgePKI(None, server.full_chain_pem, server.key_pem, ca_chain_pem=edge_ca.full_chain_pem)
 
 
 def self_signed_cert(
@@ -294,9 +328,3 @@ def _device_cert(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
     return DeviceCert(common_name, cert_pem, key_pem)
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)

@@ -236,11 +236,42 @@ def azure_iot_service(azure_iot_emulator: Emulator) -> HubService:
     )
 
 
+class CaCertificates:
+    """The CA certificates of the emulator's hub (or, `dps=True`, its DPS), as the management
+    plane manages them: upload (optionally verified), proof of possession, delete, list."""
+
+    def __init__(self, thread: EmulatorThread) -> None:
+        self.thread, self.emulator = thread, thread.emulator
+
+    def upload(self, name: str, certificate: str | bytes, *, verified: bool = False, dps: bool = False) -> dict:
+        return dict(self.thread.call(self.emulator.upload_ca(name, certificate, verified=verified, dps=dps)))
+
+    def verification_code(self, name: str, *, dps: bool = False) -> str:
+        return str(self.thread.call(self.emulator.ca_verification_code(name, dps=dps)))
+
+    def verify(self, name: str, certificate: str | bytes, *, dps: bool = False) -> dict:
+        return dict(self.thread.call(self.emulator.verify_ca(name, certificate, dps=dps)))
+
+    def delete(self, name: str, *, dps: bool = False) -> None:
+        self.thread.call(self.emulator.delete_ca(name, dps=dps))
+
+    def list(self, *, dps: bool = False) -> list[dict]:
+        return self.emulator.ca_certificates(dps=dps).list()
+
+
+@pytest.fixture
+def azure_iot_ca(azure_iot_emulator_thread: EmulatorThread) -> CaCertificates:
+    """`azure_iot_ca.upload("root", pem, verified=True)`, `.verification_code(name)`,
+    `.verify(name, pem)`, `.delete(name)`, `.list()` (each with `dps=True` for DPS's)."""
+    return CaCertificates(azure_iot_emulator_thread)
+
+
 class DeviceFactory:
     """Creates devices through the service API and returns their credentials."""
 
     def __init__(self, emulator: Emulator, service: HubService, folder: Path) -> None:
         self.emulator, self.service, self.folder = emulator, service, folder
+        self._chain: tuple[Any, Any] | None = None  # (root, intermediate) of x509_chain devices
 
     def _creds(self, device_id: str, **kw: Any) -> DeviceCredentials:
         emu = self.emulator
@@ -257,10 +288,24 @@ class DeviceFactory:
         cert_file, key_file = write_cert(self.folder, device_id, cert.cert_pem, cert.key_pem)
         return self._creds(device_id, cert_file=cert_file, key_file=key_file)
 
+    def x509_chain(self, device_id: str) -> DeviceCredentials:
+        """A certificateAuthority device whose certificate file holds its certificate, an
+        intermediate and a root of the test's own (the root uploaded to the hub, verified)."""
+        from ..certs.chain import issue
+
+        if self._chain is None:
+            root = issue("azure-iot-harness test root", ca=True)
+            self.service.upload_verified_ca("azure-iot-harness-test-root", root.cert_pem)
+            self._chain = root, issue("azure-iot-harness test intermediate", root, ca=True)
+        leaf = issue(device_id, self._chain[1], ca=False)
+        self.service.create_device(device_id, ca_signed=True)
+        cert_file, key_file = write_cert(self.folder, device_id, leaf.full_chain_pem, leaf.key_pem)
+        return self._creds(device_id, cert_file=cert_file, key_file=key_file)
+
 
 @pytest.fixture
 def azure_iot_devices(azure_iot_emulator: Emulator, azure_iot_service: HubService, tmp_path: Path) -> DeviceFactory:
-    """`azure_iot_devices.sas("id")` / `.x509("id")`: new devices and their credentials."""
+    """`azure_iot_devices.sas("id")` / `.x509("id")` / `.x509_chain("id")`: new devices and their credentials."""
     return DeviceFactory(azure_iot_emulator, azure_iot_service, tmp_path / "azure-iot-certs")
 
 

@@ -190,10 +190,13 @@ class HubService:
 
     # identities
     def create_device(self, device_id: str, *, key: str | None = None, thumbprint: str | None = None, edge: bool = False,
-                      parent_scope: str | None = None) -> dict:
-        """A SAS device (keys generated unless given) or, with `thumbprint`, a self-signed X.509 device;
-        with `parent_scope` (an IoT Edge device's `deviceScope`), a child of that edge device."""
-        if thumbprint:
+                      parent_scope: str | None = None, ca_signed: bool = False) -> dict:
+        """A SAS device (keys generated unless given) or, with `thumbprint`, a self-signed X.509 device,
+        or (`ca_signed`) a certificateAuthority one; with `parent_scope` (an IoT Edge device's
+        `deviceScope`), a child of that edge device."""
+        if ca_signed:
+            auth: dict = {"type": "certificateAuthority"}
+        elif thumbprint:
             auth = {"type": "selfSigned", "x509Thumbprint": {"primaryThumbprint": thumbprint, "secondaryThumbprint": thumbprint}}
         else:
             key = key or base64.b64encode(_random(32)).decode()
@@ -242,6 +245,24 @@ class HubService:
             att = {"type": "symmetricKey", "symmetricKey": {"primaryKey": key, "secondaryKey": key}}
         doc = {"registrationId": registration_id, "attestation": att, "provisioningStatus": "enabled"}
         return self.dps.request("PUT", f"/enrollments/{_q(registration_id)}", doc, api=DPS_API_VERSION)
+
+    def create_enrollment_group(self, group_id: str, signing_pem: bytes) -> dict:
+        """An X.509 enrollment group whose signing certificate is `signing_pem` (a root or an intermediate)."""
+        if self.dps is None:
+            raise AssertionError("no DPS service connection string for this target")
+        att = {"type": "x509", "x509": {"signingCertificates": {"primary": {"certificate": signing_pem.decode()}}}}
+        doc = {"enrollmentGroupId": group_id, "attestation": att, "provisioningStatus": "enabled"}
+        return self.dps.request("PUT", f"/enrollmentGroups/{_q(group_id)}", doc, api=DPS_API_VERSION)
+
+    def delete_enrollment_group(self, group_id: str) -> None:
+        if self.dps is not None:
+            self.dps.request("DELETE", f"/enrollmentGroups/{_q(group_id)}", api=DPS_API_VERSION, ok=(200, 204, 404), headers={"If-Match": "*"})
+
+    def upload_verified_ca(self, name: str, pem: bytes) -> None:
+        """Upload a CA certificate as verified to the hub, through the management plane's route
+        (the emulator takes the hub's service token there; Azure wants Entra ID, which this does not speak)."""
+        path = f"/subscriptions/conformance/resourceGroups/conformance/providers/Microsoft.Devices/IotHubs/{self.hub.host.split('.')[0]}/certificates/{_q(name)}"
+        self.hub.request("PUT", path, {"properties": {"certificate": pem.decode(), "isVerified": True}}, api="2023-06-30", ok=(200, 201))
 
     def delete_enrollment(self, registration_id: str) -> None:
         if self.dps is not None:

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..certs.chain import Issued, issue
+from ..certs.chain import load as load_issuer
 from ..certs.pki import self_signed_cert
 from ..clients.dps_client import GLOBAL_HOST
 from ..config import WELL_KNOWN_EDGE_DEVICE
@@ -30,7 +32,13 @@ SETTINGS = {
     "conformance_edge_host": ("AZURE_IOT_CONFORMANCE_EDGE_HOST", "the IoT Edge gateway's host name (GatewayHostName) for the edge path (external, azure)"),
     "conformance_edge_port": ("AZURE_IOT_CONFORMANCE_EDGE_PORT", "the IoT Edge gateway's MQTT/TLS port (default 8883)"),
     "conformance_edge_device": ("AZURE_IOT_CONFORMANCE_EDGE_DEVICE", "the IoT Edge device whose children leaf devices become (default edge-device1)"),
+    "x509_ca_cert": ("AZURE_IOT_CONFORMANCE_X509_CA_CERT", "a CA certificate verified on the hub, for the x509-chain rows (external, azure)"),
+    "x509_ca_key": ("AZURE_IOT_CONFORMANCE_X509_CA_KEY", "that CA's private key (PEM, unencrypted)"),
 }
+NO_CHAIN = (
+    "the x509-chain rows need a CA verified on this target's hub: the emulator targets upload one of their own; "
+    "for others give its certificate and key (--x509-ca-cert/--x509-ca-key or AZURE_IOT_CONFORMANCE_X509_CA_CERT/_KEY)"
+)
 NO_EDGE = "this target has no IoT Edge gateway (--conformance-edge-host or AZURE_IOT_CONFORMANCE_EDGE_HOST)"
 
 
@@ -56,6 +64,9 @@ class Target:
     keepalive: Any = None  # the in-process emulator's thread, kept alive with the target
     edge: EdgeGateway | None = None  # the gateway of the "edge" path, if the target has one
     edge_reason: str = NO_EDGE  # why the edge path skips when `edge` is None
+    chain_ca: Issued | None = None  # a CA verified on the hub: the x509-chain rows' devices chain to it
+    chain_reason: str = NO_CHAIN  # why the x509-chain rows skip when `chain_ca` is None
+    _intermediate: Issued | None = None
 
     @property
     def sdk_reason(self) -> str | None:
@@ -89,6 +100,15 @@ class Target:
         cert = self_signed_cert(name)
         return write_cert(self.work, name, cert.cert_pem, cert.key_pem), cert
 
+    def new_chain_cert(self, name: str) -> tuple[tuple[str, str], Issued]:
+        """A device certificate from an intermediate under `chain_ca`; the file holds the device's
+        certificate and that intermediate, as a device presents them."""
+        assert self.chain_ca is not None, self.chain_reason
+        if self._intermediate is None:
+            self._intermediate = issue("azure-iot-harness conformance intermediate", self.chain_ca, ca=True)
+        leaf = issue(name, self._intermediate, ca=False)
+        return write_cert(self.work, name, leaf.cert_pem + self._intermediate.cert_pem, leaf.key_pem), self._intermediate
+
     def registrant(self, registration_id: str, *, key: str | None = None, cert: tuple[str, str] | None = None) -> Registrant:
         return Registrant(registration_id, key=key, cert_file=cert and cert[0], key_file=cert and cert[1])
 
@@ -96,6 +116,17 @@ class Target:
 def setting(config: Any, name: str) -> str | None:
     value = config.getoption(f"conformance_{name}")
     return value if value not in (None, "") else os.environ.get(SETTINGS[name][0]) or None
+
+
+def chain_ca_from_settings(config: Any) -> tuple[Issued | None, str]:
+    """The CA (certificate and key) the x509-chain rows issue from, when the settings name one."""
+    cert, key = setting(config, "x509_ca_cert"), setting(config, "x509_ca_key")
+    if not (cert and key):
+        return None, NO_CHAIN
+    try:
+        return load_issuer(Path(cert).read_bytes(), Path(key).read_bytes()), ""
+    except (OSError, ValueError, TypeError) as exc:
+        return None, f"cannot load the x509-chain CA from {cert} and {key}: {exc}"
 
 
 def edge_from_settings(config: Any, name: str) -> tuple[EdgeGateway | None, str]:
@@ -118,8 +149,10 @@ def emulator_target(factory: Any, work: Path) -> Target:
     )
     dps = DpsEndpoint(emu.host, emu.mqtt_port, emu.https_port, emu.config.dps_id_scope, str(emu.ca_file))
     edge = EdgeGateway(emu.edge.host, emu.edge.mqtt_port, emu.edge.device_id) if emu.edge is not None else None
+    root = issue("azure-iot-harness conformance root", ca=True)
+    service.upload_verified_ca("conformance-root", root.cert_pem)
     return Target("emulator", None, service, emu.host, emu.mqtt_port, str(emu.ca_file), dps, work, thread, edge,
-                  "" if edge else "target emulator: started without an edge")
+                  "" if edge else "target emulator: started without an edge", chain_ca=root, chain_reason="")
 
 
 def external_target(config: Any, work: Path) -> Target:
@@ -137,7 +170,8 @@ def external_target(config: Any, work: Path) -> Target:
         dps_host, _, https = connection_strings.parse(dps_cs)["HostName"].partition(":")
         dps = DpsEndpoint(dps_host, port, int(https or 443), setting(config, "id_scope") or "", ca)
     edge, why = edge_from_settings(config, "external")
-    return Target("external", None, service, host, port, ca, dps, work, None, edge, why)
+    chain_ca, chain_why = chain_ca_from_settings(config)
+    return Target("external", None, service, host, port, ca, dps, work, None, edge, why, chain_ca, chain_why)
 
 
 def azure_target(config: Any, work: Path) -> Target:
@@ -155,4 +189,5 @@ def azure_target(config: Any, work: Path) -> Target:
                          id_scope=setting(config, "id_scope"), ca_file=None, telemetry=telemetry, c2d=None)
     dps = DpsEndpoint(GLOBAL_HOST, 8883, 443, setting(config, "id_scope") or "", None)
     edge, why = edge_from_settings(config, "azure")
-    return Target("azure", None, service, service.hub_host, 8883, None, dps, work, None, edge, why)
+    chain_ca, chain_why = chain_ca_from_settings(config)
+    return Target("azure", None, service, service.hub_host, 8883, None, dps, work, None, edge, why, chain_ca, chain_why)

@@ -28,7 +28,8 @@ from ..config import (
     HubSettings,
     Policy,
 )
-from ..errors import ConfigError, FaultError, HarnessError
+from ..errors import ConfigError, FaultError, HarnessError, ServiceError
+from .ca_certificates import CaCertificates, ca_entries
 from .clock import SYSTEM_CLOCK, Clock
 from .dps.context import DpsContext
 from .dps.dps import Dps
@@ -39,10 +40,11 @@ from .frontdoor import FrontDoor
 from .https_server import ALPN, HttpsServer
 from .hub.hub import Hub
 from .hub.registry import Registry
+from .management_rest import ManagementContext
 from .mqtt.listener import MqttListener
 from .protocol import sas
 from .store import Store
-from .tls import ServerCertificate, client_certificate, server_context
+from .tls import ServerCertificate, client_chain, server_context
 from .tls.faults import TlsFaults
 from .trace import Trace
 from .web import WebContext, build_app
@@ -108,7 +110,7 @@ class Emulator:
         # The store; the services below add their tables to it before it opens.
         self.store = Store(None) if cfg.in_memory else Store(cfg.data_dir / "state.sqlite3", durability=cfg.durability)
         # IoT Hub: identity registry, twins, C2D queues, sessions, direct methods.
-        self.hub = Hub(HubSettings.of(cfg), self.store, self.clock, trusted_cas=[self.pki.device_ca_cert], faults=self.faults)
+        self.hub = Hub(HubSettings.of(cfg), self.store, self.clock, device_ca=self.pki.device_ca_cert, faults=self.faults)
         self.registry = self.hub.registry
         # DPS, assigning devices to that hub through its registry and twins.
         self.dps = Dps(
@@ -118,7 +120,6 @@ class Emulator:
             registry=self.hub.registry,
             twins=self.hub.twins,
             device_ca_pem=self.pki.device_ca_pem,
-            hub_trusted_cas=[self.pki.device_ca_cert],
             faults=self.faults,
         )
         # edgeHub (serve --edge), which knows the hub as a HubLink: its listener and registry.
@@ -132,6 +133,8 @@ class Emulator:
         try:
             await self.hub.start()
             await self.dps.start()
+            # CA certificates the settings trust from the start (uploaded as verified).
+            await self._upload_configured_cas()
             # One MQTT/TLS listener for hub and DPS, told apart by the CONNECT username.
             self.front_door = FrontDoor(self.hub, self.dps)
             self.mqtt = MqttListener(
@@ -169,6 +172,18 @@ class Emulator:
             self._write_endpoints()
         return self
 
+    async def _upload_configured_cas(self) -> None:
+        for entries, cas in ((self.config.ca_certificates, self.hub.cas), (self.config.dps_ca_certificates, self.dps.cas)):
+            for name, path in ca_entries(entries):
+                try:
+                    text = path.read_text()
+                except (OSError, UnicodeDecodeError) as exc:
+                    raise ConfigError(f"cannot read CA certificate {name!r} from {path}: {exc}") from None
+                try:
+                    await cas.put(name, text, verified=True)
+                except ServiceError as exc:
+                    raise ConfigError(f"CA certificate {name!r} from {path}: {exc.message}") from None
+
     def _hub_link(self) -> HubLink:
         def mqtt_port() -> int:
             return self.mqtt.port if self.mqtt.running else self.mqtt.requested_port
@@ -179,14 +194,14 @@ class Emulator:
             port=mqtt_port,
             registry=self.hub.registry,
             policies=self.hub.policies,
-            trusted_cas=tuple(self.hub.trusted_cas),
+            trust=self.hub.cas.trust,
         )
 
     def _web_context(self) -> WebContext:
         hub = self.hub.context()
         return WebContext(
             hub=hub,
-            dps=DpsContext(self.dps, client_certificate=client_certificate),
+            dps=DpsContext(self.dps, client_chain=client_chain),
             api=ApiContext(
                 hub,
                 self.store,
@@ -199,6 +214,7 @@ class Emulator:
             ca_pem=self.pki.root_pem,
             faults=self.faults,
             trace=self.trace,
+            management=ManagementContext(self.config.hub_name, hub, self.hub.cas, self.dps, self.dps.cas),
         )
 
     async def reset(self) -> None:
@@ -469,6 +485,32 @@ class Emulator:
         elif auth["type"] in ("selfSigned", "certificateAuthority"):
             out += ";x509=true"
         return out
+
+    # ---- CA certificates, as Azure's management plane manages them -------------------------------
+
+    def ca_certificates(self, *, dps: bool = False) -> CaCertificates:
+        """The CA certificates uploaded to the hub (or to DPS)."""
+        return self.dps.cas if dps else self.hub.cas
+
+    async def upload_ca(self, name: str, certificate: str | bytes, *, verified: bool = False, dps: bool = False) -> dict:
+        """Upload a CA certificate (PEM, base64 PEM or base64 DER) under `name`; `verified`:
+        Azure's "verified on upload", else proof of possession must follow. Returns its record
+        (name, certificate, isVerified, verificationCode, etag, created, updated)."""
+        text = certificate.decode() if isinstance(certificate, bytes) else certificate
+        return await self.ca_certificates(dps=dps).put(name, text, verified=verified)
+
+    async def ca_verification_code(self, name: str, *, dps: bool = False) -> str:
+        """A new verification code for the CA `name`: the CN of the certificate `verify_ca` takes."""
+        record = await self.ca_certificates(dps=dps).generate_verification_code(name, "*")
+        return record["verificationCode"]
+
+    async def verify_ca(self, name: str, certificate: str | bytes, *, dps: bool = False) -> dict:
+        """Proof of possession: a certificate signed by the CA whose CN is its verification code."""
+        text = certificate.decode() if isinstance(certificate, bytes) else certificate
+        return await self.ca_certificates(dps=dps).verify(name, text, "*")
+
+    async def delete_ca(self, name: str, *, dps: bool = False) -> None:
+        await self.ca_certificates(dps=dps).delete(name, "*")
 
     async def send_c2d(self, device_id: str, data: bytes | str, **options: Any):
         """Queue a cloud-to-device message (what the AMQP-only service SDK call does in Azure).

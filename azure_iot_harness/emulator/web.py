@@ -20,7 +20,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from ..config import SERVICE_CONNECT
 from ..errors import ServiceError
-from . import azure_paths, emulator_api, faults_api
+from . import azure_paths, emulator_api, faults_api, management_rest
 from .dps import rest as dps_rest
 from .dps import service_rest as dps_service_rest
 from .dps.context import DpsContext
@@ -52,6 +52,7 @@ class WebContext:
     ca_pem: bytes  # the development root CA, served at /_emulator/ca.pem
     faults: FaultBook | None = None  # /_emulator/faults
     trace: Trace | None = None  # /_emulator/trace
+    management: management_rest.ManagementContext | None = None  # the certificate routes of the management plane
 
 
 def build_app(ctx: WebContext) -> HttpAnswers:
@@ -70,6 +71,7 @@ def build_app(ctx: WebContext) -> HttpAnswers:
         *twin_rest.routes(ctx.hub),
         *dps_service_rest.routes(ctx.dps),
         *dps_rest.routes(ctx.dps),
+        *(management_rest.routes(ctx.management) if ctx.management is not None else []),
         WebSocketRoute(mqtt_websocket.PATH, _MqttOverWebSocket(ctx)),
         Route("/{path:path}", _unrouted, methods=["GET", "PUT", "POST", "PATCH", "DELETE"]),
     ]

@@ -124,3 +124,21 @@ def subscribe_plain(port: int, topic: str) -> tuple[mqtt.Client, list]:
     c.subscribe(topic, 1)
     wait_for(lambda: subscribed, 10, what=f"SUBACK for {topic} from the local broker")
     return c, got
+
+
+def own_ca_device(serve: Serve, device_id: str, folder: Path) -> tuple[str, str]:
+    """A certificateAuthority device under a root of the test's own, uploaded verified with the
+    command line: the device's full-chain file (leaf, intermediate, root) and its key."""
+    from azure_iot_harness.certs.convenience import ConvenienceCerts
+    from azure_iot_harness.running.service import HUB_API_VERSION, emulator_service
+
+    certs = ConvenienceCerts(folder)
+    certs.create_root_and_intermediate()
+    root = folder / "certs" / "azure-iot-test-only.root.ca.cert.pem"
+    ok(run_cli("ca", "upload", f"root-{device_id}", str(root), "--verified", *data(serve)))
+    body = {"deviceId": device_id, "authentication": {"type": "certificateAuthority"}}
+    answer = emulator_service(serve.info).call("PUT", f"/devices/{device_id}", body, api=HUB_API_VERSION)
+    assert answer.status == 200, answer.raw
+    written = certs.create_device_certificate(device_id)
+    assert written.full_chain is not None
+    return str(written.full_chain), str(written.key)

@@ -8,7 +8,18 @@ from azure_iot_harness.certs import DevPKI
 from azure_iot_harness.clients.hub_target import HubTarget
 from azure_iot_harness.clients.mosquitto_bridge import bridge_config
 from tests.cli_helpers import run_cli
-from tests.clients.helpers import client, data, failed, ok, publish_plain, ready_port, start, subscribe_plain, wait_messages
+from tests.clients.helpers import (
+    client,
+    data,
+    failed,
+    ok,
+    own_ca_device,
+    publish_plain,
+    ready_port,
+    start,
+    subscribe_plain,
+    wait_messages,
+)
 from tests.helpers import wait_for
 
 
@@ -100,3 +111,14 @@ def test_bridge_failures_name_the_reason(hub, mosquitto, tmp_path):
 def test_print_config_needs_no_mosquitto(hub):
     out = ok(client(hub, "mosquitto-bridge", "--print-config", "--mosquitto", "no-such-mosquitto", "--local-port", "1884"))
     assert "listener 1884 127.0.0.1" in out and "try_private false" in out
+
+
+def test_x509_bridge_with_bridge_certfile_holding_the_chain(hub, mosquitto, tmp_path):
+    cert, key = own_ca_device(hub, "bridge-chain-1", tmp_path)
+    bridge = start(hub, "mosquitto-bridge", "--local-port", "0", "--x509", "--device-id", "bridge-chain-1", "--cert", cert, "--cert-key", key)
+    try:
+        publish_plain(ready_port(bridge), "local/telemetry/run=bridge-chain", "x")
+        (m,) = wait_messages(hub.info, "bridge-chain-1", 1, where={"run": "bridge-chain"})
+        assert '"type":"x509Certificate"' in m["systemProperties"]["iothub-connection-auth-method"]
+    finally:
+        bridge.terminate()

@@ -8,7 +8,7 @@ import os
 from azure_iot_harness.clients.hub_target import HubTarget
 from azure_iot_harness.clients.node_red import flows
 from tests.cli_helpers import cli_env
-from tests.clients.helpers import client, failed, ok, wait_messages
+from tests.clients.helpers import client, failed, ok, own_ca_device, wait_messages
 
 
 def test_the_flow_is_what_a_user_builds():
@@ -62,3 +62,11 @@ def test_failures_name_the_reason(hub, node_red, tmp_path):
     no_node = cli_env(PATH=str(tmp_path))  # python is started by its full path; node is nowhere
     assert os.path.isabs(node_red)
     assert "Node.js" in failed(client(hub, "node-red", "--node-red", node_red, env=no_node), 2)
+
+
+def test_x509_with_a_chain_of_ones_own(hub, node_red, tmp_path):
+    cert, key = own_ca_device(hub, "nr-chain-1", tmp_path)
+    ok(client(hub, "node-red", "--node-red", node_red, "--x509", "--device-id", "nr-chain-1", "--cert", cert, "--cert-key", key,
+              "--count", "1", "--prop", "run=nr-chain"))  # fmt: skip
+    (m,) = wait_messages(hub.info, "nr-chain-1", 1, where={"run": "nr-chain"})
+    assert '"type":"x509Certificate"' in m["systemProperties"]["iothub-connection-auth-method"]

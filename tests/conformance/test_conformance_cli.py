@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from azure_iot_harness.certs.convenience import ConvenienceCerts
 from tests.cli_helpers import Serve, cli_env, run_cli
 from tests.conftest import free_loopback_address
 
@@ -20,8 +21,12 @@ def _env() -> dict[str, str]:
     return {k: v for k, v in cli_env().items() if k not in NO_CREDENTIALS and not k.startswith("PYTEST_")}
 
 
+# The whole matrix (about 130 checks) takes 100-175 s on two shared cores: the runs get 280 s.
+FULL_RUN_SECONDS = 280
+
+
 def _conformance(tmp_path: Path, *args: str):
-    return run_cli("conformance", "-n", "2", "--basetemp", str(tmp_path / "t"), *args, timeout=175, env=_env(), cwd=tmp_path)
+    return run_cli("conformance", "-n", "2", "--basetemp", str(tmp_path / "t"), *args, timeout=FULL_RUN_SECONDS, env=_env(), cwd=tmp_path)
 
 
 def _assert_all_passed(result, tmp_path: Path) -> None:
@@ -42,10 +47,12 @@ def _assert_all_passed(result, tmp_path: Path) -> None:
 # installs it into .cache/node-red) had run first.
 
 
+@pytest.mark.timeout(FULL_RUN_SECONDS + 20)
 def test_against_the_in_process_emulator(tmp_path: Path, mosquitto: str, node_red: str) -> None:
     _assert_all_passed(_conformance(tmp_path), tmp_path)
 
 
+@pytest.mark.timeout(FULL_RUN_SECONDS + 80)
 def test_against_a_separately_started_serve(tmp_path: Path, mosquitto: str, node_red: str) -> None:
     # serve on 8883/443 of its own loopback address and its edge on 8883 of another, so the
     # official SDK's checks run too, directly and through the gateway.
@@ -64,8 +71,13 @@ def test_against_a_separately_started_serve(tmp_path: Path, mosquitto: str, node
         pytest.fail("no free loopback address for 8883/443")
     try:
         info = serve.info
+        # The x509-chain rows need a CA verified on the target's hub: upload one, as a user would.
+        ConvenienceCerts(tmp_path / "ca").create_root_and_intermediate()
+        root, root_key = tmp_path / "ca" / "certs" / "azure-iot-test-only.root.ca.cert.pem", tmp_path / "ca" / "private" / "azure-iot-test-only.root.ca.key.pem"
+        uploaded = run_cli("ca", "upload", "conformance-root", str(root), "--verified", "--data-dir", str(tmp_path / "data"))
+        assert uploaded.returncode == 0, uploaded.stderr
         result = _conformance(
-            tmp_path, "--target", "external",
+            tmp_path, "--target", "external", "--x509-ca-cert", str(root), "--x509-ca-key", str(root_key),
             "--hub-connection-string", info["connectionStrings"]["service"],
             "--dps-connection-string", info["connectionStrings"]["dpsService"],
             "--id-scope", info["dps"]["idScope"], "--ca-file", info["caFile"], "--mqtt-port", str(info["mqtt"]["port"]),
@@ -77,6 +89,7 @@ def test_against_a_separately_started_serve(tmp_path: Path, mosquitto: str, node
     skips = [line for line in result.stdout.splitlines() if line.startswith("skip reason: ")]
     assert "skipped" not in result.stdout.splitlines()[-1], skips
     assert "conformance PASS telemetry_with_properties [sdk-x509-edge]" in result.stdout
+    assert "conformance PASS telemetry_with_properties [sdk-x509-chain-dps]" in result.stdout
 
 
 def test_external_on_ephemeral_ports_skips_the_sdk_with_a_reason(tmp_path: Path) -> None:

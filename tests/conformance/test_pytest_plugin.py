@@ -195,3 +195,29 @@ def test_the_projects_own_suite_is_unaffected(pytester: pytest.Pytester) -> None
     )
     pytester.makepyfile(test_it="def test_mine(emulator):\n    assert emulator == 'mine'\n")
     _run(pytester).assert_outcomes(passed=1)
+
+
+def test_ca_fixture_and_chain_devices(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_chain='''
+        from azure_iot_harness.certs.chain import issue
+        from paho_device import send
+
+        def test_device_presenting_a_chain(azure_iot_service, azure_iot_devices):
+            creds = azure_iot_devices.x509_chain("chain-device")
+            send(creds, "chained")
+            azure_iot_service.wait_for_telemetry("chain-device", body="chained")
+
+        def test_proof_of_possession(azure_iot_ca):
+            root = issue("Plugin Root", ca=True)
+            assert azure_iot_ca.upload("plugin-root", root.cert_pem)["isVerified"] is False
+            code = azure_iot_ca.verification_code("plugin-root")
+            assert azure_iot_ca.verify("plugin-root", issue(code, root, ca=False).cert_pem)["isVerified"] is True
+            assert "plugin-root" in {c["name"] for c in azure_iot_ca.list()}
+
+        def test_uploads_do_not_outlive_their_test(azure_iot_ca):
+            assert "plugin-root" not in {c["name"] for c in azure_iot_ca.list()}
+        '''
+    )
+    result = _run(pytester, "-v", "-p", "no:randomly")
+    result.assert_outcomes(passed=3)

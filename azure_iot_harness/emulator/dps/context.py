@@ -13,6 +13,6 @@ from .dps import Dps
 @dataclass(frozen=True)
 class DpsContext:
     dps: Dps
-    # The DER certificate the TLS client of a request (found by its ASGI scope) presented, or
-    # None: the device REST API attests X.509 devices by it.
-    client_certificate: Callable[[Scope], bytes | None]
+    # The DER certificates the TLS client of a request (found by its ASGI scope) presented, leaf
+    # first, or none: the device REST API attests X.509 devices by them.
+    client_chain: Callable[[Scope], tuple[bytes, ...]]

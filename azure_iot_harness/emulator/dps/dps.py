@@ -12,12 +12,9 @@ import asyncio
 import collections
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
-
-from cryptography import x509 as cx509
-from cryptography.hazmat.primitives import serialization
 
 from ...certs.pki import thumbprints
 from ...config import (
@@ -28,6 +25,7 @@ from ...config import (
     Policy,
 )
 from ...errors import ConnackCode, ConnectRefused, ProvisioningError, ServiceError
+from ..ca_certificates import CaCertificates
 from ..clock import SYSTEM_CLOCK, Clock
 from ..faults import FaultBook
 from ..faults import kinds as fault_kinds
@@ -67,13 +65,11 @@ class Dps:
         registry: Registry,
         twins: Twins,
         device_ca_pem: bytes,
-        hub_trusted_cas: Iterable[cx509.Certificate],
         faults: FaultBook | None = None,
     ) -> None:
         """DPS assigns devices to the linked hub through its `registry` and `twins`;
-        `device_ca_pem` signs the well-known X.509 group's devices, `hub_trusted_cas` are the CAs
-        the hub trusts (a device they issued is registered as certificateAuthority); `faults`:
-        the faults a test asked for (dps-throttle, dps-error, dps-assign-hub fire at register)."""
+        `device_ca_pem` signs the well-known X.509 group's devices; `faults`: the faults a test
+        asked for (dps-throttle, dps-error, dps-assign-hub fire at register)."""
         self.faults = faults
         self.id_scope = settings.id_scope
         self.host = settings.host
@@ -87,7 +83,7 @@ class Dps:
         self.twins = twins
         self.state = DpsState(store)
         self._device_ca_pem = device_ca_pem
-        self._hub_cas = [c.public_bytes(serialization.Encoding.DER) for c in hub_trusted_cas]
+        self.cas = CaCertificates(store, "dps", clock)  # CA certificates uploaded to DPS (caReferences)
         self._operations: collections.OrderedDict[str, Operation] = collections.OrderedDict()
         self._recent: collections.deque[float] = collections.deque()
         # Enrollment writes check a precondition, then await the store; an assignment reads, then
@@ -102,6 +98,7 @@ class Dps:
         """Read the state kept in the store (which must have started) and create the
         well-known enrollment groups that are missing."""
         await self.state.load()
+        await self.cas.load()
         await self.seed_well_known()
 
     async def stop(self) -> None:
@@ -134,7 +131,7 @@ class Dps:
             raise ConnectRefused(ConnackCode.IDENTIFIER_REJECTED, exc.message) from None
         password = connect.password or None  # X.509 devices send none or an empty one
         try:
-            self.authenticate(username.id_scope, registration_id, password=password, certificate=conn.peer_cert)
+            self.authenticate(username.id_scope, registration_id, password=password, chain=conn.peer_chain)
         except ProvisioningError as exc:
             raise ConnectRefused(ConnackCode.NOT_AUTHORIZED, exc.message) from None
         log.info("registration %s connected from %s (%s)", registration_id, conn.peer, "SAS" if password else "X.509")
@@ -144,7 +141,8 @@ class Dps:
         self.connections[registration_id] = conn
         return DpsSession(self, conn, username.id_scope, registration_id, password), False
 
-    def authenticate(self, scope: str, registration_id: str, *, password: str | None, certificate: bytes | None) -> Attestation:
+    def authenticate(self, scope: str, registration_id: str, *, password: str | None, chain: Sequence[bytes]) -> Attestation:
+        """`chain`: the certificates the device sent in the TLS handshake, leaf first (or none)."""
         if scope.lower() != self.id_scope.lower():
             raise p.dps_error("ScopeNotFound", f"no Device Provisioning Service has ID scope {scope!r} (this one: {self.id_scope})")
         p.check_registration_id(registration_id)
@@ -152,8 +150,8 @@ class Dps:
         groups = self.state.enrollments(GROUP)
         if password:
             return attestation.by_sas(password, scope, registration_id, individual, groups, self.clock.now())
-        if certificate:
-            return attestation.by_certificate(certificate, registration_id, individual, groups, self.clock.now())
+        if chain:
+            return attestation.by_certificate(chain, registration_id, individual, groups, self.cas.trust(), self.clock.now())
         raise p.dps_error("Unauthorized", f"registration {registration_id}: neither a SAS token nor a client certificate")
 
     async def register(self, att: Attestation, body: bytes, *, trace: ConnTrace | None = None) -> p.Answer:
@@ -276,19 +274,21 @@ class Dps:
             outcome["payload"] = decision.payload
         return outcome
 
-    def _hub_authentication(self, att: Attestation) -> dict:
+    @staticmethod
+    def _hub_authentication(att: Attestation) -> dict:
+        """How the hub knows the device. An X.509 device is `selfSigned` whatever its enrollment,
+        as DPS does it (even with its CA uploaded and verified on the hub: azure-docs#108289,
+        azure-iot-sdk-csharp#3360; the Python SDK's end-to-end tests assert it for a group signed
+        by an intermediate): by its enrollment's certificates when individual, else by the
+        device's own; a missing secondary repeats the primary."""
         if att.kind == "symmetricKey":
             assert att.keys is not None
             return {"type": "sas", "symmetricKey": {"primaryKey": att.keys[0], "secondaryKey": att.keys[1]}}
-        if att.signer is not None and att.signer in self._hub_cas:
-            return {"type": "certificateAuthority"}
-        # An individual enrollment's own certificates; a group's device by its certificate when
-        # the hub does not trust the group's CA (the emulator's hub trusts its device CA only).
-        certs = enrollments.stored_certificates(att.enrollment) if att.signer is None else [att.certificate]
+        certs = enrollments.stored_certificates(att.enrollment) if att.group_id is None else [att.certificate]
         prints = [thumbprints(c)[1] for c in certs if c]
         return {
             "type": "selfSigned",
-            "x509Thumbprint": {"primaryThumbprint": prints[0], "secondaryThumbprint": prints[1] if len(prints) > 1 else None},
+            "x509Thumbprint": {"primaryThumbprint": prints[0], "secondaryThumbprint": prints[1] if len(prints) > 1 else prints[0]},
         }
 
     @staticmethod

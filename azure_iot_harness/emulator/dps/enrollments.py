@@ -183,12 +183,24 @@ def _attestation(value: object, existing: dict | None, *, group: bool) -> dict:
         return {"type": kind, "tpm": {k: tpm[k] for k in ("endorsementKey", "storageRootKey") if tpm.get(k)}}
     x = _optional(value, "x509", dict) or {}
     old_x = old.get("x509") or {}
-    if x.get("caReferences"):
-        raise dps_error(
-            "ArgumentInvalid",
-            "x509.caReferences (CA certificates uploaded to DPS) are not supported by the emulator; "
-            "give the CA in x509.signingCertificates",
-        )
+    refs = _optional(x, "caReferences", dict)
+    if refs:
+        if not group:
+            raise dps_error(
+                "ArgumentInvalid", "x509.caReferences is not supported by the emulator for individual enrollments; use x509.clientCertificates"
+            )
+        if x.get("signingCertificates"):
+            raise dps_error("ArgumentInvalid", "x509 takes either signingCertificates or caReferences, not both")
+        names = {}
+        for name in ("primary", "secondary"):
+            ref = refs.get(name)
+            if ref is not None and (not isinstance(ref, str) or not ref):
+                raise dps_error("ArgumentInvalid", f"x509.caReferences.{name} must be the name of a CA certificate uploaded to DPS")
+            if ref:
+                names[name] = ref
+        if "primary" not in names:
+            raise dps_error("ArgumentInvalid", "x509.caReferences needs primary (the name of a CA certificate uploaded to DPS)")
+        return {"type": kind, "x509": {"caReferences": names}}
     slot = "signingCertificates" if group else "clientCertificates"
     other = "clientCertificates" if group else "signingCertificates"
     if x.get(other):
@@ -248,7 +260,7 @@ def certificate_info(der: bytes) -> dict:
 def stored_certificates(doc: dict) -> list[bytes]:
     """DER of the primary and secondary certificate of an X.509 enrollment, in that order."""
     x = doc.get("attestation", {}).get("x509") or {}
-    slot = x.get("clientCertificates") or x.get("signingCertificates") or {}
+    slot = x.get("clientCertificates") or x.get("signingCertificates") or {}  # none with caReferences
     return [parse_certificate(slot[n]["certificate"]) for n in ("primary", "secondary") if n in slot]
 
 

@@ -3,7 +3,7 @@
 `PUT /{idScope}/registrations/{id}/register`, `GET /{idScope}/registrations/{id}/operations/{op}`
 and `POST /{idScope}/registrations/{id}` (status lookup). A device authenticates with
 `Authorization: SharedAccessSignature …` (skn=registration) or, without that header, with the
-certificate it presented in the TLS handshake.
+certificates it presented in the TLS handshake (its own and the intermediates).
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ def routes(ctx: DpsContext) -> list[BaseRoute]:
     def attest(request: Request) -> Attestation:
         scope, registration_id = request.path_params["scope"], request.path_params["rid"]
         header = request.headers.get("authorization")
-        certificate = None if header else ctx.client_certificate(request.scope)
-        return dps.authenticate(scope, registration_id, password=header, certificate=certificate)
+        chain = () if header else ctx.client_chain(request.scope)
+        return dps.authenticate(scope, registration_id, password=header, chain=chain)
 
     async def register(request: Request) -> Response:
         att = attest(request)

@@ -93,9 +93,10 @@ def routes(ctx: DpsContext) -> list[BaseRoute]:
     ]
 
 
-def authorize(request: Request, dps: Dps) -> None:
-    """A service SAS token for the DPS host, signed with one of its policies' keys; else 401."""
-    header = request.headers.get("authorization")
+def authorize(request: Request, dps: Dps, header: str | None = None) -> None:
+    """A service SAS token for the DPS host, signed with one of its policies' keys; else 401.
+    `header`: the token, when not the Authorization header as sent."""
+    header = header if header is not None else request.headers.get("authorization")
     if not header:
         raise p.dps_error("Unauthorized", "no Authorization header (a DPS service SAS token is required)")
     try:

@@ -51,7 +51,7 @@ class DpsSession:
             if request.kind == "register":
                 # The enrollment may have changed since CONNECT: attest again.
                 att = self.dps.authenticate(
-                    self.scope, self.registration_id, password=self._password, certificate=self.conn.peer_cert
+                    self.scope, self.registration_id, password=self._password, chain=self.conn.peer_chain
                 )
                 answer = await self.dps.register(att, body, trace=self.conn.trace_record)
             else:

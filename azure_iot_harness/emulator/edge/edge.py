@@ -13,9 +13,7 @@ import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from cryptography import x509 as cx509
-
-from ...certs import DevPKI, EdgePKI
+from ...certs import DevPKI, EdgePKI, edge_pki_from_ca
 from ...config import EdgeSettings, Policy
 from ...errors import ConfigError
 from ..clock import SYSTEM_CLOCK, Clock
@@ -25,6 +23,7 @@ from ..https_server import HttpsServer
 from ..hub.registry import Registry
 from ..mqtt.listener import MqttListener
 from ..protocol import sas
+from ..protocol.chains import Trust
 from ..protocol.messages import utc_now_iso
 from ..store import Store
 from ..tls import server_context
@@ -50,7 +49,7 @@ class HubLink:
     port: Callable[[], int]  # its MQTT port now (it changes when the listener restarts)
     registry: Registry
     policies: tuple[Policy, ...]
-    trusted_cas: tuple[cx509.Certificate, ...]  # CAs of certificateAuthority devices
+    trust: Callable[[], Trust]  # the hub's CA certificates, for certificateAuthority children
 
 
 class Edge:
@@ -116,7 +115,7 @@ class Edge:
         self._edge_key = edge_key
         self.started = utc_now_iso(self.clock.now())
         await self.queues.load()
-        self.pki = EdgePKI.create(dev_pki.root, [self.host, self.bind], settings.pki_folder)
+        self.pki = self._edge_pki()
         client_ctx = ssl.create_default_context(cadata=dev_pki.root_pem.decode())
         self.upstream = Upstream(
             edge_device_id=self.device_id,
@@ -137,7 +136,7 @@ class Edge:
             hub_host=link.host,
             registry=link.registry,
             policies=link.policies,
-            trusted_cas=list(link.trusted_cas),
+            trust=link.trust,
             queues=self.queues,
             upstream=self.upstream,
             twins=self.twins,
@@ -158,10 +157,25 @@ class Edge:
             name="edge",
         )
         await self.mqtt.start()
-        app = workload.build_app(edge_device_id=self.device_id, registry=link.registry, trust_bundle=lambda: dev_pki.root_pem)
+        app = workload.build_app(edge_device_id=self.device_id, registry=link.registry, trust_bundle=lambda: dev_pki.root_pem + self.pki.trust_bundle_pem)
         self.workload = HttpsServer(app, host="127.0.0.1", port=settings.workload_port, tls=None)
         await self.workload.start()
         await self.upstream.start()
+
+    def _edge_pki(self) -> EdgePKI:
+        """The edgeHub's certificate: from the edge CA of one's own the settings name (as IoT
+        Edge's `[edge_ca]`), else from the development edge CA under the development root."""
+        names = [self.host, self.bind]
+        if self.settings.ca_files is None:
+            return EdgePKI.create(self.dev_pki.root, names, self.settings.pki_folder)
+        cert, key = self.settings.ca_files
+        try:
+            chain_pem, key_pem = cert.read_bytes(), key.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"cannot read the edge CA: {exc}") from None
+        pki = edge_pki_from_ca(chain_pem, key_pem, names)
+        log.info("edgeHub's certificate issued by the edge CA from %s", cert)
+        return pki
 
     async def stop(self) -> None:
         await self.hub.stop()

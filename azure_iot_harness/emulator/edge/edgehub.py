@@ -18,6 +18,7 @@ held until the child acknowledges them, which is when the edge acknowledges them
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,7 @@ from ..hub.auth import Principal, authenticate
 from ..hub.registry import Key, Registry
 from ..mqtt.codec import Connect, Publish
 from ..mqtt.connection import MqttConnection
+from ..protocol.chains import Trust
 from ..protocol.topics import HubUsername
 from .counters import EdgeCounters
 from .queue import EdgeQueues
@@ -48,7 +50,7 @@ class Credentials:
     username: HubUsername
     client_id: str
     password: str | None
-    peer_cert: bytes | None
+    peer_chain: tuple[bytes, ...]  # the certificates the child sent, leaf first
 
 
 @dataclass
@@ -73,7 +75,7 @@ class EdgeHub:
         hub_host: str,
         registry: Registry,
         policies: Any,
-        trusted_cas: Any,
+        trust: Callable[[], Trust],
         queues: EdgeQueues,
         upstream: Upstream,
         twins: EdgeTwins,
@@ -86,7 +88,7 @@ class EdgeHub:
         self.hub_host = hub_host
         self.registry = registry
         self.policies = policies
-        self.trusted_cas = trusted_cas
+        self.trust = trust
         self.queues = queues
         self.upstream = upstream
         self.twins = twins
@@ -117,7 +119,7 @@ class EdgeHub:
             raise ConnectRefused(
                 ConnackCode.NOT_AUTHORIZED, f"username {connect.username!r} has no api-version, which edgeHub requires"
             )
-        credentials = Credentials(username, connect.client_id, connect.password, conn.peer_cert)
+        credentials = Credentials(username, connect.client_id, connect.password, conn.peer_chain)
         principal = self._authenticate(credentials)
         if principal.model_id:  # the hub learns it when the child's upstream link connects
             self.upstream.model_ids[principal.name] = principal.model_id
@@ -136,11 +138,11 @@ class EdgeHub:
             username=credentials.username,
             client_id=credentials.client_id,
             password=credentials.password,
-            peer_cert=credentials.peer_cert,
+            peer_chain=credentials.peer_chain,
             registry=self.registry,
             hub_host=self.hub_host,
             policies=self.policies,
-            trusted_cas=self.trusted_cas,
+            trust=self.trust(),
             audience_hosts=[self.edge_host],
             now=self.clock.now(),
         )

@@ -8,17 +8,19 @@ the hub tells a client nothing more than "not authorized").
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+import logging
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-
-from cryptography import x509 as cx509
 
 from ...config import DEVICE_CONNECT, Policy
 from ...errors import CertificateError, ConnackCode, ConnectRefused, SasTokenError
 from ..protocol import sas, x509
+from ..protocol.chains import Trust
 from ..protocol.messages import AuthMethod
 from ..protocol.topics import HubUsername
 from .registry import Registry
+
+log = logging.getLogger("azure_iot_harness.hub")
 
 
 @dataclass(frozen=True)
@@ -44,16 +46,17 @@ def authenticate(
     username: HubUsername,
     client_id: str,
     password: str | None,
-    peer_cert: bytes | None,
+    peer_chain: Sequence[bytes],
     registry: Registry,
     hub_host: str,
     policies: Iterable[Policy],
-    trusted_cas: Iterable[cx509.Certificate],
+    trust: Trust,
     audience_hosts: Iterable[str] = (),
     now: dt.datetime | None = None,
 ) -> Principal:
     """Check a CONNECT's identity and credentials. `audience_hosts` are more host names a SAS
-    token's audience may name (an edge gateway accepts its own as well as the hub's)."""
+    token's audience may name (an edge gateway accepts its own as well as the hub's). `peer_chain`:
+    the certificates the client sent, leaf first; `trust`: the CAs uploaded to the hub."""
     host, _ = sas.split_host(username.host)
     if host != hub_host.lower():
         raise ConnectRefused(ConnackCode.NOT_AUTHORIZED, f"username names host {username.host!r}, this hub is {hub_host!r}")
@@ -68,7 +71,7 @@ def authenticate(
     if doc is None or device is None:
         raise ConnectRefused(ConnackCode.NOT_AUTHORIZED, f"{who} is not registered")
     now = now or dt.datetime.now(dt.UTC)
-    creds = _Credentials(password, peer_cert, [hub_host, *audience_hosts], tuple(policies), list(trusted_cas), now)
+    creds = _Credentials(password, tuple(peer_chain), [hub_host, *audience_hosts], tuple(policies), trust, now)
     chain = username.params.get("auth-chain")
     if chain:
         method, expiry = _check_chain(chain, username.client_id, registry, creds)
@@ -87,10 +90,10 @@ def _who(device_id: str, module_id: str | None) -> str:
 @dataclass(frozen=True)
 class _Credentials:
     password: str | None
-    peer_cert: bytes | None
+    peer_chain: tuple[bytes, ...]
     hosts: list[str]
     policies: tuple[Policy, ...]
-    trusted_cas: list[cx509.Certificate]
+    trust: Trust
     now: dt.datetime
 
     def check(self, device_id: str, module_id: str | None, doc: dict) -> tuple[AuthMethod, int | None]:
@@ -112,16 +115,18 @@ class _Credentials:
                 return _check_policy_token(token, target, host, self.policies, who), token.expiry
             return _check_identity_token(token, target, host, doc, kind, scope, who), token.expiry
         if kind in ("selfSigned", "certificateAuthority"):
-            if self.peer_cert is None:
+            if not self.peer_chain:
                 raise ConnectRefused(ConnackCode.NOT_AUTHORIZED, f"{who} authenticates with X.509 but presented no client certificate")
             try:
                 if kind == "selfSigned":
                     prints = doc["authentication"]["x509Thumbprint"]
                     allowed = [prints.get("primaryThumbprint"), prints.get("secondaryThumbprint")]
-                    x509.check_thumbprint(self.peer_cert, allowed, self.now)
+                    x509.check_thumbprint(self.peer_chain[0], allowed, self.now)
                 else:
                     cn = f"{device_id}/{module_id}" if module_id else device_id
-                    x509.check_ca_signed(self.peer_cert, cn, self.trusted_cas, self.now)
+                    verified = x509.check_ca_signed(self.peer_chain, cn, self.trust, self.now)
+                    for note in verified.notes:
+                        log.info("%s: %s", who, note)
             except CertificateError as exc:
                 raise ConnectRefused(ConnackCode.NOT_AUTHORIZED, f"{who}: {exc}") from None
             return AuthMethod(scope, "x509Certificate"), None

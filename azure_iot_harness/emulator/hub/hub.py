@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
 
 from cryptography import x509 as cx509
 
-from ...config import HubSettings
+from ...config import WELL_KNOWN_DEVICE_CA_NAME, HubSettings
 from ...errors import ProtocolViolation
+from ..ca_certificates import CaCertificates
 from ..clock import SYSTEM_CLOCK, Clock
 from ..faults import FaultBook
 from ..mqtt.codec import Connect
@@ -37,12 +37,13 @@ class Hub:
         store: Store,
         clock: Clock = SYSTEM_CLOCK,
         *,
-        trusted_cas: Iterable[cx509.Certificate],
+        device_ca: cx509.Certificate | None = None,
         faults: FaultBook | None = None,
     ) -> None:
         """Build the parts, whose tables the store creates when it starts; start() loads them.
-        `trusted_cas` sign the certificates of certificateAuthority devices; `faults`: the
-        faults a test asked for (twin and method faults fire in the sessions)."""
+        `device_ca`: the development device CA, uploaded and verified at start under
+        WELL_KNOWN_DEVICE_CA_NAME (the well-known X.509 device's CA); `faults`: the faults a test
+        asked for (twin and method faults fire in the sessions)."""
         self.faults = faults
         # More host names devices may connect with (lower case): a dps-assign-hub fault's "other
         # hub", which is this hub under another name (and address).
@@ -52,7 +53,8 @@ class Hub:
         self.policies = settings.policies
         self.store = store
         self.clock = clock
-        self.trusted_cas = list(trusted_cas)
+        self.device_ca = device_ca
+        self.cas = CaCertificates(store, "hub", clock)  # CA certificates of certificateAuthority devices
         self.sessions: dict[Key, DeviceSession] = {}
         self.registry = Registry(store, clock)
         self.twins = Twins(store, self.registry, clock)
@@ -67,6 +69,9 @@ class Hub:
         """Read the state kept in the store (which must have started) and create the
         well-known identities that are missing."""
         await self.registry.load()
+        await self.cas.load()
+        if self.device_ca is not None:
+            await self.cas.seed(WELL_KNOWN_DEVICE_CA_NAME, self.device_ca)
         await self.registry.seed_well_known(edge=self.settings.seed_edge_identities)
         await self.twins.load()
         await self.c2d.load()
@@ -94,11 +99,11 @@ class Hub:
             username=username,
             client_id=connect.client_id,
             password=connect.password,
-            peer_cert=conn.peer_cert,
+            peer_chain=conn.peer_chain,
             registry=self.registry,
             hub_host=username.host if username.host.lower() in self.host_aliases else self.host,
             policies=self.policies,
-            trusted_cas=self.trusted_cas,
+            trust=self.cas.trust(),
             now=self.clock.now(),
         )
         # Everything that can refuse comes before anything that changes state: a refused

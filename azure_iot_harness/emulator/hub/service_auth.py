@@ -12,10 +12,12 @@ from ..protocol import sas
 from ..protocol.errors import hub_error
 
 
-def require(request: Request, *, hub_host: str, policies: Iterable[Policy], permission: str, now: float) -> Policy:
+def require(
+    request: Request, *, hub_host: str, policies: Iterable[Policy], permission: str, now: float, header: str | None = None
+) -> Policy:
     """The policy whose token authorises this request for `permission` at `now` (seconds since
-    the epoch), or a 401 ServiceError."""
-    header = request.headers.get("authorization")
+    the epoch), or a 401 ServiceError. `header`: the token, when not the Authorization header as sent."""
+    header = header if header is not None else request.headers.get("authorization")
     if not header:
         raise hub_error("IotHubUnauthorizedAccess", "no Authorization header (a service SAS token is required)")
     try:

@@ -1,24 +1,26 @@
 """Certificates: decoding them as Azure's APIs take them, and the client-certificate checks of
 X.509 device authentication. Pure functions.
 
-selfSigned devices are matched by SHA-1 or SHA-256 thumbprint (any case, primary or
-secondary); certificateAuthority devices need a certificate issued by a trusted CA whose CN is
-the device id (`{device}/{module}` for modules). Validity dates are checked in both cases.
+selfSigned devices are matched by SHA-1 or SHA-256 thumbprint of the leaf (any case, primary or
+secondary; other certificates sent are ignored); certificateAuthority devices need a chain to a
+verified CA (`chains`) and a leaf whose CN is the device id (`{device}/{module}` for modules).
+Validity dates are checked in both cases.
 """
 
 from __future__ import annotations
 
 import base64
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.serialization import Encoding
-from cryptography.x509.oid import NameOID
 
 from ...certs.pki import thumbprints
 from ...errors import CertificateError
+from .chains import Trust, VerifiedChain, check_leaf_name, check_validity, common_name, load_chain, verify
+
+__all__ = ["check_ca_signed", "check_thumbprint", "check_validity", "common_name", "decode_certificate", "load"]
 
 
 def decode_certificate(text: str) -> bytes:
@@ -43,19 +45,6 @@ def load(der: bytes) -> x509.Certificate:
         raise CertificateError(f"client certificate cannot be parsed: {exc}") from None
 
 
-def common_name(cert: x509.Certificate) -> str | None:
-    attrs = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    return str(attrs[0].value) if attrs else None
-
-
-def check_validity(cert: x509.Certificate, now: dt.datetime | None = None) -> None:
-    now = now or dt.datetime.now(dt.UTC)
-    if now < cert.not_valid_before_utc:
-        raise CertificateError(f"client certificate is not valid before {cert.not_valid_before_utc:%Y-%m-%dT%H:%M:%SZ}")
-    if now > cert.not_valid_after_utc:
-        raise CertificateError(f"client certificate expired at {cert.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}")
-
-
 def check_thumbprint(der: bytes, allowed: Iterable[str | None], now: dt.datetime | None = None) -> None:
     cert = load(der)
     check_validity(cert, now)
@@ -66,19 +55,11 @@ def check_thumbprint(der: bytes, allowed: Iterable[str | None], now: dt.datetime
         raise CertificateError("client certificate thumbprint matches neither registered thumbprint")
 
 
-def check_ca_signed(der: bytes, expected_cn: str, cas: Iterable[x509.Certificate], now: dt.datetime | None = None) -> None:
-    cert = load(der)
-    check_validity(cert, now)
-    cn = common_name(cert)
-    if cn != expected_cn:
-        raise CertificateError(f"client certificate CN {cn!r} is not the identity {expected_cn!r}")
-    for ca in cas:
-        if ca.subject != cert.issuer:
-            continue
-        try:
-            cert.verify_directly_issued_by(ca)
-        except (ValueError, TypeError, InvalidSignature):
-            continue
-        check_validity(ca, now)
-        return
-    raise CertificateError("client certificate was not issued by a CA trusted by the hub")
+def check_ca_signed(
+    chain: Sequence[bytes], expected_cn: str, trust: Trust, now: dt.datetime | None = None
+) -> VerifiedChain:
+    """The client's chain (leaf first) leads to a verified CA and the leaf's CN is the identity."""
+    certs = load_chain(chain)
+    check_validity(certs[0], now or dt.datetime.now(dt.UTC))
+    check_leaf_name(certs[0], expected_cn)
+    return verify(chain, trust, now)

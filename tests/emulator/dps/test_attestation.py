@@ -118,39 +118,39 @@ def _x509_group(pki: DevPKI, gid: str = "xg") -> dict:
 
 def test_group_certificate_issued_by_the_signing_certificate(pki):
     cert = pki.issue_device_cert("dev1")
-    att = at.by_certificate(cert.der, "dev1", None, [_sym_group(), _x509_group(pki)])
+    att = at.by_certificate([cert.der], "dev1", None, [_sym_group(), _x509_group(pki)])
     assert att.kind == "x509" and att.group_id == "xg" and att.signer is not None
 
 
 def test_group_certificate_cn_must_be_the_registration_id(pki):
     cert = pki.issue_device_cert("dev2")
-    assert "CN" in _unauthorized(at.by_certificate, cert.der, "dev1", None, [_x509_group(pki)])
+    assert "CN" in _unauthorized(at.by_certificate, [cert.der], "dev1", None, [_x509_group(pki)])
 
 
 def test_certificate_from_another_ca(pki):
     other = DevPKI.generate().issue_device_cert("dev1")
-    assert "signing certificate" in _unauthorized(at.by_certificate, other.der, "dev1", None, [_x509_group(pki)])
+    assert "signing certificate" in _unauthorized(at.by_certificate, [other.der], "dev1", None, [_x509_group(pki)])
 
 
 def test_expired_certificate(pki):
     past = dt.datetime.now(dt.UTC) - dt.timedelta(days=10)
     cert = pki.issue_device_cert("dev1", not_before=past - dt.timedelta(days=1), not_after=past)
-    assert "expired" in _unauthorized(at.by_certificate, cert.der, "dev1", None, [_x509_group(pki)])
+    assert "expired" in _unauthorized(at.by_certificate, [cert.der], "dev1", None, [_x509_group(pki)])
 
 
 def test_individual_certificate_by_thumbprint():
     cert, other = self_signed_cert("dev1"), self_signed_cert("dev1")
     body = {"attestation": {"type": "x509", "x509": {"clientCertificates": {"primary": {"certificate": cert.cert_pem.decode()}}}}}
     individual = en.individual(body, "dev1", None, HUBS)
-    assert at.by_certificate(cert.der, "dev1", individual, []).certificate == cert.der
-    assert "neither certificate" in _unauthorized(at.by_certificate, other.der, "dev1", individual, [])
+    assert at.by_certificate([cert.der], "dev1", individual, []).certificate == cert.der
+    assert "neither certificate" in _unauthorized(at.by_certificate, [other.der], "dev1", individual, [])
 
 
 def test_sas_for_an_x509_enrollment_and_the_reverse(pki):
     cert = self_signed_cert("dev1")
     body = {"attestation": {"type": "x509", "x509": {"clientCertificates": {"primary": {"certificate": cert.cert_pem.decode()}}}}}
     assert "x509" in _unauthorized(at.by_sas, _token(KEY), SCOPE, "dev1", en.individual(body, "dev1", None, HUBS), [])
-    assert "symmetricKey" in _unauthorized(at.by_certificate, cert.der, "dev1", _sym_individual(), [])
+    assert "symmetricKey" in _unauthorized(at.by_certificate, [cert.der], "dev1", _sym_individual(), [])
 
 
 # ---- enrollment documents -------------------------------------------------------------------------

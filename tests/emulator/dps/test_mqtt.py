@@ -95,7 +95,9 @@ def test_x509_group_flow(emulator, tmp_path):
     assert state["x509"]["enrollmentGroupId"] == "x509-group1"
     assert state["x509"]["certificateInfo"]["sha1Thumbprint"] == cert.sha1_thumbprint
     assert "signingCertificateInfo" in state["x509"]
-    assert emulator.registry.get("x509-reg-1")["authentication"]["type"] == "certificateAuthority"
+    # DPS registers X.509 devices by their certificate's thumbprint, whatever the enrollment.
+    auth = emulator.registry.get("x509-reg-1")["authentication"]
+    assert auth["type"] == "selfSigned" and auth["x509Thumbprint"]["primaryThumbprint"] == cert.sha256_thumbprint
     assert _hub_connack(emulator, "x509-reg-1", cert=cert, tmp_path=tmp_path) == 0
 
 
