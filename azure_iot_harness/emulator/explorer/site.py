@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import urllib.parse
 from collections.abc import Callable, MutableMapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +47,6 @@ class ExplorerContext:
     owner: Policy  # iothubowner: its connection string signs a browser in beyond loopback
     login_required: bool
     edge: bool  # the emulator runs an edgeHub
-    # Views another part of the emulator adds later (fault injection, packet trace): name → shown.
-    features: dict[str, bool] = field(default_factory=dict)
 
 
 def build_explorer(ctx: ExplorerContext) -> ASGIApp:
@@ -61,7 +59,6 @@ def build_explorer(ctx: ExplorerContext) -> ASGIApp:
                 "hub_host": ctx.hub_host,
                 "dps_id_scope": ctx.dps_id_scope,
                 "edge": ctx.edge,
-                "features": ctx.features,
                 "login_required": ctx.login_required,
                 "page": name,
                 **values,

@@ -314,6 +314,56 @@ def test_edge_page_shows_routes_queues_and_upstream(page: Page, explorer_thread:
         leaf.close()
 
 
+# ---- faults and the packet trace ------------------------------------------------------------
+
+
+def test_a_fault_started_on_the_page_fires_and_the_trace_shows_the_connection(page: Page, explorer_thread: EmulatorThread) -> None:
+    emu = explorer_thread.emulator
+    new_device(explorer_thread, "fault-dev")
+    page.goto("/faults?deviceId=fault-dev")
+    page.select_option("#fault-kind", "refuse-connect")
+    expect(page.locator("#fault-imitates")).to_contain_text("CONNACK")
+    page.select_option("#fault-params select[data-param='code']", "5")
+    page.fill("#fault-count", "1")
+    page.click("#fault-add")
+    row = page.locator("#fault-table tr[data-kind='refuse-connect']")
+    expect(row).to_contain_text("fault-dev")
+    expect(row).to_contain_text("code=5")
+    [fault] = [f for f in emu.faults.list() if f.kind == "refuse-connect"]
+    assert (fault.device_id, fault.count, fault.params) == ("fault-dev", 1, {"code": 5})
+
+    page.click("#trace-follow")
+    expect(page.locator("#trace-state")).to_have_text("live")
+    refused = sas_device(emu, "fault-dev")
+    try:
+        assert refused.connect() == 5  # the page's fault fired
+    finally:
+        refused.close()
+    expect(row).to_have_count(0)  # used up
+    trace = page.locator("#trace-table")
+    expect(trace.locator("tr[data-type='FAULT']")).to_have_count(1)
+    expect(trace.locator("tr[data-type='CONNACK'] .details")).to_contain_text("code 5")
+    device = online(emu, "fault-dev")
+    device.close()
+    expect(trace.locator("tr[data-type='CONNACK'] .details").first).to_contain_text("code 0")
+
+    # One connection's packets: its number filters the trace to it.
+    trace.locator("tr[data-type='FAULT'] td:nth-child(3) a").click()
+    expect(trace.locator("tr[data-type='CONNECT']")).to_have_count(1)
+    expect(trace.locator("tr[data-type='CONNACK'] .details")).to_contain_text("code 5")
+
+    page.select_option("#fault-kind", "delay-twin")
+    page.fill("#fault-params input[data-param='seconds']", "-1")
+    page.click("#fault-add")
+    expect(page.locator("#faults-error")).to_contain_text("400 ArgumentInvalid")
+    page.fill("#fault-params input[data-param='seconds']", "2")
+    page.click("#fault-add")
+    expect(page.locator("#fault-table tr[data-kind='delay-twin']")).to_have_count(1)
+    page.click("#faults-clear")
+    expect(page.locator("#fault-table tbody tr")).to_have_count(0)
+    assert emu.faults.list() == []
+
+
 # ---- errors ---------------------------------------------------------------------------------
 
 

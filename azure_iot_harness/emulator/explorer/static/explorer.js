@@ -688,10 +688,157 @@ function edgePage() {
   poll(2000, errorBox, refresh);
 }
 
+// ---- faults and the packet trace ------------------------------------------------------------
+
+function faultsPage() {
+  const errorBox = $("#faults-error");
+  const kindSelect = $("#fault-kind");
+  let kinds = [];
+
+  function showParams() {
+    const kind = kinds.find((k) => k.kind === kindSelect.value);
+    $("#fault-imitates").textContent = kind ? `Imitates: ${kind.imitates}` : "";
+    $("#fault-params").replaceChildren(...(kind ? kind.params : []).map((p) => el("label", {}, `${p.name} `,
+      p.choices
+        ? el("select", { "data-param": p.name, "data-type": p.type }, p.choices.map((c) => el("option", { value: String(c), selected: c === p.default }, String(c))))
+        : el("input", { "data-param": p.name, "data-type": p.type, placeholder: p.default === null ? "" : String(p.default) }))));
+  }
+
+  async function refresh() {
+    const { body: faults } = await api("GET", "/_emulator/faults");
+    $("#fault-table tbody").replaceChildren(...faults.map((f) => el("tr", { "data-fault-id": f.id, "data-kind": f.kind },
+      el("td", {}, f.id), el("td", { class: "kind" }, f.kind),
+      el("td", {}, f.deviceId ? (f.moduleId ? `${f.deviceId}/${f.moduleId}` : f.deviceId) : "every device"),
+      el("td", {}, Object.entries(f.params || {}).map(([k, v]) => `${k}=${v}`).join(", ")),
+      el("td", { class: "fired" }, String(f.fired)), el("td", {}, f.count === null ? "∞" : String(f.count)),
+      el("td", {}, f.expires ? new Date(f.expires * 1000).toLocaleTimeString() : f.count === null ? "cleared" : "used up or cleared"),
+      el("td", {}, el("button", { type: "button", class: "danger remove", onclick: () => guarded(errorBox, async () => {
+        await api("DELETE", `/_emulator/faults/${enc(f.id)}`);
+        await refresh();
+      }) }, "Clear")))));
+  }
+
+  $("#fault-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const params = {};
+    for (const input of document.querySelectorAll("#fault-params [data-param]")) {
+      const value = input.value.trim();
+      if (value === "") continue;
+      params[input.dataset.param] = input.dataset.type === "str" ? value : Number(value);
+    }
+    const body = { kind: kindSelect.value, params };
+    if ($("#fault-device").value.trim()) body.deviceId = $("#fault-device").value.trim();
+    if ($("#fault-module").value.trim()) body.moduleId = $("#fault-module").value.trim();
+    if ($("#fault-count").value) body.count = Number($("#fault-count").value);
+    if ($("#fault-duration").value) body.durationSeconds = Number($("#fault-duration").value);
+    await guarded(errorBox, async () => { await api("POST", "/_emulator/faults", { body }); await refresh(); });
+  });
+  $("#faults-clear").addEventListener("click", () => guarded(errorBox, async () => { await api("DELETE", "/_emulator/faults"); await refresh(); }));
+  kindSelect.addEventListener("change", showParams);
+  guarded(errorBox, async () => {
+    kinds = (await api("GET", "/_emulator/faults/kinds")).body;
+    kindSelect.replaceChildren(...kinds.map((k) => el("option", { value: k.kind }, k.kind)));
+    showParams();
+  });
+  const wanted = new URLSearchParams(location.search).get("deviceId");
+  if (wanted) { $("#fault-device").value = wanted; $("#trace-device").value = wanted; }
+  poll(2000, errorBox, refresh);
+  tracePanel();
+}
+
+function tracePanel() {
+  const MAX_ROWS = 1000;
+  const errorBox = $("#trace-error");
+  const tbody = $("#trace-table tbody");
+  const state = $("#trace-state");
+  let controller = null;
+
+  function query() {
+    const q = {};
+    if ($("#trace-device").value.trim()) q.deviceId = $("#trace-device").value.trim();
+    if ($("#trace-conn").value) q.conn = $("#trace-conn").value;
+    return q;
+  }
+
+  function details(e) {
+    const parts = [];
+    if (e.topic) parts.push(e.topic);
+    if (e.topics) parts.push(e.topics.map(([t, q]) => `${t} (QoS ${q})`).join(", "));
+    if (e.packet_id !== undefined) parts.push(`id ${e.packet_id}`);
+    if (e.qos !== undefined) parts.push(`QoS ${e.qos}`);
+    if (e.dup) parts.push("DUP");
+    if (e.client_id) parts.push(`client ${e.client_id}`);
+    if (e.username) parts.push(`user ${e.username}`);
+    if (e.keep_alive !== undefined) parts.push(`keep-alive ${e.keep_alive}`);
+    if (e.return_code !== undefined) parts.push(`code ${JSON.stringify(e.return_code)}`);
+    if (e.tls) parts.push(`TLS ${JSON.stringify(e.tls)}`);
+    if (e.reason) parts.push(e.reason);
+    if (e.size !== undefined) parts.push(`${e.size} B`);
+    return parts.join(" · ");
+  }
+
+  function row(e) {
+    return el("tr", { "data-seq": String(e.seq), "data-type": e.type, class: `trace-${e.direction}` },
+      el("td", {}, String(e.seq)), el("td", {}, new Date(e.time * 1000).toLocaleTimeString()),
+      el("td", {}, el("a", { href: "#trace", onclick: () => { $("#trace-conn").value = e.conn; read(); } }, String(e.conn))),
+      el("td", {}, e.peer || ""), el("td", {}, e.listener || ""),
+      el("td", {}, e.device_id ? (e.module_id ? `${e.device_id}/${e.module_id}` : e.device_id) : ""),
+      el("td", {}, { in: "→", out: "←", event: "•" }[e.direction] || e.direction),
+      el("td", { class: "type" }, e.type), el("td", { class: "details" }, details(e)));
+  }
+
+  function add(line) {
+    let e;
+    try { e = JSON.parse(line); } catch (err) { return; }
+    tbody.prepend(row(e));
+    while (tbody.children.length > MAX_ROWS) tbody.lastElementChild.remove();
+  }
+
+  function stop() {
+    if (controller) controller.abort();
+    controller = null;
+    state.textContent = "stopped";
+    state.className = "badge";
+    $("#trace-follow").textContent = "Follow live";
+  }
+
+  async function read() {
+    stop();
+    tbody.replaceChildren();
+    await guarded(errorBox, async () => {
+      const res = await fetch(apiUrl("hub", "/_emulator/trace", query()), { headers: { "X-Explorer": "1" } });
+      const text = await res.text();
+      if (!res.ok) { let body = null; try { body = JSON.parse(text); } catch (e) { body = null; } throw new ApiError(res.status, body, text); }
+      for (const line of text.split("\n")) if (line.trim()) add(line);
+    });
+  }
+
+  async function follow() {
+    if (controller) { stop(); return; }
+    tbody.replaceChildren();
+    const mine = controller = new AbortController();
+    $("#trace-follow").textContent = "Stop";
+    try {
+      await streamLines(apiUrl("hub", "/_emulator/trace", { ...query(), follow: "true" }), mine.signal, add, () => {
+        state.textContent = "live";
+        state.className = "badge connected";
+        showError(errorBox, null);
+      });
+    } catch (err) {
+      if (!mine.signal.aborted) showError(errorBox, err);
+    }
+    if (controller === mine) stop();
+  }
+
+  $("#trace-follow").addEventListener("click", follow);
+  $("#trace-refresh").addEventListener("click", read);
+  $("#trace-clear").addEventListener("click", () => guarded(errorBox, async () => { await api("DELETE", "/_emulator/trace"); tbody.replaceChildren(); }));
+  read();
+}
+
 // ---- start ----------------------------------------------------------------------------------
 
-const PAGES = { devices: devicesPage, device: devicePage, telemetry: telemetryPage, dps: dpsPage, edge: edgePage };
-window.explorerPages = PAGES; // a view added later registers itself here before DOMContentLoaded
+const PAGES = { devices: devicesPage, device: devicePage, telemetry: telemetryPage, dps: dpsPage, edge: edgePage, faults: faultsPage };
 document.addEventListener("DOMContentLoaded", () => {
   const start = PAGES[document.body.dataset.page];
   if (start) start();
