@@ -212,6 +212,7 @@ class Emulator:
             owner=owner,
             login_required=not is_loopback(self.explorer_bind),
             edge=self.edge is not None,
+            host_names=(self.host, *self.config.host_names),
         )
 
     async def _stop_explorer(self) -> None:

@@ -46,6 +46,9 @@ def parse_connection_string(text: str) -> dict[str, str]:
 class Access:
     owner: Policy  # the iothubowner policy: its connection string signs a browser in
     login_required: bool  # bound beyond loopback
+    # Names the emulator is configured with (its host, its certificate's names), which a user may
+    # point at loopback in /etc/hosts: accepted as Host too.
+    host_names: frozenset[str] = frozenset()
     _sessions: set[str] = field(default_factory=set)
 
     def sign_in(self, connection_string: str) -> str | None:
@@ -72,7 +75,7 @@ class Access:
             return True
         host = headers.get("host", "")
         name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-        return is_loopback(name)
+        return is_loopback(name) or name.lower() in self.host_names
 
 
 def session_of(headers: dict[str, str]) -> str | None:

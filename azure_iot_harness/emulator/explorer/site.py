@@ -47,11 +47,12 @@ class ExplorerContext:
     owner: Policy  # iothubowner: its connection string signs a browser in beyond loopback
     login_required: bool
     edge: bool  # the emulator runs an edgeHub
+    host_names: tuple[str, ...] = ()  # the emulator's own names, accepted as Host on loopback
 
 
 def build_explorer(ctx: ExplorerContext) -> ASGIApp:
     templates = Jinja2Templates(directory=str(HERE / "templates"))
-    access = Access(ctx.owner, ctx.login_required)
+    access = Access(ctx.owner, ctx.login_required, frozenset(n.lower() for n in ctx.host_names))
 
     def page(name: str, **values: Any) -> Callable[[Request], Any]:
         async def render(request: Request) -> Response:

@@ -30,7 +30,7 @@ def request(emu: Emulator, method: str, path: str, *, headers: dict | None = Non
 
 @pytest.fixture
 def open_explorer() -> Iterator[Emulator]:
-    thread = EmulatorThread(in_memory=True, mqtt_port=0, https_port=0, explorer=True)
+    thread = EmulatorThread(in_memory=True, mqtt_port=0, https_port=0, explorer=True, host_names=["MyHub.example.net"])
     try:
         yield thread.start()
     finally:
@@ -55,7 +55,7 @@ def test_loopback_explorer_answers_at_once_under_loopback_names(open_explorer: E
     assert status == 200 and 'data-page="devices"' in page
     status, _, body = request(emu, "GET", API, headers={"X-Explorer": "1"})
     assert status == 200 and "device1" in [d["deviceId"] for d in json.loads(body)]
-    for host in ("localhost", "[::1]:8080", "127.0.0.1"):
+    for host in ("localhost", "[::1]:8080", "127.0.0.1", "myhub.example.net:8080"):
         assert request(emu, "GET", "/devices", headers={"Host": host})[0] == 200, host
     # A page of another site whose name now points at 127.0.0.1 (DNS rebinding) gets nothing.
     status, _, text = request(emu, "GET", API, headers={"Host": "attacker.example", "X-Explorer": "1"})

@@ -116,6 +116,7 @@ def test_telemetry_from_a_device_appears_pretty_with_properties_pause_and_filter
         expect(card.locator("details").nth(1)).to_contain_text("iothub-connection-device-id")
         expect(card.locator(".meta")).to_contain_text("enqueued")
         expect(page.locator("#rate-graph canvas")).to_have_count(1)
+        expect(page.locator("#rate-graph")).to_have_attribute("data-last-minute", "1")
 
         page.click("#telemetry-pause")
         device.publish("devices/tele-dev/messages/events/color=blue", "held back")

@@ -514,7 +514,12 @@ function telemetryPage() {
       legend: { show: false },
     }, chartData(), graph);
   }
-  setInterval(() => { if (chart) chart.setData(chartData()); }, 1000);
+  // The figure also says how many messages the graph holds, for readers without the picture.
+  setInterval(() => {
+    const data = chartData();
+    if (chart) chart.setData(data);
+    $("#rate-graph").dataset.lastMinute = String(data[1].reduce((a, b) => a + b, 0));
+  }, 1000);
 
   function matches(m) {
     const f = filter.value.trim().toLowerCase();
