@@ -29,12 +29,18 @@ def request(emu: Emulator, method: str, path: str, *, headers: dict | None = Non
 
 
 @pytest.fixture
-def open_explorer() -> Iterator[Emulator]:
+def open_thread() -> Iterator[EmulatorThread]:
     thread = EmulatorThread(in_memory=True, mqtt_port=0, https_port=0, explorer=True, host_names=["MyHub.example.net"])
+    thread.start()
     try:
-        yield thread.start()
+        yield thread
     finally:
         thread.stop()
+
+
+@pytest.fixture
+def open_explorer(open_thread: EmulatorThread) -> Emulator:
+    return open_thread.emulator
 
 
 @pytest.fixture
@@ -111,3 +117,15 @@ def test_access_rules() -> None:
     session = access.sign_in(f" HostName=h;SharedAccessKeyName=iothubowner;SharedAccessKey={owner.key} ")
     assert session and access.signed_in({"cookie": f"other=1; explorer-session={session}"})
     assert not access.signed_in({"cookie": 'explorer-session="'})
+
+
+def test_reset_keeps_the_explorer_on_its_port(open_thread: EmulatorThread) -> None:
+    emu = open_thread.emulator
+    url = emu.explorer_url
+    status, _, _ = request(emu, "PUT", "/api/hub/devices/gone-after-reset?api-version=2021-04-12",
+                           headers={"X-Explorer": "1"}, body='{"deviceId": "gone-after-reset"}')  # fmt: skip
+    assert status == 200
+    open_thread.call(emu.reset(), timeout=60)
+    assert emu.explorer_url == url
+    status, _, body = request(emu, "GET", API, headers={"X-Explorer": "1"})
+    assert status == 200 and "gone-after-reset" not in body
