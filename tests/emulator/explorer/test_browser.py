@@ -95,6 +95,9 @@ def test_device_page_shows_connection_string_thumbprints_and_modules(page: Page,
     expect(page).to_have_url(re.compile(r"/devices/thumb-dev/modules/mod-a$"))
     key = emu.registry.get("thumb-dev", "mod-a")["authentication"]["symmetricKey"]["primaryKey"]
     expect(page.locator("#connection-string")).to_have_value(f"HostName=localhost;DeviceId=thumb-dev;ModuleId=mod-a;SharedAccessKey={key}")
+    page.goto("/devices")
+    expect(page.locator("tr[data-device-id='thumb-dev'] .modules")).to_have_text("1")
+    expect(page.locator("tr[data-device-id='device1'] .modules")).to_have_text("1")  # the well-known module1
 
 
 # ---- telemetry ------------------------------------------------------------------------------
