@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 from azure.iot.device import IoTHubDeviceClient, Message
-from azure.iot.device.exceptions import ConnectionFailedError
+from azure.iot.device.exceptions import ConnectionDroppedError, ConnectionFailedError, NoConnectionError
 
 from azure_iot_harness.emulator.app import EmulatorThread
 from azure_iot_harness.emulator.faults import azure
@@ -33,13 +33,13 @@ def _message(**props: str) -> Message:
 
 
 def _send_as_an_application_does(client: IoTHubDeviceClient, msg: Message) -> None:
-    """Send; when the connect the send started is refused (throttled), wait for the SDK's own
-    reconnection and send again."""
+    """Send; when the SDK says the connection is gone or the connect the send started is refused
+    (throttled), wait for the SDK's own reconnection and send again (duplicates are allowed)."""
     for _ in range(10):
         try:
             client.send_message(msg)
             return
-        except ConnectionFailedError:
+        except (ConnectionFailedError, ConnectionDroppedError, NoConnectionError):
             wait_for(lambda: client.connected, what="the SDK connected again")
     raise AssertionError("not sent after 10 attempts")
 

@@ -71,3 +71,16 @@ def test_kill_tcp_through_the_edge_drops_the_leaf_not_the_upstream(edge):
     assert f"KillTcp ({azure.FAULT_TYPE})" in edge_closes
     assert not [e for e in events if e.type == "FAULT" and e.listener == "hub"]  # the upstream link is left alone
     leaf.close()
+
+
+def test_a_leaf_fault_hits_the_leaf_not_the_edge_upstream_link_for_it(edge):
+    thread, emu = edge
+    leaf = connected_leaf(thread, emu, "leaf-drop")
+    mid = leaf.publish("devices/leaf-drop/messages/events/", b"up")
+    wait_for(lambda: len(hub_messages(emu, "leaf-drop")) == 1, timeout=30, what="forwarded: the upstream link is up")
+    fault = emu.faults.add("drop", device_id="leaf-drop", how="close")
+    wait_for(leaf.disconnected.is_set, what="the leaf dropped")
+    assert mid in leaf.acked and fault.fired == 1
+    faulted = [e.listener for e in emu.trace.events(device_id="leaf-drop") if e.type == "FAULT"]
+    assert faulted == ["edge"]  # the hub-side link carries the edge's credentials: a fault for the edge device
+    leaf.close()
