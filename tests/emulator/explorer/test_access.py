@@ -129,3 +129,9 @@ def test_reset_keeps_the_explorer_on_its_port(open_thread: EmulatorThread) -> No
     assert emu.explorer_url == url
     status, _, body = request(emu, "GET", API, headers={"X-Explorer": "1"})
     assert status == 200 and "gone-after-reset" not in body
+
+
+def test_names_from_the_address_are_escaped_in_the_page(open_explorer: Emulator) -> None:
+    status, _, page = request(open_explorer, "GET", "/devices/%3Cscript%3Ealert(1)%22x")
+    assert status == 200
+    assert "<script>alert(1)" not in page and "&lt;script&gt;alert(1)&#34;x" in page
