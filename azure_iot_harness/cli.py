@@ -40,9 +40,9 @@ from .running.service import emulator_api, get_identity, https_connection, send_
 log = logging.getLogger("azure_iot_harness.cli")
 
 
-def load_config(args: argparse.Namespace, **flags: Any) -> Config:
+def load_config(args: argparse.Namespace, defaults: dict[str, Any] | None = None, **flags: Any) -> Config:
     """The Config of file/env/flags; verbs other than serve pass only --data-dir."""
-    return Config.load(file=getattr(args, "config", None), flags={"data_dir": args.data_dir, **flags})
+    return Config.load(file=getattr(args, "config", None), flags={"data_dir": args.data_dir, **flags}, defaults=defaults)
 
 
 # ---- serve ----------------------------------------------------------------------------------
@@ -51,6 +51,10 @@ def load_config(args: argparse.Namespace, **flags: Any) -> Config:
 def cmd_serve(args: argparse.Namespace) -> int:
     cfg = load_config(
         args,
+        {"explorer": True},  # serve shows the explorer page unless told not to
+        explorer=args.explorer,
+        explorer_bind=args.explorer_bind,
+        explorer_port=args.explorer_port,
         edge=args.edge or None,
         edge_bind=args.edge_bind,
         edge_host=args.edge_host,
@@ -128,6 +132,10 @@ def print_banner(info: dict, cfg: Config) -> None:
         edge = info["edge"]
         rows.insert(5, ("edgeHub", f"mqtts://{edge['mqtt']['host']}:{edge['mqtt']['port']}  (edge device {edge['deviceId']}, GatewayHostName={edge['host']})"))
         rows.insert(6, ("edge routes", "; ".join(f"{k}: {v}" for k, v in edge["routes"]["routes"].items()) or "none"))
+    if info.get("explorer"):
+        explorer = info["explorer"]
+        sign_in = "  (asks for the iothubowner connection string)" if explorer["signIn"] else ""
+        rows.append(("explorer", f"{explorer['url']}{sign_in}"))
     out = [f"azure-iot-harness {__version__}: IoT Hub emulator, pid {info['pid']}"]
     out += [f"  {name + ':':<16}{value}" for name, value in rows]
     out.append("connection strings:")
@@ -164,6 +172,18 @@ async def wait_https_answers(info: dict, timeout: float = 10.0) -> None:
 
 def cmd_info(args: argparse.Namespace) -> int:
     print(json.dumps(read_endpoints(load_config(args).data_dir), indent=2))
+    return 0
+
+
+def cmd_explorer(args: argparse.Namespace) -> int:
+    explorer = read_endpoints(load_config(args).data_dir).get("explorer")
+    if not explorer:
+        raise CommandError("the running emulator shows no explorer page (serve --no-explorer)")
+    print(explorer["url"])
+    if args.open:
+        import webbrowser
+
+        webbrowser.open(explorer["url"])
     return 0
 
 
@@ -524,8 +544,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--edge-routes", metavar="FILE", help="a JSON file of $edgeHub desired properties (routes)")
     p.add_argument("--edge-ca-cert", metavar="FILE", help="an edge device CA of your own: its certificate chain (IoT Edge's edge_ca cert)")
     p.add_argument("--edge-ca-key", metavar="FILE", help="with --edge-ca-cert: the edge CA's private key (IoT Edge's edge_ca pk)")
+    p.add_argument(
+        "--explorer",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="serve the explorer page on plain HTTP (default: on; --no-explorer turns it off)",
+    )
+    p.add_argument("--explorer-bind", metavar="ADDR", help="the explorer's address (default: --bind); beyond loopback it asks for the iothubowner connection string")
+    p.add_argument("--explorer-port", type=int, metavar="N", help="the explorer's port (default: 0, a free one, printed)")
     p.add_argument("--log-level", metavar="LEVEL", help="debug, info, warning or error (default: info)")
     p.set_defaults(func=cmd_serve)
+
+    p = verbs.add_parser("explorer", parents=[data], help="print the running emulator's explorer page address")
+    p.add_argument("--open", action="store_true", help="also open it in the default browser")
+    p.set_defaults(func=cmd_explorer)
 
     p = verbs.add_parser("info", parents=[data], help="print the running emulator's endpoints as one JSON object")
     p.set_defaults(func=cmd_info)

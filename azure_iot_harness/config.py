@@ -153,6 +153,12 @@ class Config:
     # the development edge CA.
     edge_ca_cert: str = ""
     edge_ca_key: str = ""
+    # The explorer page (plain HTTP): off for in-process emulators unless asked, on for `serve`.
+    # Its address: explorer_bind (empty: bind) and explorer_port (0: a free one, printed). Bound
+    # beyond loopback, it asks for the iothubowner connection string.
+    explorer: bool = False
+    explorer_bind: str = ""
+    explorer_port: int = 0
     log_level: str = "info"
     # The packet trace (GET /_emulator/trace): on by default; the last N packets of each
     # connection and at most this many in all; payloads only when asked for.
@@ -169,7 +175,7 @@ class Config:
         return self.host.split(".", 1)[0]
 
     def validate(self) -> Config:
-        for name in ("mqtt_port", "https_port", "edge_mqtt_port", "edge_workload_port"):
+        for name in ("mqtt_port", "https_port", "edge_mqtt_port", "edge_workload_port", "explorer_port"):
             port = getattr(self, name)
             if not 0 <= port <= 65535:
                 raise ConfigError(f"{name} must be between 0 and 65535, not {port}")
@@ -195,13 +201,15 @@ class Config:
         file: str | os.PathLike[str] | None = None,
         env: Mapping[str, str] | None = None,
         flags: Mapping[str, Any] | None = None,
+        defaults: Mapping[str, Any] | None = None,
     ) -> Config:
         """Build from a TOML file, then the environment, then flags the user actually passed.
 
-        A flag whose value is None counts as not passed.
+        A flag whose value is None counts as not passed. `defaults` replace the field defaults
+        (what `serve` turns on unless told otherwise: the explorer).
         """
         env = os.environ if env is None else env
-        values: dict[str, Any] = {}
+        values: dict[str, Any] = dict(defaults or {})
         file = file or env.get(ENV_PREFIX + "CONFIG")
         if file:
             try:

@@ -35,6 +35,8 @@ from .dps.context import DpsContext
 from .dps.dps import Dps
 from .edge.edge import Edge, HubLink
 from .emulator_api import ApiContext
+from .explorer import ExplorerContext, build_explorer
+from .explorer.access import is_loopback
 from .faults import Fault, FaultBook
 from .frontdoor import FrontDoor
 from .https_server import ALPN, HttpsServer
@@ -87,6 +89,7 @@ class Emulator:
         self.https: HttpsServer
         self.rotated_root: RotatedRoot | None = None  # the second development root (TLS faults)
         self.tls_faults: TlsFaults
+        self.explorer: HttpsServer | None = None  # the explorer page (Config.explorer)
         self._started = False
 
     # ---- life cycle ---------------------------------------------------------------------
@@ -154,15 +157,22 @@ class Emulator:
             # One HTTPS listener for every REST surface and MQTT over WebSocket. DPS's REST API
             # attests X.509 devices by their TLS client certificate.
             https_tls = server_context(self.pki.server_chain_pem, self.pki.server_key_pem, alpn=ALPN)
-            self.https = HttpsServer(build_app(self._web_context()), host=cfg.bind, port=cfg.https_port, tls=https_tls)
+            web_app = build_app(self._web_context())
+            self.https = HttpsServer(web_app, host=cfg.bind, port=cfg.https_port, tls=https_tls)
             try:
                 await _bind("HTTPS", cfg.bind, cfg.https_port, self.https.start)
+                # The explorer page on plain HTTP, calling that same app in-process.
+                if cfg.explorer:
+                    explorer_app = build_explorer(self._explorer_context(web_app))
+                    self.explorer = HttpsServer(explorer_app, host=self.explorer_bind, port=cfg.explorer_port, tls=None)
+                    await _bind("explorer", self.explorer_bind, cfg.explorer_port, self.explorer.start)
                 # The edge last: its upstream connects to the hub's MQTT listener.
                 if self.edge is not None:
                     await self.edge.start()
             except BaseException:
                 await self.mqtt.stop()
                 await self.https.stop()
+                await self._stop_explorer()
                 raise
         except BaseException:
             await self.store.close()
@@ -217,6 +227,25 @@ class Emulator:
             management=ManagementContext(self.config.hub_name, hub, self.hub.cas, self.dps, self.dps.cas),
         )
 
+    def _explorer_context(self, web_app: Any) -> ExplorerContext:
+        owner = next(p for p in self.policies if p.name == "iothubowner")
+        return ExplorerContext(
+            api=web_app,
+            hub_host=self.host,
+            dps_id_scope=self.config.dps_id_scope,
+            hub_token=self.service_token,
+            dps_token=self.dps_service_token,
+            owner=owner,
+            login_required=not is_loopback(self.explorer_bind),
+            edge=self.edge is not None,
+            host_names=(self.host, *self.config.host_names),
+        )
+
+    async def _stop_explorer(self) -> None:
+        if self.explorer is not None:
+            await self.explorer.stop()
+            self.explorer = None
+
     async def reset(self) -> None:
         """Back to a fresh state, on the same ports and with the same CA: every connection is
         closed, every identity, twin, message, enrollment and registration not well-known is
@@ -226,6 +255,8 @@ class Emulator:
         ports = {"mqtt_port": self.mqtt_port, "https_port": self.https_port}
         if self.edge is not None:
             ports.update(edge_mqtt_port=self.edge.mqtt_port, edge_workload_port=self.edge.workload.port)
+        if self.explorer is not None:
+            ports["explorer_port"] = self.explorer.listener.port
         await self._shutdown()
         self.faults.clear()
         self.trace.clear()
@@ -256,6 +287,7 @@ class Emulator:
         self._other_hosts.clear()
         await self.mqtt.stop()
         await self.https.stop()
+        await self._stop_explorer()
         await self.dps.stop()
         await self.hub.stop()
         await self.store.close()
@@ -362,6 +394,22 @@ class Emulator:
         return self.https.port
 
     @property
+    def explorer_bind(self) -> str:
+        return self.config.explorer_bind or self.config.bind
+
+    @property
+    def explorer_url(self) -> str | None:
+        """The explorer page's address (None when Config.explorer is off)."""
+        if self.explorer is None:
+            return None
+        host = self.explorer_bind
+        if host in ("0.0.0.0", "::", ""):  # every address: name the hub's host
+            host = self.host
+        elif ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.explorer.listener.port}/"
+
+    @property
     def ca_file(self) -> Path:
         folder = Path(self._tmp.name) if self._tmp is not None else self.config.data_dir / "pki"
         return folder / "ca.pem"
@@ -399,6 +447,9 @@ class Emulator:
             "connectionStrings": self.well_known_connection_strings(),
             "wellKnownIdentities": self.well_known_identities(),
             "edge": self.edge.info() if self.edge is not None else None,
+            "explorer": (
+                {"url": self.explorer_url, "signIn": not is_loopback(self.explorer_bind)} if self.explorer is not None else None
+            ),
         }
 
     def well_known_identities(self) -> dict:

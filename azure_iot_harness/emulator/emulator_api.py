@@ -3,7 +3,9 @@
 Telemetry is read from Event Hubs in Azure; here it is read from `GET /_emulator/telemetry`
 (a page) or `GET /_emulator/telemetry/stream` (newline-delimited JSON, one message a line, as
 they are committed). Cloud-to-device messages, which the service SDKs send over AMQP, are sent
-with `POST /_emulator/c2d/{deviceId}`; `GET` on the same path lists the device's queue. With an
+with `POST /_emulator/c2d/{deviceId}`; `GET` on the same path lists the device's queue, and
+`GET /_emulator/c2d/{deviceId}/history` its last finished messages (outcome, as Azure's feedback
+names it: Success, Expired, DeliveryCountExceeded, Purged). With an
 edge, `GET /_emulator/edge` shows its state (upstream, queue depths, store use, dropped messages)
 and `/_emulator/edge/routes` its routes. All need a service SAS token with ServiceConnect, as
 Azure does.
@@ -25,6 +27,7 @@ from ..config import SERVICE_CONNECT
 from ..errors import HarnessError
 from .edge.routing import Router
 from .hub import http
+from .hub.c2d import iso_time as c2d_iso
 from .hub.context import HubContext
 from .hub.service_auth import require
 from .protocol.errors import hub_error
@@ -114,12 +117,30 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
         if hub.registry.get(device_id) is None:
             raise hub_error("DeviceNotFound", f"device {device_id} not found")
         pending = hub.c2d.pending(device_id)
+        now = hub.clock.time()
         return JSONResponse(
             [
-                {"messageId": m.message_id, "sequenceNumber": m.seq, "deliveryCount": m.delivery_count, "topic": m.topic()}
+                {
+                    "messageId": m.message_id,
+                    "sequenceNumber": m.seq,
+                    "deliveryCount": m.delivery_count,
+                    "topic": m.topic(),
+                    # Delivered and waiting for the device's PUBACK, or waiting to be delivered.
+                    "state": "delivered" if m.lock_until > now else "queued",
+                    "ack": m.ack,
+                    "enqueuedTime": c2d_iso(m.enqueued),
+                    "expiryTime": c2d_iso(m.expiry),
+                }
                 for m in pending
             ]
         )
+
+    async def c2d_history(request: Request) -> Response:
+        authorize(request)
+        device_id = request.path_params["id"]
+        if hub.registry.get(device_id) is None:
+            raise hub_error("DeviceNotFound", f"device {device_id} not found")
+        return JSONResponse(hub.c2d.history(device_id))
 
     async def edge_routes(request: Request) -> Response:
         authorize(request)
@@ -145,6 +166,7 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
         Route("/_emulator/edge/routes", edge_routes, methods=["GET", "PUT"]),
         Route("/_emulator/c2d/{id}", send_c2d, methods=["POST"]),
         Route("/_emulator/c2d/{id}", pending_c2d, methods=["GET"]),
+        Route("/_emulator/c2d/{id}/history", c2d_history, methods=["GET"]),
         Route("/_emulator/telemetry", read, methods=["GET"]),
         Route("/_emulator/telemetry", clear, methods=["DELETE"]),
         Route("/_emulator/telemetry/stream", stream, methods=["GET"]),

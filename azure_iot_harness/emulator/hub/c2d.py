@@ -3,11 +3,14 @@
 A delivered message stays in the queue, locked, until the device's PUBACK completes it; when
 the lock runs out it can be delivered again (flagged DUP). At most 50 messages wait per device;
 each is at most 64 KB. Queues live in memory for speed and are written through to the store.
+The last few outcomes per device (acknowledged, expired, delivered too often, purged, with
+Azure's feedback status names) are kept in memory for the explorer page.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import sqlite3
 import uuid
@@ -25,6 +28,7 @@ MAX_BYTES = 64 * 1024
 DEFAULT_TTL = 3600.0
 MAX_DELIVERY_COUNT = 10
 ACK_VALUES = ("none", "positive", "negative", "full")
+HISTORY = 20  # finished messages remembered per device (in memory only)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS c2d (
@@ -65,7 +69,7 @@ class C2DMessage:
         ):
             if value is not None:
                 system.append((key, value))
-        system.append(("$.exp", _iso(self.expiry)))
+        system.append(("$.exp", iso_time(self.expiry)))
         if self.ack and self.ack != "none":
             system.append(("iothub-ack", self.ack))
         to = f"%24.to=%2Fdevices%2F{self.device_id}%2Fmessages%2Fdevicebound"
@@ -85,7 +89,7 @@ class C2DMessage:
         return cls(**doc)
 
 
-def _iso(epoch: float) -> str:
+def iso_time(epoch: float) -> str:
     import datetime as dt
 
     return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f0Z")
@@ -99,6 +103,7 @@ class C2DQueues:
         self.lock_seconds = lock_seconds
         self._queues: dict[str, list[C2DMessage]] = {}
         self._listeners: list[Callable[[str], None]] = []
+        self._history: dict[str, collections.deque[dict]] = {}
         self.last_seq = 0  # the newest message's sequence number, ever
         store.add_schema(_SCHEMA)
         registry.on_change(self._identity_changed)
@@ -198,17 +203,39 @@ class C2DQueues:
         text, seq = msg.to_json(), msg.seq
         self.store.submit(lambda c: c.execute("UPDATE c2d SET doc = ? WHERE seq = ?", (text, seq)))
 
-    def complete(self, device_id: str, seq: int) -> asyncio.Future:
+    def complete(self, device_id: str, seq: int, outcome: str = "Success") -> asyncio.Future:
+        """Remove a message; `outcome` is Azure's feedback status for it (Success: acknowledged)."""
         queue = self._queues.get(device_id, [])
         self._queues[device_id] = [m for m in queue if m.seq != seq]
+        for m in queue:
+            if m.seq == seq:
+                self._remember(m, outcome)
         return self.store.submit(lambda c: c.execute("DELETE FROM c2d WHERE seq = ?", (seq,)))
 
     async def purge(self, device_id: str) -> int:
         if self.registry.get(device_id) is None:
             raise hub_error("DeviceNotFound", f"device {device_id} not found")
-        count = len(self._queues.pop(device_id, []))
+        purged = self._queues.pop(device_id, [])
+        for m in purged:
+            self._remember(m, "Purged")
         await self.store.submit(lambda c: c.execute("DELETE FROM c2d WHERE device_id = ?", (device_id,)))
-        return count
+        return len(purged)
+
+    def history(self, device_id: str) -> list[dict]:
+        """The device's last finished messages, oldest first (kept in memory, HISTORY of them)."""
+        return list(self._history.get(device_id, ()))
+
+    def _remember(self, msg: C2DMessage, outcome: str) -> None:
+        entry = {
+            "messageId": msg.message_id,
+            "sequenceNumber": msg.seq,
+            "outcome": outcome,
+            "deliveryCount": msg.delivery_count,
+            "ack": msg.ack,
+            "enqueuedTime": iso_time(msg.enqueued),
+            "finishedTime": iso_time(self.clock.time()),
+        }
+        self._history.setdefault(msg.device_id, collections.deque(maxlen=HISTORY)).append(entry)
 
     def _expire(self, device_id: str, now: float) -> None:
         """Drop expired messages and those delivered too often (IoT Hub dead-letters them)."""
@@ -219,9 +246,11 @@ class C2DQueues:
             m for m in queue if m.expiry <= now or (m.delivery_count >= MAX_DELIVERY_COUNT and m.lock_until <= now)
         ]
         for m in doomed:
-            self.complete(device_id, m.seq)
+            self.complete(device_id, m.seq, "Expired" if m.expiry <= now else "DeliveryCountExceeded")
 
     def _identity_changed(self, key: tuple[str, str | None], doc: dict | None) -> None:
+        if doc is None and key[1] is None:
+            self._history.pop(key[0], None)
         if doc is None and key[1] is None and self._queues.pop(key[0], None) is not None:
             device_id = key[0]
             self.store.submit(lambda c: c.execute("DELETE FROM c2d WHERE device_id = ?", (device_id,)))
