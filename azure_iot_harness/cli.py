@@ -120,6 +120,9 @@ def print_banner(info: dict, cfg: Config) -> None:
         ("HTTPS", f"{info['https']['url']}  (port {info['https']['port']}, bound to {cfg.bind})"),
         ("CA file", info["caFile"]),
     ]
+    if info.get("eventHub"):
+        rows.append(("AMQP", f"amqps://{info['amqp']['host']}:{info['amqp']['port']}  (plain TCP {info['amqp']['plainPort']})"))
+        rows.append(("Event Hub", f"{info['eventHub']['name']}  ({len(info['eventHub']['partitions'])} partitions)"))
     if "dps" in info:
         rows.insert(4, ("DPS ID scope", f"{info['dps']['idScope']}  (DPS host {info['dps']['host']}, same ports)"))
     if info.get("edge"):
@@ -130,6 +133,9 @@ def print_banner(info: dict, cfg: Config) -> None:
     out += [f"  {name + ':':<16}{value}" for name, value in rows]
     out.append("connection strings:")
     out += [f"  {name + ':':<16}{value}" for name, value in info["connectionStrings"].items()]
+    if info.get("eventHub"):
+        out.append(f"  {'eventHub:':<16}{info['eventHub']['connectionString']}")
+        out.append(f"  {'eventHubLocal:':<16}{info['eventHub']['emulatorConnectionString']}")
     print("\n".join(out), flush=True)
 
 
@@ -189,6 +195,8 @@ def cmd_sas_token(args: argparse.Namespace) -> int:
 def cmd_connection_string(args: argparse.Namespace) -> int:
     if args.policy is not None and not args.service:
         raise CommandError("--policy goes with --service only", 2)
+    if args.emulator and not args.eventhub:
+        raise CommandError("--emulator goes with --eventhub only", 2)
     device, module = args.device or args.edge_device, None
     if args.module is not None:
         device, sep, module = args.module.partition("/")
@@ -200,6 +208,12 @@ def cmd_connection_string(args: argparse.Namespace) -> int:
         return 0
     if args.service:
         print(connection_strings.service_string(info, args.policy or "iothubowner"))
+        return 0
+    if args.eventhub:
+        hub = info.get("eventHub")
+        if not hub:
+            raise CommandError("the running emulator has no Event Hubs-compatible endpoint (an older version?)")
+        print(hub["emulatorConnectionString"] if args.emulator else hub["connectionString"])
         return 0
     if args.edge_device is not None and not (get_identity(info, device, None).get("capabilities") or {}).get("iotEdge"):
         raise CommandError(f"{device} is not an IoT Edge device (capabilities.iotEdge is false)")
@@ -217,6 +231,29 @@ def rest_connection_string(info: dict, device: str, module: str | None) -> str:
     if kind in ("selfSigned", "certificateAuthority"):
         return connection_strings.device_string(info["hubHostName"], device, module_id=module)
     raise CommandError(f"{device}{'/' + module if module else ''} has authentication type {kind!r}: no connection string")
+
+
+# ---- trust -------------------------------------------------------------------------------------
+
+
+def cmd_trust(args: argparse.Namespace) -> int:
+    from .certs import trust
+
+    bundle = Path(args.bundle) if args.bundle else trust.default_bundle()
+    if args.undo:
+        removed = trust.remove(bundle)
+        print(f"{'removed the development CA from' if removed else 'the development CA was not in'} {bundle}")
+        return 0
+    if args.ca:
+        ca = Path(args.ca).read_bytes()
+    else:
+        from .certs import DevPKI
+
+        cfg = load_config(args)
+        ca = DevPKI.load_or_create(cfg.data_dir / "pki", [cfg.host, cfg.bind, *cfg.host_names]).root_pem
+    trust.add(bundle, ca)
+    print(f"added the development CA to {bundle} (undo: azure-iot-harness trust --undo)")
+    return 0
 
 
 # ---- c2d send ----------------------------------------------------------------------------------
@@ -401,8 +438,22 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--service", action="store_true", help="the hub's service connection string")
     which.add_argument("--dps-service", action="store_true", help="the Device Provisioning Service's service connection string")
     which.add_argument("--edge-device", metavar="ID", help="an IoT Edge device's connection string")
+    which.add_argument("--eventhub", action="store_true", help="the Event Hubs-compatible endpoint's connection string (AMQPS)")
     p.add_argument("--policy", metavar="NAME", help="with --service: the shared access policy (default: iothubowner)")
+    p.add_argument("--emulator", action="store_true", help="with --eventhub: the plain-TCP form with UseDevelopmentEmulator=true")
     p.set_defaults(func=cmd_connection_string)
+
+    p = verbs.add_parser(
+        "trust",
+        parents=[data],
+        help="make this environment's certifi-reading SDKs (azure-eventhub, azure-iot-hub) trust the development CA",
+        description="Add the development root CA to certifi's CA bundle of the Python environment this command runs in "
+        "(azure-eventhub and uamqp read only that bundle); --undo takes it out again. Nothing else is changed.",
+    )
+    p.add_argument("--bundle", metavar="FILE", help="the CA bundle to change (default: certifi.where() of this environment)")
+    p.add_argument("--undo", action="store_true", help="remove the development CA from the bundle")
+    p.add_argument("--ca", metavar="FILE", help="the CA to trust (default: the data folder's development root CA)")
+    p.set_defaults(func=cmd_trust)
 
     p = verbs.add_parser("sas-token", help="print a shared access signature")
     p.add_argument("--uri", required=True, help="the audience (sr), e.g. myhub.azure-devices.net/devices/dev1")

@@ -20,6 +20,7 @@ from ..config import (
     ENDPOINTS_FILE,
     WELL_KNOWN_SYMMETRIC_GROUP,
     WELL_KNOWN_X509_GROUP,
+    AmqpSettings,
     Config,
     DpsSettings,
     EdgeSettings,
@@ -27,6 +28,7 @@ from ..config import (
     Policy,
 )
 from ..errors import ConfigError, HarnessError
+from .amqp import AmqpService
 from .clock import SYSTEM_CLOCK, Clock
 from .dps.context import DpsContext
 from .dps.dps import Dps
@@ -34,6 +36,7 @@ from .edge.edge import Edge, HubLink
 from .emulator_api import ApiContext
 from .frontdoor import FrontDoor
 from .https_server import ALPN, HttpsServer
+from .hub.feedback import Feedback
 from .hub.hub import Hub
 from .hub.registry import Registry
 from .mqtt.listener import MqttListener
@@ -66,6 +69,8 @@ class Emulator:
         self.front_door: FrontDoor
         self.mqtt: MqttListener
         self.https: HttpsServer
+        self.feedback: Feedback
+        self.amqp: AmqpService
         self._started = False
 
     # ---- life cycle ---------------------------------------------------------------------
@@ -98,11 +103,14 @@ class Emulator:
         )
         # edgeHub (serve --edge), which knows the hub as a HubLink: its listener and registry.
         self.edge = Edge(EdgeSettings.of(cfg), self.store, self.clock, hub=self._hub_link(), pki=self.pki) if cfg.edge else None
+        # C2D delivery feedback, from the hub's C2D queues.
+        self.feedback = Feedback(self.store, self.hub.c2d, self.clock, batch_seconds=cfg.c2d_feedback_batch_seconds)
         # The store opens; then each service loads (and seeds) its state.
         await self.store.start()
         try:
             await self.hub.start()
             await self.dps.start()
+            await self.feedback.start()
             # One MQTT/TLS listener for hub and DPS, told apart by the CONNECT username.
             self.front_door = FrontDoor(self.hub, self.dps)
             self.mqtt = MqttListener(
@@ -115,6 +123,13 @@ class Emulator:
                 server_certificate=ServerCertificate(tuple(self.pki.server_names), str(self.ca_file)),
             )
             await _bind("MQTT", cfg.bind, cfg.mqtt_port, self.mqtt.start)
+            # AMQP for back ends: the Event Hubs-compatible endpoint, C2D sending and feedback.
+            self.amqp = self._amqp_service()
+            try:
+                await _bind("AMQP", cfg.bind, self.amqp.settings.port, self.amqp.start)
+            except BaseException:
+                await self.mqtt.stop()
+                raise
             # One HTTPS listener for every REST surface and MQTT over WebSocket. DPS's REST API
             # attests X.509 devices by their TLS client certificate.
             https_tls = server_context(self.pki.server_chain_pem, self.pki.server_key_pem, alpn=ALPN)
@@ -126,15 +141,32 @@ class Emulator:
                     await self.edge.start()
             except BaseException:
                 await self.mqtt.stop()
+                await self.amqp.stop()
                 await self.https.stop()
                 raise
         except BaseException:
+            await self.feedback.stop()
             await self.store.close()
             raise
         self._started = True
         if not cfg.in_memory:
             self._write_endpoints()
         return self
+
+    def _amqp_service(self) -> AmqpService:
+        def https_port() -> int:
+            return self.https.port if hasattr(self, "https") and self.https.running else self.config.https_port
+
+        return AmqpService(
+            AmqpSettings.of(self.config),
+            self.store,
+            self.clock,
+            c2d=self.hub.c2d,
+            feedback=self.feedback,
+            tls=server_context(self.pki.server_chain_pem, self.pki.server_key_pem),
+            server_certificate=ServerCertificate(tuple(self.pki.server_names), str(self.ca_file)),
+            websocket_port=https_port,
+        )
 
     def _hub_link(self) -> HubLink:
         def mqtt_port() -> int:
@@ -161,6 +193,8 @@ class Emulator:
                 self.edge.status if self.edge is not None else None,
             ),
             mqtt_router=self.front_door,
+            feedback=self.feedback,
+            amqp_websocket=self.amqp.serve_websocket,
             max_idle_seconds=self.config.max_idle_seconds,
             connect_timeout=self.config.connect_timeout,
             ca_pem=self.pki.root_pem,
@@ -172,7 +206,7 @@ class Emulator:
         gone. For in-memory emulators (the pytest plugin resets between tests)."""
         if not self.config.in_memory:
             raise HarnessError("reset() is for in-memory emulators; a data folder keeps its state")
-        ports = {"mqtt_port": self.mqtt_port, "https_port": self.https_port}
+        ports = {"mqtt_port": self.mqtt_port, "https_port": self.https_port, "amqp_port": self.amqp_port, "amqp_plain_port": self.amqp_plain_port}
         if self.edge is not None:
             ports.update(edge_mqtt_port=self.edge.mqtt_port, edge_workload_port=self.edge.workload.port)
         await self._shutdown()
@@ -198,7 +232,9 @@ class Emulator:
         if self.edge is not None:
             await self.edge.stop()
         await self.mqtt.stop()
+        await self.amqp.stop()
         await self.https.stop()
+        await self.feedback.stop()
         await self.dps.stop()
         await self.hub.stop()
         await self.store.close()
@@ -239,6 +275,32 @@ class Emulator:
         return self.https.port
 
     @property
+    def amqp_port(self) -> int:
+        """AMQPS (Azure's 5671 by default)."""
+        return self.amqp.port
+
+    @property
+    def amqp_plain_port(self) -> int:
+        """Plain AMQP, for connection strings with UseDevelopmentEmulator=true."""
+        return self.amqp.plain_port
+
+    @property
+    def eventhub_name(self) -> str:
+        return self.amqp.settings.eventhub_name
+
+    def eventhub_connection_string(self, *, policy: str = "service", emulator: bool = False) -> str:
+        """The Event Hubs-compatible endpoint's connection string, as the portal shows it
+        (`Endpoint=sb://host/`, AMQPS on 5671); `emulator`: the plain-TCP form with
+        `UseDevelopmentEmulator=true`, which the Event Hubs SDKs accept with any port."""
+        pol = next((p for p in self.policies if p.name == policy), None)
+        if pol is None:
+            raise HarnessError(f"no shared access policy named {policy!r}")
+        tail = f"SharedAccessKeyName={pol.name};SharedAccessKey={pol.key};EntityPath={self.eventhub_name}"
+        if emulator:
+            return f"Endpoint=sb://{self.host}:{self.amqp_plain_port}/;{tail};UseDevelopmentEmulator=true"
+        return f"Endpoint=sb://{self._host_port(self.amqp_port, 5671)}/;{tail}"
+
+    @property
     def ca_file(self) -> Path:
         folder = Path(self._tmp.name) if self._tmp is not None else self.config.data_dir / "pki"
         return folder / "ca.pem"
@@ -253,6 +315,13 @@ class Emulator:
             "bind": self.config.bind,
             "mqtt": {"host": self.host, "port": self.mqtt_port},
             "https": {"host": self.host, "port": self.https_port, "url": f"https://{self._host_port(self.https_port, 443)}"},
+            "amqp": {"host": self.host, "port": self.amqp_port, "plainPort": self.amqp_plain_port},
+            "eventHub": {
+                "name": self.eventhub_name,
+                "partitions": self.amqp.events.partition_ids,
+                "connectionString": self.eventhub_connection_string(),
+                "emulatorConnectionString": self.eventhub_connection_string(emulator=True),
+            },
             "dps": {
                 "host": self.host,
                 "idScope": self.config.dps_id_scope,

@@ -99,6 +99,7 @@ class C2DQueues:
         self.lock_seconds = lock_seconds
         self._queues: dict[str, list[C2DMessage]] = {}
         self._listeners: list[Callable[[str], None]] = []
+        self._settled: list[Callable[[C2DMessage, str], None]] = []
         self.last_seq = 0  # the newest message's sequence number, ever
         store.add_schema(_SCHEMA)
         registry.on_change(self._identity_changed)
@@ -116,6 +117,11 @@ class C2DQueues:
     def on_enqueued(self, fn: Callable[[str], None]) -> None:
         """fn(device_id) after a message was committed to a device's queue."""
         self._listeners.append(fn)
+
+    def on_settled(self, fn: Callable[[C2DMessage, str], None]) -> None:
+        """fn(message, outcome) when a message leaves its queue: outcome is IoT Hub's feedback
+        status (`Success`, `Expired`, `DeliveryCountExceeded`, `Rejected`)."""
+        self._settled.append(fn)
 
     # ---- sending -----------------------------------------------------------------------------
 
@@ -198,15 +204,29 @@ class C2DQueues:
         text, seq = msg.to_json(), msg.seq
         self.store.submit(lambda c: c.execute("UPDATE c2d SET doc = ? WHERE seq = ?", (text, seq)))
 
-    def complete(self, device_id: str, seq: int) -> asyncio.Future:
+    def complete(self, device_id: str, seq: int, outcome: str = "Success") -> asyncio.Future:
         queue = self._queues.get(device_id, [])
         self._queues[device_id] = [m for m in queue if m.seq != seq]
+        for msg in queue:
+            if msg.seq == seq:
+                for fn in self._settled:
+                    fn(msg, outcome)
         return self.store.submit(lambda c: c.execute("DELETE FROM c2d WHERE seq = ?", (seq,)))
+
+    def reject(self, device_id: str, seq: int) -> asyncio.Future:
+        """The device refused the message (HTTPS and AMQP devices can; MQTT has no way to)."""
+        return self.complete(device_id, seq, "Rejected")
+
+    def expire_all(self) -> None:
+        """Drop expired and dead-lettered messages of every device now (their feedback is due)."""
+        now = self.clock.time()
+        for device_id in list(self._queues):
+            self._expire(device_id, now)
 
     async def purge(self, device_id: str) -> int:
         if self.registry.get(device_id) is None:
             raise hub_error("DeviceNotFound", f"device {device_id} not found")
-        count = len(self._queues.pop(device_id, []))
+        count = len(self._queues.pop(device_id, []))  # purged messages get no feedback
         await self.store.submit(lambda c: c.execute("DELETE FROM c2d WHERE device_id = ?", (device_id,)))
         return count
 
@@ -219,7 +239,7 @@ class C2DQueues:
             m for m in queue if m.expiry <= now or (m.delivery_count >= MAX_DELIVERY_COUNT and m.lock_until <= now)
         ]
         for m in doomed:
-            self.complete(device_id, m.seq)
+            self.complete(device_id, m.seq, "Expired" if m.expiry <= now else "DeliveryCountExceeded")
 
     def _identity_changed(self, key: tuple[str, str | None], doc: dict | None) -> None:
         if doc is None and key[1] is None and self._queues.pop(key[0], None) is not None:
