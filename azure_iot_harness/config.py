@@ -158,6 +158,11 @@ class Config:
     eventhub_partitions: int = 4
     eventhub_consumer_groups: list[str] = field(default_factory=list)
     eventhub_retention_hours: float = 24.0
+    # Message routing sources sent to the built-in endpoint besides telemetry, each switched on
+    # as a hub's route for that source switches it on (none by default, as on a new hub).
+    route_twin_change_events: bool = False
+    route_device_lifecycle_events: bool = False
+    route_device_connection_state_events: bool = False
     # Seconds feedback records wait to be batched (IoT Hub: up to 15; 0: a batch per record).
     c2d_feedback_batch_seconds: float = 1.0
 

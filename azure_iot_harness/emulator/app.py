@@ -39,6 +39,7 @@ from .https_server import ALPN, HttpsServer
 from .hub.feedback import Feedback
 from .hub.hub import Hub
 from .hub.registry import Registry
+from .hub.route_sources import RouteSources, Sources
 from .mqtt.listener import MqttListener
 from .protocol import sas
 from .store import Store
@@ -103,6 +104,15 @@ class Emulator:
         )
         # edgeHub (serve --edge), which knows the hub as a HubLink: its listener and registry.
         self.edge = Edge(EdgeSettings.of(cfg), self.store, self.clock, hub=self._hub_link(), pki=self.pki) if cfg.edge else None
+        # Routing sources besides telemetry (twin changes, lifecycle, connection state), as routes would send them.
+        self.route_sources = RouteSources(
+            Sources(cfg.route_twin_change_events, cfg.route_device_lifecycle_events, cfg.route_device_connection_state_events),
+            hub_name=cfg.hub_name,
+            store=self.store,
+            registry=self.hub.registry,
+            twins=self.hub.twins,
+            clock=self.clock,
+        )
         # C2D delivery feedback, from the hub's C2D queues.
         self.feedback = Feedback(self.store, self.hub.c2d, self.clock, batch_seconds=cfg.c2d_feedback_batch_seconds)
         # The store opens; then each service loads (and seeds) its state.
@@ -110,6 +120,7 @@ class Emulator:
         try:
             await self.hub.start()
             await self.dps.start()
+            self.route_sources.start()
             await self.feedback.start()
             # One MQTT/TLS listener for hub and DPS, told apart by the CONNECT username.
             self.front_door = FrontDoor(self.hub, self.dps)
