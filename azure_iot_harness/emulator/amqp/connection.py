@@ -355,7 +355,7 @@ class AmqpConnection:
     async def _management(self, req: Message, node: Node) -> None:
         key = "management" if not node.entity else f"{node.entity.lower()}/$management"
         entity = node.entity or str((req.properties or {}).get("name") or "")
-        if not self.authorized(entity):
+        if not self.authorized(f"{entity}/$management"):
             self.reply(req, _status(401, f"Unauthorized access to '{node.path}'."), key)
             return
         resp = await self.service.eventhub.management(req, node)
