@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import http.client
 import json
 import logging
 import os
@@ -23,8 +22,7 @@ import socket
 import ssl
 import sys
 import time
-import urllib.parse
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +33,7 @@ from .errors import ConfigError, HarnessError
 from .running import connection_strings
 from .running.endpoints import connect_host, read_endpoints
 from .running.errors import CommandError
-from .running.service import get_identity, https_connection, send_c2d, service_token, unreachable
+from .running.service import get_identity, send_c2d, unreachable
 
 log = logging.getLogger("azure_iot_harness.cli")
 
@@ -300,69 +298,37 @@ def cmd_cert_issue(args: argparse.Namespace) -> int:
 
 
 def cmd_monitor_events(args: argparse.Namespace) -> int:
+    """Read the Event Hubs-compatible endpoint over AMQP, as `az iot hub monitor-events` does."""
+    from .running.eventhub_monitor import monitor
+
     if args.count is not None and args.count < 1:
         raise CommandError("--count must be at least 1", 2)
     info = read_endpoints(load_config(args).data_dir)
+    if not info.get("eventHub"):
+        raise CommandError("the running emulator has no Event Hubs-compatible endpoint (an older version?)")
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
-    query = {"deviceId": args.device} if args.device else {}
-    if args.from_start:
-        query["after"] = "0"
-    path = "/_emulator/telemetry/stream" + ("?" + urllib.parse.urlencode(query) if query else "")
-    # Connecting gets at least a second even when --timeout is shorter.
-    conn = https_connection(info, timeout=max(1.0, _remaining(deadline, 30.0) or 0.0))
+    who = f"device {args.device}" if args.device else "all devices"
+
+    def ready() -> None:
+        # Every partition's receiver is attached: tell whoever waits (stderr keeps stdout pure JSON).
+        where = f"amqp://{info['amqp']['host']}:{info['amqp']['plainPort']}/{info['eventHub']['name']}"
+        print(f"monitoring telemetry from {who} on {where} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+
     try:
-        try:
-            conn.request("GET", path, headers={"Authorization": service_token(info, ttl=365 * 24 * 3600)})
-            resp = conn.getresponse()
-        except (OSError, http.client.HTTPException) as exc:
-            raise unreachable(info, exc) from None
-        if resp.status != 200:
-            raise CommandError(f"GET {path} answered {resp.status}: {resp.read().decode(errors='replace').strip()}")
-        # The stream listens from here on: tell whoever waits for us (stderr keeps stdout pure JSON).
-        who = f"device {args.device}" if args.device else "all devices"
-        print(f"monitoring telemetry from {who} on {info['https']['url']} (Ctrl-C to stop)", file=sys.stderr, flush=True)
-        seen = pump_lines(conn, resp, deadline, args.count, lambda line: print(line, flush=True))
-    finally:
-        conn.close()
-    if seen is None:
+        seen, lost, error, attached = monitor(
+            info, device=args.device, from_start=args.from_start, count=args.count, deadline=deadline, emit=lambda line: print(line, flush=True), ready=ready
+        )
+    except OSError as exc:
+        raise unreachable(info, exc) from None
+    if lost and not attached:
+        raise unreachable(info, OSError(error or "connection closed"))
+    if error and not lost:
+        raise CommandError(f"the Event Hubs-compatible endpoint refused: {error}")
+    if lost and (args.count is None or seen < args.count):
         raise CommandError("the emulator closed the telemetry stream")
     if args.count is not None and seen < args.count:
         raise CommandError(f"received {seen} of {args.count} messages within {args.timeout:g} s")
     return 0
-
-
-def pump_lines(
-    conn: http.client.HTTPSConnection,
-    resp: http.client.HTTPResponse,
-    deadline: float | None,
-    count: int | None,
-    emit: Callable[[str], None],
-) -> int | None:
-    """Emit each JSON line until `count` lines or the deadline; None when the stream ends first."""
-    seen = 0
-    while count is None or seen < count:
-        remaining = _remaining(deadline, None)
-        if remaining is not None and remaining <= 0:
-            return seen
-        if conn.sock is not None:
-            conn.sock.settimeout(remaining)
-        try:
-            line = resp.readline()
-        except TimeoutError:
-            return seen
-        except (OSError, http.client.HTTPException):
-            return None
-        if not line:
-            return None
-        line = line.strip()
-        if line:  # blank lines are the server's heartbeats
-            emit(line.decode())
-            seen += 1
-    return seen
-
-
-def _remaining(deadline: float | None, default: float | None) -> float | None:
-    return default if deadline is None else max(0.0, deadline - time.monotonic())
 
 
 # ---- the parser --------------------------------------------------------------------------------

@@ -105,6 +105,8 @@ class EventHubEndpoint:
             conn.refuse(link, ARGUMENT_ERROR, str(position))
             return
         partition = int(node.partition)
+        if position.kind == "latest":  # fixed now: an event committed from here on is the receiver's
+            position = Position("sequence", self.events.count(partition), inclusive=True)
         key = (group.lower(), partition)
         readers = self._readers.setdefault(key, [])
         top = max((r.epoch for r in readers if r.epoch is not None), default=None)
