@@ -1,14 +1,16 @@
 'use strict';
 // azure-iothub's Client.send (AMQP) to a device with ack "full", then getFeedbackReceiver: waits
 // for the feedback record of that message and prints its status before "ok". With EXPIRY_MS
-// the message expires before any device takes it.
+// the message expires before any device takes it; with WEBSOCKET, over wss://…/$iothub/websocket.
 
-const { Client } = require('azure-iothub');
+const { Client, AmqpWs } = require('azure-iothub');
 const { Message } = require('azure-iot-common');
 const { env, run, waitFor } = require('./harness');
 
 run(async () => {
-  const client = Client.fromConnectionString(env('IOTHUB_CONNECTION_STRING'));
+  const client = process.env.WEBSOCKET
+    ? Client.fromConnectionString(env('IOTHUB_CONNECTION_STRING'), AmqpWs)
+    : Client.fromConnectionString(env('IOTHUB_CONNECTION_STRING'));
   await client.open();
   const records = [];
   const receiver = await new Promise((resolve, reject) => client.getFeedbackReceiver((err, r) => (err ? reject(err) : resolve(r))));

@@ -67,3 +67,9 @@ def test_iothub_client_send_and_feedback(node, standard_ports_emulator) -> None:
 def test_iothub_feedback_for_an_expired_message(node, standard_ports_emulator) -> None:  # noqa: F811
     out = run_script(node, "c2d_feedback.js", standard_ports_emulator, DEVICE_ID="x509-device1", MESSAGE_ID="node-expired", EXPIRY_MS="1500")
     assert json.loads(out.splitlines()[-2])["statusCode"] == "Expired"
+
+
+def test_iothub_client_over_websocket(node, standard_ports_emulator) -> None:  # noqa: F811
+    """AmqpWs: AMQP over `/$iothub/websocket` (subprotocol AMQPWSB10) on the HTTPS port."""
+    out = run_script(node, "c2d_feedback.js", standard_ports_emulator, DEVICE_ID="x509-device1", MESSAGE_ID="node-ws", EXPIRY_MS="1500", WEBSOCKET="1")
+    assert json.loads(out.splitlines()[-2])["statusCode"] == "Expired"
