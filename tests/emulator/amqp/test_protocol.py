@@ -70,3 +70,28 @@ def test_iot_hub_form_is_redirected(emu: Emulator) -> None:
         assert info["address"] == f"amqps://{emu.host}:{emu.amqp_plain_port}/{emu.eventhub_name}/ConsumerGroups/$Default/Partitions/0"
     finally:
         conn.close()
+
+
+def _c2d(conn: BlockingConnection, to: str, body: bytes) -> tuple[int, str | None]:
+    from proton import Message
+
+    sender = conn.create_sender("/messages/devicebound")
+    dlv = sender.link.send(Message(address=to, body=body, id="m1"))
+    conn.wait(lambda: dlv.settled, msg="the C2D disposition")
+    condition = dlv.remote.condition
+    sender.close()
+    return dlv.remote_state, condition.name if condition else None
+
+
+def test_c2d_refusals_carry_iot_hubs_conditions(emu: Emulator) -> None:
+    from proton import Delivery
+
+    conn = _connect(emu)
+    try:
+        assert _c2d(conn, "/devices/nobody/messages/devicebound", b"x") == (Delivery.REJECTED, "amqp:not-found")
+        assert _c2d(conn, "/devices/device1/messages/devicebound", b"x" * (64 * 1024 + 1)) == (Delivery.REJECTED, "amqp:link:message-size-exceeded")
+        assert _c2d(conn, "/devices/device1/twin", b"x") == (Delivery.REJECTED, "com.microsoft:argument-error")
+        assert _c2d(conn, "/devices/device1/messages/devicebound", b"fine") == (Delivery.ACCEPTED, None)
+        assert [m.body for m in emu.hub.c2d.pending("device1")] == [b"fine"]
+    finally:
+        conn.close()
