@@ -43,7 +43,7 @@ from .hub.route_sources import RouteSources, Sources
 from .mqtt.listener import MqttListener
 from .protocol import sas
 from .store import Store
-from .tls import ServerCertificate, client_certificate, server_context
+from .tls import ServerCertificate, ServerContext, client_certificate, server_context
 from .web import WebContext, build_app
 
 log = logging.getLogger("azure_iot_harness")
@@ -124,10 +124,11 @@ class Emulator:
             await self.feedback.start()
             # One MQTT/TLS listener for hub and DPS, told apart by the CONNECT username.
             self.front_door = FrontDoor(self.hub, self.dps)
+            device_tls = server_context(self.pki.server_chain_pem, self.pki.server_key_pem)  # MQTT's and AMQP's
             self.mqtt = MqttListener(
                 host=cfg.bind,
                 port=cfg.mqtt_port,
-                tls=server_context(self.pki.server_chain_pem, self.pki.server_key_pem),
+                tls=device_tls,
                 router=self.front_door,
                 max_idle=cfg.max_idle_seconds,
                 connect_timeout=cfg.connect_timeout,
@@ -135,7 +136,7 @@ class Emulator:
             )
             await _bind("MQTT", cfg.bind, cfg.mqtt_port, self.mqtt.start)
             # AMQP for back ends: the Event Hubs-compatible endpoint, C2D sending and feedback.
-            self.amqp = self._amqp_service()
+            self.amqp = self._amqp_service(device_tls)
             try:
                 await _bind("AMQP", cfg.bind, self.amqp.settings.port, self.amqp.start)
             except BaseException:
@@ -164,7 +165,7 @@ class Emulator:
             self._write_endpoints()
         return self
 
-    def _amqp_service(self) -> AmqpService:
+    def _amqp_service(self, tls: ServerContext) -> AmqpService:
         def https_port() -> int:
             return self.https.port if hasattr(self, "https") and self.https.running else self.config.https_port
 
@@ -174,7 +175,7 @@ class Emulator:
             self.clock,
             c2d=self.hub.c2d,
             feedback=self.feedback,
-            tls=server_context(self.pki.server_chain_pem, self.pki.server_key_pem),
+            tls=tls,
             server_certificate=ServerCertificate(tuple(self.pki.server_names), str(self.ca_file)),
             websocket_port=https_port,
         )
