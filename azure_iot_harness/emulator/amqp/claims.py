@@ -14,7 +14,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ...config import SERVICE_CONNECT, Policy
-from ...errors import ServiceError
 from ..hub.service_auth import check
 from ..protocol import sas
 from ..protocol.errors import hub_error
@@ -62,5 +61,3 @@ def plain_claim(username: str, password: str, *, hub_host: str, policies: Iterab
         raise hub_error("IotHubUnauthorizedAccess", f"policy {policy.name!r} lacks the {SERVICE_CONNECT} permission")
     return Claim(policy.name, policy.permissions, (), float("inf"))
 
-
-__all__ = ["Claim", "ServiceError", "plain_claim", "token_claim"]

@@ -27,7 +27,6 @@ from proton import (
     Message,
     int32,
     symbol,
-    timestamp,
 )
 
 from ...config import SERVICE_CONNECT
@@ -341,22 +340,22 @@ class AmqpConnection:
         props = req.properties or {}
         operation = props.get("operation")
         if operation != "put-token":
-            self.reply(req, _status(400, f"unsupported $cbs operation {operation!r}"), "cbs")
+            self.reply(req, status_message(400, f"unsupported $cbs operation {operation!r}"), "cbs")
             return
         try:
             claim = token_claim(str(req.body), hub_host=self.service.settings.host, policies=self.service.policies, now=self.service.clock.time())
         except ServiceError as exc:
             log.info("AMQP %s: put-token refused: %s", self.peer, exc.message)
-            self.reply(req, _status(401, exc.message), "cbs")
+            self.reply(req, status_message(401, exc.message), "cbs")
             return
         self.claims.append(claim)
-        self.reply(req, _status(200, "OK"), "cbs")
+        self.reply(req, status_message(200, "OK"), "cbs")
 
     async def _management(self, req: Message, node: Node) -> None:
         key = "management" if not node.entity else f"{node.entity.lower()}/$management"
         entity = node.entity or str((req.properties or {}).get("name") or "")
         if not self.authorized(f"{entity}/$management"):
-            self.reply(req, _status(401, f"Unauthorized access to '{node.path}'."), key)
+            self.reply(req, status_message(401, f"Unauthorized access to '{node.path}'."), key)
             return
         resp = await self.service.eventhub.management(req, node)
         self.reply(req, resp, key)
@@ -390,7 +389,8 @@ class AmqpConnection:
         return dlv
 
 
-def _status(code: int, description: str, body: Any = None) -> Message:
+def status_message(code: int, description: str, body: Any = None) -> Message:
+    """A `$cbs` or `$management` answer: `status-code` (int32) and `status-description`."""
     return Message(body=body, properties={"status-code": int32(code), "status-description": description})
 
 
@@ -398,8 +398,4 @@ def string_array(values: list[str]) -> Array:
     return Array(UNDESCRIBED, Data.STRING, *values)
 
 
-def ms_timestamp(ms: int) -> timestamp:
-    return timestamp(ms)
-
-
-__all__ = ["AmqpConnection", "Sink", "string_array"]
+__all__ = ["AmqpConnection", "Sink", "status_message", "string_array"]

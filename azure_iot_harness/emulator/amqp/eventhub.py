@@ -17,7 +17,7 @@ from proton import Endpoint, Link, Message, int32, timestamp
 
 from ..clock import Clock
 from .addresses import Node
-from .connection import ARGUMENT_ERROR, NOT_FOUND, OUT_OF_RANGE, STOLEN, AmqpConnection, string_array
+from .connection import ARGUMENT_ERROR, NOT_FOUND, OUT_OF_RANGE, STOLEN, AmqpConnection, status_message, string_array
 from .eventlog import EventLog
 from .events import event_message
 from .positions import Position, PositionError
@@ -53,12 +53,12 @@ class EventHubEndpoint:
         operation, kind = props.get("operation"), props.get("type")
         name = str(props.get("name") or "")
         if operation != "READ":
-            return _status(400, f"unsupported operation {operation!r}")
+            return status_message(400, f"unsupported operation {operation!r}")
         if name.lower() != self.name.lower():
-            return _status(404, f"The messaging entity '{name}' could not be found.")
+            return status_message(404, f"The messaging entity '{name}' could not be found.")
         if kind == "com.microsoft:eventhub":
             ids = self.events.partition_ids
-            return _status(200, "OK", {
+            return status_message(200, "OK", {
                 "name": self.name,
                 "type": "com.microsoft:eventhub",
                 "created_at": timestamp(self.created_ms),
@@ -68,9 +68,9 @@ class EventHubEndpoint:
         if kind == "com.microsoft:partition":
             pid = str(props.get("partition"))
             if pid not in self.events.partition_ids:
-                return _status(404, f"The partition '{pid}' could not be found; the partitions are 0 to {len(self.events.partition_ids) - 1}.")
+                return status_message(404, f"The partition '{pid}' could not be found; the partitions are 0 to {len(self.events.partition_ids) - 1}.")
             info = await self.events.info(int(pid))
-            return _status(200, "OK", {
+            return status_message(200, "OK", {
                 "name": self.name,
                 "type": "com.microsoft:partition",
                 "partition": pid,
@@ -81,7 +81,7 @@ class EventHubEndpoint:
                 "is_partition_empty": info.last_sequence < info.begin_sequence,
                 "runtime_info_retrieval_time_utc": timestamp(int(self.clock.time() * 1000)),
             })  # fmt: skip
-        return _status(400, f"unsupported type {kind!r}")
+        return status_message(400, f"unsupported type {kind!r}")
 
     # ---- receivers -----------------------------------------------------------------------
 
@@ -165,7 +165,3 @@ class EventHubEndpoint:
             for event in batch:
                 conn.send(link, event_message(event, info, now_ms))
             conn.flush()
-
-
-def _status(code: int, description: str, body: object = None) -> Message:
-    return Message(body=body, properties={"status-code": int32(code), "status-description": description})
