@@ -21,6 +21,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from azure_iot_harness.emulator.app import Emulator
+from azure_iot_harness.emulator.protocol import sas
 from tests.cli_helpers import run_cli
 from tests.helpers import device_token, https, wait_for
 
@@ -115,3 +116,36 @@ def test_c2d_refusals(standard_ports_emulator: Emulator, overlay: Path) -> None:
 def _queue(emu: Emulator, device: str, i: int) -> bool:
     status, _, _ = https(emu, "POST", f"/_emulator/c2d/{device}", {"data": f"m{i}"}, token=emu.service_token())
     return status in (200, 201, 202, 204)
+
+
+def test_iot_hub_form_redirects_uamqp_to_the_event_hubs_endpoint(standard_ports_emulator: Emulator, overlay: Path) -> None:
+    """The documented way from an IoT Hub service connection string to the Event Hubs-compatible
+    one: uamqp attaches `messages/events/…` with SASL PLAIN, gets `amqp:link:redirect`, and
+    azure-eventhub then reads with the string built from the redirect's hostname and address."""
+    emu = standard_ports_emulator
+    policy = next(p for p in emu.policies if p.name == "service")
+    token = sas.generate(emu.host, policy.key, key_name="service")
+    script = f"""
+        import re, urllib.parse
+        from uamqp import ReceiveClient, Source
+        from uamqp.errors import LinkRedirect
+        from azure.eventhub import EventHubConsumerClient
+        user = urllib.parse.quote_plus("service@sas.root.{emu.config.hub_name}")
+        uri = "amqps://" + user + ":" + urllib.parse.quote_plus({token!r}) + "@{emu.host}/messages/events/ConsumerGroups/$Default/Partitions/0"
+        client = ReceiveClient(Source(uri))
+        try:
+            client.receive_message_batch(max_batch_size=1)
+            print("no redirect")
+        except LinkRedirect as redirect:
+            address = redirect.address.decode()
+            name = re.search(r":\\d+/(.*)/ConsumerGroups", address).group(1)
+            print("redirect", redirect.hostname.decode(), redirect.port, address)
+            eh = "Endpoint=sb://" + redirect.hostname.decode() + "/;SharedAccessKeyName=service;SharedAccessKey={policy.key};EntityPath=" + name
+            with EventHubConsumerClient.from_connection_string(eh, consumer_group="$Default") as consumer:
+                print("partitions", consumer.get_partition_ids())
+        finally:
+            client.close()
+    """
+    done = _run_sdk(overlay, script)
+    assert f"redirect {emu.host} 5671 amqps://{emu.host}:5671/{emu.eventhub_name}/ConsumerGroups/$Default/Partitions/0" in done.stdout, done.stdout + done.stderr
+    assert "partitions ['0', '1', '2', '3']" in done.stdout, done.stdout + done.stderr
