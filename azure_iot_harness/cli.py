@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import http.client
 import json
 import logging
 import os
@@ -24,7 +23,7 @@ import ssl
 import sys
 import time
 import urllib.parse
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +125,9 @@ def print_banner(info: dict, cfg: Config) -> None:
         ("HTTPS", f"{info['https']['url']}  (port {info['https']['port']}, bound to {cfg.bind})"),
         ("CA file", info["caFile"]),
     ]
+    if info.get("eventHub"):
+        rows.append(("AMQP", f"amqps://{info['amqp']['host']}:{info['amqp']['port']}  (plain TCP {info['amqp']['plainPort']})"))
+        rows.append(("Event Hub", f"{info['eventHub']['name']}  ({len(info['eventHub']['partitions'])} partitions)"))
     if "dps" in info:
         rows.insert(4, ("DPS ID scope", f"{info['dps']['idScope']}  (DPS host {info['dps']['host']}, same ports)"))
     if info.get("edge"):
@@ -140,6 +142,9 @@ def print_banner(info: dict, cfg: Config) -> None:
     out += [f"  {name + ':':<16}{value}" for name, value in rows]
     out.append("connection strings:")
     out += [f"  {name + ':':<16}{value}" for name, value in info["connectionStrings"].items()]
+    if info.get("eventHub"):
+        out.append(f"  {'eventHub:':<16}{info['eventHub']['connectionString']}")
+        out.append(f"  {'eventHubLocal:':<16}{info['eventHub']['emulatorConnectionString']}")
     print("\n".join(out), flush=True)
 
 
@@ -258,6 +263,8 @@ def cmd_sas_token(args: argparse.Namespace) -> int:
 def cmd_connection_string(args: argparse.Namespace) -> int:
     if args.policy is not None and not args.service:
         raise CommandError("--policy goes with --service only", 2)
+    if args.emulator and not args.eventhub:
+        raise CommandError("--emulator goes with --eventhub only", 2)
     device, module = args.device or args.edge_device, None
     if args.module is not None:
         device, sep, module = args.module.partition("/")
@@ -269,6 +276,12 @@ def cmd_connection_string(args: argparse.Namespace) -> int:
         return 0
     if args.service:
         print(connection_strings.service_string(info, args.policy or "iothubowner"))
+        return 0
+    if args.eventhub:
+        hub = info.get("eventHub")
+        if not hub:
+            raise CommandError("the running emulator has no Event Hubs-compatible endpoint (an older version?)")
+        print(hub["emulatorConnectionString"] if args.emulator else hub["connectionString"])
         return 0
     if args.edge_device is not None and not (get_identity(info, device, None).get("capabilities") or {}).get("iotEdge"):
         raise CommandError(f"{device} is not an IoT Edge device (capabilities.iotEdge is false)")
@@ -286,6 +299,29 @@ def rest_connection_string(info: dict, device: str, module: str | None) -> str:
     if kind in ("selfSigned", "certificateAuthority"):
         return connection_strings.device_string(info["hubHostName"], device, module_id=module)
     raise CommandError(f"{device}{'/' + module if module else ''} has authentication type {kind!r}: no connection string")
+
+
+# ---- trust -------------------------------------------------------------------------------------
+
+
+def cmd_trust(args: argparse.Namespace) -> int:
+    from .certs import trust
+
+    bundle = Path(args.bundle) if args.bundle else trust.default_bundle()
+    if args.undo:
+        removed = trust.remove(bundle)
+        print(f"{'removed the development CA from' if removed else 'the development CA was not in'} {bundle}")
+        return 0
+    if args.ca:
+        ca = Path(args.ca).read_bytes()
+    else:
+        from .certs import DevPKI
+
+        cfg = load_config(args)
+        ca = DevPKI.load_or_create(cfg.data_dir / "pki", [cfg.host, cfg.bind, *cfg.host_names]).root_pem
+    trust.add(bundle, ca)
+    print(f"added the development CA to {bundle} (undo: azure-iot-harness trust --undo)")
+    return 0
 
 
 # ---- c2d send ----------------------------------------------------------------------------------
@@ -425,69 +461,37 @@ def cmd_cert_convenience(args: argparse.Namespace) -> int:
 
 
 def cmd_monitor_events(args: argparse.Namespace) -> int:
+    """Read the Event Hubs-compatible endpoint over AMQP, as `az iot hub monitor-events` does."""
+    from .running.eventhub_monitor import monitor
+
     if args.count is not None and args.count < 1:
         raise CommandError("--count must be at least 1", 2)
     info = read_endpoints(load_config(args).data_dir)
+    if not info.get("eventHub"):
+        raise CommandError("the running emulator has no Event Hubs-compatible endpoint (an older version?)")
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
-    query = {"deviceId": args.device} if args.device else {}
-    if args.from_start:
-        query["after"] = "0"
-    path = "/_emulator/telemetry/stream" + ("?" + urllib.parse.urlencode(query) if query else "")
-    # Connecting gets at least a second even when --timeout is shorter.
-    conn = https_connection(info, timeout=max(1.0, _remaining(deadline, 30.0) or 0.0))
+    who = f"device {args.device}" if args.device else "all devices"
+
+    def ready() -> None:
+        # Every partition's receiver is attached: tell whoever waits (stderr keeps stdout pure JSON).
+        where = f"amqp://{info['amqp']['host']}:{info['amqp']['plainPort']}/{info['eventHub']['name']}"
+        print(f"monitoring telemetry from {who} on {where} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+
     try:
-        try:
-            conn.request("GET", path, headers={"Authorization": service_token(info, ttl=365 * 24 * 3600)})
-            resp = conn.getresponse()
-        except (OSError, http.client.HTTPException) as exc:
-            raise unreachable(info, exc) from None
-        if resp.status != 200:
-            raise CommandError(f"GET {path} answered {resp.status}: {resp.read().decode(errors='replace').strip()}")
-        # The stream listens from here on: tell whoever waits for us (stderr keeps stdout pure JSON).
-        who = f"device {args.device}" if args.device else "all devices"
-        print(f"monitoring telemetry from {who} on {info['https']['url']} (Ctrl-C to stop)", file=sys.stderr, flush=True)
-        seen = pump_lines(conn, resp, deadline, args.count, lambda line: print(line, flush=True))
-    finally:
-        conn.close()
-    if seen is None:
+        seen, lost, error, attached = monitor(
+            info, device=args.device, from_start=args.from_start, count=args.count, deadline=deadline, emit=lambda line: print(line, flush=True), ready=ready
+        )
+    except OSError as exc:
+        raise unreachable(info, exc) from None
+    if lost and not attached:
+        raise unreachable(info, OSError(error or "connection closed"))
+    if error and not lost:
+        raise CommandError(f"the Event Hubs-compatible endpoint refused: {error}")
+    if lost and (args.count is None or seen < args.count):
         raise CommandError("the emulator closed the telemetry stream")
     if args.count is not None and seen < args.count:
         raise CommandError(f"received {seen} of {args.count} messages within {args.timeout:g} s")
     return 0
-
-
-def pump_lines(
-    conn: http.client.HTTPSConnection,
-    resp: http.client.HTTPResponse,
-    deadline: float | None,
-    count: int | None,
-    emit: Callable[[str], None],
-) -> int | None:
-    """Emit each JSON line until `count` lines or the deadline; None when the stream ends first."""
-    seen = 0
-    while count is None or seen < count:
-        remaining = _remaining(deadline, None)
-        if remaining is not None and remaining <= 0:
-            return seen
-        if conn.sock is not None:
-            conn.sock.settimeout(remaining)
-        try:
-            line = resp.readline()
-        except TimeoutError:
-            return seen
-        except (OSError, http.client.HTTPException):
-            return None
-        if not line:
-            return None
-        line = line.strip()
-        if line:  # blank lines are the server's heartbeats
-            emit(line.decode())
-            seen += 1
-    return seen
-
-
-def _remaining(deadline: float | None, default: float | None) -> float | None:
-    return default if deadline is None else max(0.0, deadline - time.monotonic())
 
 
 # ---- the parser --------------------------------------------------------------------------------
@@ -582,8 +586,22 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--service", action="store_true", help="the hub's service connection string")
     which.add_argument("--dps-service", action="store_true", help="the Device Provisioning Service's service connection string")
     which.add_argument("--edge-device", metavar="ID", help="an IoT Edge device's connection string")
+    which.add_argument("--eventhub", action="store_true", help="the Event Hubs-compatible endpoint's connection string (AMQPS)")
     p.add_argument("--policy", metavar="NAME", help="with --service: the shared access policy (default: iothubowner)")
+    p.add_argument("--emulator", action="store_true", help="with --eventhub: the plain-TCP form with UseDevelopmentEmulator=true")
     p.set_defaults(func=cmd_connection_string)
+
+    p = verbs.add_parser(
+        "trust",
+        parents=[data],
+        help="make this environment's certifi-reading SDKs (azure-eventhub, azure-iot-hub) trust the development CA",
+        description="Add the development root CA to certifi's CA bundle of the Python environment this command runs in "
+        "(azure-eventhub and uamqp read only that bundle); --undo takes it out again. Nothing else is changed.",
+    )
+    p.add_argument("--bundle", metavar="FILE", help="the CA bundle to change (default: certifi.where() of this environment)")
+    p.add_argument("--undo", action="store_true", help="remove the development CA from the bundle")
+    p.add_argument("--ca", metavar="FILE", help="the CA to trust (default: the data folder's development root CA)")
+    p.set_defaults(func=cmd_trust)
 
     p = verbs.add_parser("sas-token", help="print a shared access signature")
     p.add_argument("--uri", required=True, help="the audience (sr), e.g. myhub.azure-devices.net/devices/dev1")

@@ -96,6 +96,10 @@ WELL_KNOWN_LEAF_DEVICE_KEYS = (
 )
 
 
+# AMQP ports: Azure's AMQPS port, and the emulator's plain one for UseDevelopmentEmulator=true.
+AMQPS_PORT = 5671
+AMQP_PLAIN_PORT = 5673
+
 # The file `serve` writes into its data folder (where it listens, the CA file, the well-known
 # identities) and the other commands read (running.endpoints) to find it.
 ENDPOINTS_FILE = "endpoints.json"
@@ -169,6 +173,32 @@ class Config:
     # Honour Azure's fault-injection message properties (AzIoTHub_FaultOperationType…), as the
     # test hubs of the official SDKs' end-to-end tests do.
     azure_fault_properties: bool = True
+    # AMQP, the service side (Event Hubs-compatible endpoint, C2D sending, feedback): AMQPS, and
+    # plain TCP for connection strings with UseDevelopmentEmulator=true (not 5672, which users of
+    # the Service Bus emulator keep). -1: Azure's 5671 / 5673, or any free port when https_port
+    # is 0 (as the tests run the emulator).
+    amqp_port: int = -1
+    amqp_plain_port: int = -1
+    # The Event Hubs-compatible endpoint: its name (empty: the hub's name), partitions, consumer
+    # groups besides $Default, hours events stay readable (0: as long as the store keeps them).
+    eventhub_name: str = ""
+    eventhub_partitions: int = 4
+    eventhub_consumer_groups: list[str] = field(default_factory=list)
+    eventhub_retention_hours: float = 24.0
+    # Message routing sources sent to the built-in endpoint besides telemetry, each switched on
+    # as a hub's route for that source switches it on (none by default, as on a new hub).
+    route_twin_change_events: bool = False
+    route_device_lifecycle_events: bool = False
+    route_device_connection_state_events: bool = False
+    # Seconds feedback records wait to be batched (IoT Hub: up to 15; 0: a batch per record).
+    c2d_feedback_batch_seconds: float = 1.0
+
+    def resolved_amqp_ports(self) -> tuple[int, int]:
+        """The AMQPS and plain AMQP ports to listen on (the -1 defaults resolved)."""
+        def resolve(port: int, standard: int) -> int:
+            return port if port >= 0 else (0 if self.https_port == 0 else standard)
+
+        return resolve(self.amqp_port, AMQPS_PORT), resolve(self.amqp_plain_port, AMQP_PLAIN_PORT)
 
     @property
     def hub_name(self) -> str:
@@ -179,6 +209,11 @@ class Config:
             port = getattr(self, name)
             if not 0 <= port <= 65535:
                 raise ConfigError(f"{name} must be between 0 and 65535, not {port}")
+        for name in ("amqp_port", "amqp_plain_port"):
+            if not -1 <= getattr(self, name) <= 65535:
+                raise ConfigError(f"{name} must be between 0 and 65535 (or -1 for the default), not {getattr(self, name)}")
+        if not 1 <= self.eventhub_partitions <= 32:
+            raise ConfigError(f"eventhub_partitions must be between 1 and 32, not {self.eventhub_partitions}")
         if self.durability not in ("full", "normal"):
             raise ConfigError(f"durability must be 'full' or 'normal', not {self.durability!r}")
         if not self.dps_id_scope or not self.dps_id_scope.isalnum():
@@ -304,6 +339,35 @@ def _edge_ca_files(config: Config) -> tuple[Path, Path] | None:
         return Path(urllib.parse.unquote(urllib.parse.urlparse(value).path) if value.startswith("file://") else value).expanduser()
 
     return path(config.edge_ca_cert), path(config.edge_ca_key)
+
+
+@dataclass(frozen=True)
+class AmqpSettings:
+    host: str
+    bind: str
+    port: int  # AMQPS; 0: any free port
+    plain_port: int
+    eventhub_name: str
+    partitions: int
+    consumer_groups: tuple[str, ...]
+    retention_seconds: float
+    feedback_batch_seconds: float
+    policies: tuple[Policy, ...] = WELL_KNOWN_POLICIES
+
+    @classmethod
+    def of(cls, config: Config) -> AmqpSettings:
+        port, plain = config.resolved_amqp_ports()
+        return cls(
+            host=config.host,
+            bind=config.bind,
+            port=port,
+            plain_port=plain,
+            eventhub_name=config.eventhub_name or config.hub_name,
+            partitions=config.eventhub_partitions,
+            consumer_groups=tuple(config.eventhub_consumer_groups),
+            retention_seconds=config.eventhub_retention_hours * 3600,
+            feedback_batch_seconds=config.c2d_feedback_batch_seconds,
+        )
 
 
 def _read_routes(path: str) -> dict | None:

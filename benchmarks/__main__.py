@@ -19,7 +19,7 @@ from .context import Context, Options
 from .report import Section, render
 from .servers import mosquitto_version
 
-SECTIONS = ("telemetry", "connect", "dps", "startup", "timers", "memory", "suite")
+SECTIONS = ("telemetry", "eventhub", "connect", "dps", "startup", "timers", "memory", "suite")
 SERVERS = ("emulator", "emulator-normal", "mosquitto", "mosquitto-default", "amqtt")
 DEFAULT_OUT = Path(__file__).parent / "results" / "latest.json"
 

@@ -22,6 +22,7 @@ from ..config import (
     ENDPOINTS_FILE,
     WELL_KNOWN_SYMMETRIC_GROUP,
     WELL_KNOWN_X509_GROUP,
+    AmqpSettings,
     Config,
     DpsSettings,
     EdgeSettings,
@@ -29,6 +30,7 @@ from ..config import (
     Policy,
 )
 from ..errors import ConfigError, FaultError, HarnessError, ServiceError
+from .amqp import AmqpService
 from .ca_certificates import CaCertificates, ca_entries
 from .clock import SYSTEM_CLOCK, Clock
 from .dps.context import DpsContext
@@ -40,13 +42,15 @@ from .explorer.access import is_loopback
 from .faults import Fault, FaultBook
 from .frontdoor import FrontDoor
 from .https_server import ALPN, HttpsServer
+from .hub.feedback import Feedback
 from .hub.hub import Hub
 from .hub.registry import Registry
+from .hub.route_sources import RouteSources, Sources
 from .management_rest import ManagementContext
 from .mqtt.listener import MqttListener
 from .protocol import sas
 from .store import Store
-from .tls import ServerCertificate, client_chain, server_context
+from .tls import ServerCertificate, ServerContext, client_chain, server_context
 from .tls.faults import TlsFaults
 from .trace import Trace
 from .web import WebContext, build_app
@@ -90,6 +94,8 @@ class Emulator:
         self.rotated_root: RotatedRoot | None = None  # the second development root (TLS faults)
         self.tls_faults: TlsFaults
         self.explorer: HttpsServer | None = None  # the explorer page (Config.explorer)
+        self.feedback: Feedback
+        self.amqp: AmqpService
         self._started = False
 
     # ---- life cycle ---------------------------------------------------------------------
@@ -131,6 +137,17 @@ class Emulator:
             if cfg.edge
             else None
         )
+        # Routing sources besides telemetry (twin changes, lifecycle, connection state), as routes would send them.
+        self.route_sources = RouteSources(
+            Sources(cfg.route_twin_change_events, cfg.route_device_lifecycle_events, cfg.route_device_connection_state_events),
+            hub_name=cfg.hub_name,
+            store=self.store,
+            registry=self.hub.registry,
+            twins=self.hub.twins,
+            clock=self.clock,
+        )
+        # C2D delivery feedback, from the hub's C2D queues.
+        self.feedback = Feedback(self.store, self.hub.c2d, self.clock, batch_seconds=cfg.c2d_feedback_batch_seconds)
         # The store opens; then each service loads (and seeds) its state.
         await self.store.start()
         try:
@@ -138,12 +155,15 @@ class Emulator:
             await self.dps.start()
             # CA certificates the settings trust from the start (uploaded as verified).
             await self._upload_configured_cas()
+            self.route_sources.start()
+            await self.feedback.start()
             # One MQTT/TLS listener for hub and DPS, told apart by the CONNECT username.
             self.front_door = FrontDoor(self.hub, self.dps)
+            device_tls = server_context(self.pki.server_chain_pem, self.pki.server_key_pem)  # MQTT's and AMQP's
             self.mqtt = MqttListener(
                 host=cfg.bind,
                 port=cfg.mqtt_port,
-                tls=server_context(self.pki.server_chain_pem, self.pki.server_key_pem),
+                tls=device_tls,
                 router=self.front_door,
                 max_idle=cfg.max_idle_seconds,
                 connect_timeout=cfg.connect_timeout,
@@ -154,6 +174,14 @@ class Emulator:
             await _bind("MQTT", cfg.bind, cfg.mqtt_port, self.mqtt.start)
             # Bad server certificates served on the device endpoint on request (faults).
             self.tls_faults = TlsFaults(self.mqtt.listener, FaultCertificates(self.pki.root, self.rotated_root, self.pki.server_names), self.faults)
+
+            # AMQP for back ends: the Event Hubs-compatible endpoint, C2D sending and feedback.
+            self.amqp = self._amqp_service(device_tls)
+            try:
+                await _bind("AMQP", cfg.bind, self.amqp.settings.port, self.amqp.start)
+            except BaseException:
+                await self.mqtt.stop()
+                raise
             # One HTTPS listener for every REST surface and MQTT over WebSocket. DPS's REST API
             # attests X.509 devices by their TLS client certificate.
             https_tls = server_context(self.pki.server_chain_pem, self.pki.server_key_pem, alpn=ALPN)
@@ -171,10 +199,12 @@ class Emulator:
                     await self.edge.start()
             except BaseException:
                 await self.mqtt.stop()
+                await self.amqp.stop()
                 await self.https.stop()
                 await self._stop_explorer()
                 raise
         except BaseException:
+            await self.feedback.stop()
             await self.store.close()
             raise
         self._started = True
@@ -193,6 +223,21 @@ class Emulator:
                     await cas.put(name, text, verified=True)
                 except ServiceError as exc:
                     raise ConfigError(f"CA certificate {name!r} from {path}: {exc.message}") from None
+
+    def _amqp_service(self, tls: ServerContext) -> AmqpService:
+        def https_port() -> int:
+            return self.https.port if hasattr(self, "https") and self.https.running else self.config.https_port
+
+        return AmqpService(
+            AmqpSettings.of(self.config),
+            self.store,
+            self.clock,
+            c2d=self.hub.c2d,
+            feedback=self.feedback,
+            tls=tls,
+            server_certificate=ServerCertificate(tuple(self.pki.server_names), str(self.ca_file)),
+            websocket_port=https_port,
+        )
 
     def _hub_link(self) -> HubLink:
         def mqtt_port() -> int:
@@ -219,6 +264,8 @@ class Emulator:
                 self.edge.status if self.edge is not None else None,
             ),
             mqtt_router=self.front_door,
+            feedback=self.feedback,
+            amqp_websocket=self.amqp.serve_websocket,
             max_idle_seconds=self.config.max_idle_seconds,
             connect_timeout=self.config.connect_timeout,
             ca_pem=self.pki.root_pem,
@@ -252,7 +299,7 @@ class Emulator:
         gone. For in-memory emulators (the pytest plugin resets between tests)."""
         if not self.config.in_memory:
             raise HarnessError("reset() is for in-memory emulators; a data folder keeps its state")
-        ports = {"mqtt_port": self.mqtt_port, "https_port": self.https_port}
+        ports = {"mqtt_port": self.mqtt_port, "https_port": self.https_port, "amqp_port": self.amqp_port, "amqp_plain_port": self.amqp_plain_port}
         if self.edge is not None:
             ports.update(edge_mqtt_port=self.edge.mqtt_port, edge_workload_port=self.edge.workload.port)
         if self.explorer is not None:
@@ -286,8 +333,10 @@ class Emulator:
             await listener.stop()
         self._other_hosts.clear()
         await self.mqtt.stop()
+        await self.amqp.stop()
         await self.https.stop()
         await self._stop_explorer()
+        await self.feedback.stop()
         await self.dps.stop()
         await self.hub.stop()
         await self.store.close()
@@ -410,6 +459,32 @@ class Emulator:
         return f"http://{host}:{self.explorer.listener.port}/"
 
     @property
+    def amqp_port(self) -> int:
+        """AMQPS (Azure's 5671 by default)."""
+        return self.amqp.port
+
+    @property
+    def amqp_plain_port(self) -> int:
+        """Plain AMQP, for connection strings with UseDevelopmentEmulator=true."""
+        return self.amqp.plain_port
+
+    @property
+    def eventhub_name(self) -> str:
+        return self.amqp.settings.eventhub_name
+
+    def eventhub_connection_string(self, *, policy: str = "service", emulator: bool = False) -> str:
+        """The Event Hubs-compatible endpoint's connection string, as the portal shows it
+        (`Endpoint=sb://host/`, AMQPS on 5671); `emulator`: the plain-TCP form with
+        `UseDevelopmentEmulator=true`, which the Event Hubs SDKs accept with any port."""
+        pol = next((p for p in self.policies if p.name == policy), None)
+        if pol is None:
+            raise HarnessError(f"no shared access policy named {policy!r}")
+        tail = f"SharedAccessKeyName={pol.name};SharedAccessKey={pol.key};EntityPath={self.eventhub_name}"
+        if emulator:
+            return f"Endpoint=sb://{self.host}:{self.amqp_plain_port}/;{tail};UseDevelopmentEmulator=true"
+        return f"Endpoint=sb://{self._host_port(self.amqp_port, 5671)}/;{tail}"
+
+    @property
     def ca_file(self) -> Path:
         folder = Path(self._tmp.name) if self._tmp is not None else self.config.data_dir / "pki"
         return folder / "ca.pem"
@@ -435,6 +510,13 @@ class Emulator:
             "bind": self.config.bind,
             "mqtt": {"host": self.host, "port": self.mqtt_port},
             "https": {"host": self.host, "port": self.https_port, "url": f"https://{self._host_port(self.https_port, 443)}"},
+            "amqp": {"host": self.host, "port": self.amqp_port, "plainPort": self.amqp_plain_port},
+            "eventHub": {
+                "name": self.eventhub_name,
+                "partitions": self.amqp.events.partition_ids,
+                "connectionString": self.eventhub_connection_string(),
+                "emulatorConnectionString": self.eventhub_connection_string(emulator=True),
+            },
             "dps": {
                 "host": self.host,
                 "idScope": self.config.dps_id_scope,

@@ -9,6 +9,7 @@ matched the way the services match them (azure_paths). `build_app` gets each sur
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,9 +28,10 @@ from .dps.context import DpsContext
 from .emulator_api import ApiContext
 from .faults import FaultBook
 from .http_answers import HttpAnswers
+from .hub import feedback_rest, twin_rest
 from .hub import rest as hub_rest
-from .hub import twin_rest
 from .hub.context import HubContext
+from .hub.feedback import Feedback
 from .hub.service_auth import require
 from .mqtt import websocket as mqtt_websocket
 from .mqtt.connection import Router
@@ -53,6 +55,9 @@ class WebContext:
     faults: FaultBook | None = None  # /_emulator/faults
     trace: Trace | None = None  # /_emulator/trace
     management: management_rest.ManagementContext | None = None  # the certificate routes of the management plane
+    feedback: Feedback | None = None  # C2D feedback batches (REST feedback routes)
+    # AMQP over WebSocket (subprotocol AMQPWSB10) on /$servicebus/websocket and /$iothub/websocket
+    amqp_websocket: Callable[[dict, Any, Any], Awaitable[None]] | None = None
 
 
 def build_app(ctx: WebContext) -> HttpAnswers:
@@ -69,10 +74,12 @@ def build_app(ctx: WebContext) -> HttpAnswers:
         *_faults_routes(ctx),
         *hub_rest.routes(ctx.hub),
         *twin_rest.routes(ctx.hub),
+        *(feedback_rest.routes(ctx.hub, ctx.feedback) if ctx.feedback is not None else []),
         *dps_service_rest.routes(ctx.dps),
         *dps_rest.routes(ctx.dps),
         *(management_rest.routes(ctx.management) if ctx.management is not None else []),
         WebSocketRoute(mqtt_websocket.PATH, _MqttOverWebSocket(ctx)),
+        *([WebSocketRoute(AMQP_WEBSOCKET_PATH, _AmqpOverWebSocket(ctx.amqp_websocket))] if ctx.amqp_websocket is not None else []),
         Route("/{path:path}", _unrouted, methods=["GET", "PUT", "POST", "PATCH", "DELETE"]),
     ]
     azure_paths.match_case_insensitively(routes)
@@ -110,14 +117,33 @@ async def _unrouted(request: Request) -> Response:
     raise hub_error("NotFound", f"no such resource: {request.method} /{path}")
 
 
+AMQP_WEBSOCKET_PATH = "/$servicebus/websocket"
+AMQP_SUBPROTOCOL = "AMQPWSB10"
+
+
+class _AmqpOverWebSocket:
+    """The ASGI app behind `/$servicebus/websocket` (a class: Starlette calls a function with a
+    WebSocket object instead)."""
+
+    def __init__(self, serve: Callable[[dict, Any, Any], Awaitable[None]]) -> None:
+        self.serve = serve
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        await self.serve(scope, receive, send)
+
+
 class _MqttOverWebSocket:
-    """The ASGI app behind `/$iothub/websocket`: MQTT connections through the same front door."""
+    """The ASGI app behind `/$iothub/websocket`: MQTT connections through the same front door,
+    or AMQP for a client asking for subprotocol AMQPWSB10 (the Node service SDK)."""
 
     def __init__(self, ctx: WebContext) -> None:
         self.ctx = ctx
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         ctx = self.ctx
+        if ctx.amqp_websocket is not None and AMQP_SUBPROTOCOL in scope.get("subprotocols", []):
+            await ctx.amqp_websocket(scope, receive, send)
+            return
         await mqtt_websocket.serve(
             scope,
             receive,

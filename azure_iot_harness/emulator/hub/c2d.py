@@ -104,6 +104,7 @@ class C2DQueues:
         self._queues: dict[str, list[C2DMessage]] = {}
         self._listeners: list[Callable[[str], None]] = []
         self._history: dict[str, collections.deque[dict]] = {}
+        self._settled: list[Callable[[C2DMessage, str], None]] = []
         self.last_seq = 0  # the newest message's sequence number, ever
         store.add_schema(_SCHEMA)
         registry.on_change(self._identity_changed)
@@ -121,6 +122,11 @@ class C2DQueues:
     def on_enqueued(self, fn: Callable[[str], None]) -> None:
         """fn(device_id) after a message was committed to a device's queue."""
         self._listeners.append(fn)
+
+    def on_settled(self, fn: Callable[[C2DMessage, str], None]) -> None:
+        """fn(message, outcome) when a message leaves its queue: outcome is IoT Hub's feedback
+        status (`Success`, `Expired`, `DeliveryCountExceeded`, `Rejected`)."""
+        self._settled.append(fn)
 
     # ---- sending -----------------------------------------------------------------------------
 
@@ -210,14 +216,26 @@ class C2DQueues:
         for m in queue:
             if m.seq == seq:
                 self._remember(m, outcome)
+                for fn in self._settled:
+                    fn(m, outcome)
         return self.store.submit(lambda c: c.execute("DELETE FROM c2d WHERE seq = ?", (seq,)))
+
+    def reject(self, device_id: str, seq: int) -> asyncio.Future:
+        """The device refused the message (HTTPS and AMQP devices can; MQTT has no way to)."""
+        return self.complete(device_id, seq, "Rejected")
+
+    def expire_all(self) -> None:
+        """Drop expired and dead-lettered messages of every device now (their feedback is due)."""
+        now = self.clock.time()
+        for device_id in list(self._queues):
+            self._expire(device_id, now)
 
     async def purge(self, device_id: str) -> int:
         if self.registry.get(device_id) is None:
             raise hub_error("DeviceNotFound", f"device {device_id} not found")
         purged = self._queues.pop(device_id, [])
         for m in purged:
-            self._remember(m, "Purged")
+            self._remember(m, "Purged")  # in the history; purged messages get no feedback
         await self.store.submit(lambda c: c.execute("DELETE FROM c2d WHERE device_id = ?", (device_id,)))
         return len(purged)
 

@@ -88,6 +88,7 @@ class Registry:
         self._docs: dict[Key, dict] = {}
         self._runtime: dict[Key, Runtime] = {}
         self._listeners: list[Callable[[Key, dict | None], None]] = []
+        self._connection_listeners: list[Callable[[Key, bool], None]] = []
         # Pending cloud-to-device messages of a device, for `cloudToDeviceMessageCount`.
         self.pending_c2d: Callable[[str], int] = lambda device_id: 0
         # Writes check a precondition, then await the store: without this lock two concurrent
@@ -294,6 +295,12 @@ class Registry:
         rt = self._runtime.setdefault((device_id, module_id), Runtime())
         rt.connected = connected
         rt.connection_state_updated = rt.last_activity = self.clock.time()
+        for fn in list(self._connection_listeners):
+            fn((device_id, module_id), connected)
+
+    def on_connection(self, fn: Callable[[Key, bool], None]) -> None:
+        """fn(key, connected) when an identity connects or disconnects."""
+        self._connection_listeners.append(fn)
 
     def touch(self, device_id: str, module_id: str | None) -> None:
         rt = self._runtime.get((device_id, module_id))

@@ -37,6 +37,7 @@ class Twins:
         self._twins: dict[Key, dict] = {}
         self._lock = asyncio.Lock()
         self._desired_listeners: list[DesiredListener] = []
+        self._change_listeners: list[Callable[[Key, dict, dict], None]] = []
         store.add_schema(_SCHEMA)
         registry.on_change(self._identity_changed)
 
@@ -52,6 +53,15 @@ class Twins:
     def on_desired_change(self, fn: DesiredListener) -> None:
         self._desired_listeners.append(fn)
 
+    def on_change(self, fn: Callable[[Key, dict, dict], None]) -> None:
+        """fn(key, changed, twin) after a committed change: `changed` holds the sections as
+        patched (`{"reported": patch}`, `{"desired": …, "tags": …}`), `twin` the new document."""
+        self._change_listeners.append(fn)
+
+    def _changed(self, key: Key, changed: dict, twin: dict) -> None:
+        for fn in list(self._change_listeners):
+            fn(key, changed, twin)
+
     # ---- changes -----------------------------------------------------------------------------
 
     async def patch_reported(self, key: Key, patch: dict) -> int:
@@ -59,7 +69,8 @@ class Twins:
         async with self._lock:
             new = tw.apply_patch(self.get(key), "reported", patch, utc_now_iso(self.clock.now()))
             await self._save(key, new)
-            return new["reportedVersion"]
+        self._changed(key, {"reported": patch}, new)
+        return new["reportedVersion"]
 
     async def announce_model(self, key: Key, model_id: str) -> None:
         """Record the model id a device or module announced on connect (`model-id=` in the
@@ -84,6 +95,11 @@ class Twins:
             if new is current:
                 return current
             await self._save(key, new)
+        props = body.get("properties")
+        changed = {"tags": body["tags"]} if "tags" in body else {}
+        if isinstance(props, dict) and "desired" in props:
+            changed["desired"] = props["desired"]
+        self._changed(key, changed, new)
         if notice is not None:
             version = new["desiredVersion"]
             for fn in self._desired_listeners:

@@ -49,6 +49,12 @@ class SasToken:
         expected = hmac.new(_decode_key(key_b64), f"{self.sr}\n{self.expiry}".encode(), hashlib.sha256).digest()
         return hmac.compare_digest(expected, self.signature)
 
+    def verify_raw(self, key: str) -> bool:
+        """Signed with the key's UTF-8 text itself, as the Event Hubs SDKs sign (they do not
+        base64-decode the key)."""
+        expected = hmac.new(key.encode(), f"{self.sr}\n{self.expiry}".encode(), hashlib.sha256).digest()
+        return hmac.compare_digest(expected, self.signature)
+
 
 def parse(token: str | None) -> SasToken:
     """Parse `SharedAccessSignature sr=…&sig=…&se=…[&skn=…]`, fields in any order."""
