@@ -98,6 +98,10 @@ WELL_KNOWN_LEAF_DEVICE_KEYS = (
 ENDPOINTS_FILE = "endpoints.json"
 
 
+# What `event_loop` may say (emulator/loops.py makes the loop).
+EVENT_LOOPS = ("auto", "uvloop", "asyncio")
+
+
 def default_data_dir() -> Path:
     return Path.home() / ".azure-iot-harness"
 
@@ -142,6 +146,9 @@ class Config:
     edge_routes: str = ""  # a JSON file with $edgeHub desired properties; empty: FROM /* INTO $upstream
     edge_workload_port: int = 0
     log_level: str = "info"
+    # The event loop `serve` and `EmulatorThread` make: "auto" (uvloop when installed), "uvloop",
+    # "asyncio". An Emulator started inside a running loop uses that loop.
+    event_loop: str = "auto"
 
     @property
     def hub_name(self) -> str:
@@ -154,6 +161,8 @@ class Config:
                 raise ConfigError(f"{name} must be between 0 and 65535, not {port}")
         if self.durability not in ("full", "normal"):
             raise ConfigError(f"durability must be 'full' or 'normal', not {self.durability!r}")
+        if self.event_loop not in EVENT_LOOPS:
+            raise ConfigError(f"event_loop must be one of {', '.join(EVENT_LOOPS)}, not {self.event_loop!r}")
         if not self.dps_id_scope or not self.dps_id_scope.isalnum():
             raise ConfigError(f"dps_id_scope must be letters and digits (like {WELL_KNOWN_DPS_ID_SCOPE}), not {self.dps_id_scope!r}")
         for name in ("dps_assigning_polls", "dps_retry_after", "dps_registrations_per_minute"):

@@ -36,6 +36,7 @@ from .frontdoor import FrontDoor
 from .https_server import ALPN, HttpsServer
 from .hub.hub import Hub
 from .hub.registry import Registry
+from .loops import loop_factory, loop_name
 from .mqtt.listener import MqttListener
 from .protocol import sas
 from .store import Store
@@ -134,6 +135,7 @@ class Emulator:
         self._started = True
         if not cfg.in_memory:
             self._write_endpoints()
+        log.info("started on the %s event loop", loop_name(asyncio.get_running_loop()))
         return self
 
     def _hub_link(self) -> HubLink:
@@ -389,7 +391,7 @@ class EmulatorThread:
 
     def __init__(self, config: Config | None = None, *, clock: Clock = SYSTEM_CLOCK, **overrides: Any) -> None:
         self.emulator = Emulator(config, clock=clock, **overrides)
-        self.loop = asyncio.new_event_loop()
+        self.loop = loop_factory(self.emulator.config.event_loop)()  # uvloop when installed; the policy is untouched
         self._thread = threading.Thread(target=self.loop.run_forever, name="azure-iot-harness", daemon=True)
 
     def start(self) -> Emulator:
