@@ -183,15 +183,11 @@ class Store:
 
     # ---- telemetry ----------------------------------------------------------------------
 
-    def append_telemetry(self, t: Telemetry) -> asyncio.Future[_Appended]:
-        row = (
-            t.device_id,
-            t.module_id,
-            t.enqueued_time,
-            t.body,
-            json.dumps(t.properties),
-            json.dumps(t.system_properties),
-        )
+    def append_telemetry(self, t: Telemetry, texts: tuple[str, str] | None = None) -> asyncio.Future[_Appended]:
+        """Store a message; `texts`: the JSON of its properties and system properties, when
+        the caller made them already (the hub's sessions do, once per topic)."""
+        props, sysprops = texts or (json.dumps(t.properties), json.dumps(t.system_properties))
+        row = (t.device_id, t.module_id, t.enqueued_time, t.body, props, sysprops)
 
         def insert(c: sqlite3.Connection) -> _Appended:
             cur = c.execute(
