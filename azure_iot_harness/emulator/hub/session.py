@@ -40,8 +40,9 @@ class DeviceSession:
         d, m = principal.device_id, principal.module_id
         self.c2d_filters = c2d_filters(d) if m is None else frozenset()
         self._allowed_filters = allowed_filters(d, m)
-        # Telemetry: what the hub stamps on each message, and the last topic's property bag.
-        self._stamp = TelemetryStamp(d, m, principal.auth, principal.generation_id, principal.model_id)
+        # Telemetry: what the hub stamps on each message (made at the first one: an idle device
+        # costs nothing for it), and the last topic's property bag.
+        self._stamp: TelemetryStamp | None = None
         self._bag_key: tuple[str, bool] | None = None
         self._bag: PreparedBag | None = None
 
@@ -74,12 +75,15 @@ class DeviceSession:
         """The message and the JSON text of its properties; a topic (and retain flag) like the
         last one reuses its checked, decoded property bag."""
         key = (topic, retain)
-        bag = self._bag
+        stamp, bag = self._stamp, self._bag
+        if stamp is None:
+            p = self.principal
+            stamp = self._stamp = TelemetryStamp(p.device_id, p.module_id, p.auth, p.generation_id, p.model_id)
         if key != self._bag_key or bag is None:
             self._bag_key = None  # stays unset if this topic is refused
-            bag = self._bag = self._stamp.prepare(telemetry_bag(self.principal, topic), retain)
+            bag = self._bag = stamp.prepare(telemetry_bag(self.principal, topic), retain)
             self._bag_key = key
-        return self._stamp.build(bag, body, self.hub.clock.now())
+        return stamp.build(bag, body, self.hub.clock.now())
 
     async def _on_iothub_topic(self, pub: Publish) -> None:
         topic = pub.topic
