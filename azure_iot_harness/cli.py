@@ -77,7 +77,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     if not cfg.in_memory:
         refuse_second_emulator(cfg.data_dir)
-    asyncio.run(serve(cfg))
+    from .emulator.loops import loop_factory
+
+    with asyncio.Runner(loop_factory=loop_factory(cfg.event_loop)) as runner:
+        runner.run(serve(cfg))
     return 0
 
 

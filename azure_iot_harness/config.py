@@ -105,6 +105,10 @@ AMQP_PLAIN_PORT = 5673
 ENDPOINTS_FILE = "endpoints.json"
 
 
+# What `event_loop` may say (emulator/loops.py makes the loop).
+EVENT_LOOPS = ("auto", "uvloop", "asyncio")
+
+
 def default_data_dir() -> Path:
     return Path.home() / ".azure-iot-harness"
 
@@ -199,6 +203,9 @@ class Config:
             return port if port >= 0 else (0 if self.https_port == 0 else standard)
 
         return resolve(self.amqp_port, AMQPS_PORT), resolve(self.amqp_plain_port, AMQP_PLAIN_PORT)
+    # The event loop `serve` and `EmulatorThread` make: "auto" (uvloop when installed), "uvloop",
+    # "asyncio". An Emulator started inside a running loop uses that loop.
+    event_loop: str = "auto"
 
     @property
     def hub_name(self) -> str:
@@ -216,6 +223,8 @@ class Config:
             raise ConfigError(f"eventhub_partitions must be between 1 and 32, not {self.eventhub_partitions}")
         if self.durability not in ("full", "normal"):
             raise ConfigError(f"durability must be 'full' or 'normal', not {self.durability!r}")
+        if self.event_loop not in EVENT_LOOPS:
+            raise ConfigError(f"event_loop must be one of {', '.join(EVENT_LOOPS)}, not {self.event_loop!r}")
         if not self.dps_id_scope or not self.dps_id_scope.isalnum():
             raise ConfigError(f"dps_id_scope must be letters and digits (like {WELL_KNOWN_DPS_ID_SCOPE}), not {self.dps_id_scope!r}")
         for name in ("dps_assigning_polls", "dps_retry_after", "dps_registrations_per_minute", "trace_per_connection", "trace_max_events"):

@@ -19,7 +19,7 @@ from .context import Context, Options
 from .report import Section, render
 from .servers import mosquitto_version
 
-SECTIONS = ("telemetry", "eventhub", "connect", "dps", "startup", "timers", "memory", "suite")
+SECTIONS = ("telemetry", "eventhub", "connect", "dps", "startup", "timers", "memory", "scale", "suite")
 SERVERS = ("emulator", "emulator-normal", "mosquitto", "mosquitto-default", "amqtt")
 DEFAULT_OUT = Path(__file__).parent / "results" / "latest.json"
 
@@ -40,6 +40,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--suite-repeat", type=int, default=1)
     p.add_argument("--dps-devices", type=int, default=1_000)
     p.add_argument("--dps-concurrency", type=int, default=20, help="registrations in flight in the storm's first form")
+    p.add_argument("--idle-devices", type=int, default=10_000, help="scale: devices connected and idle (memory per device)")
+    p.add_argument("--rate-devices", type=int, default=1_000, help="scale: devices publishing at --rate-per-device")
+    p.add_argument("--rate-per-device", type=float, default=10.0, help="scale: QoS 1 messages a second from each device")
+    p.add_argument("--rate-seconds", type=float, default=60.0, help="scale: how long they publish")
+    p.add_argument("--scale-repeat", type=int, default=1, help="runs of the scale section (a few minutes each)")
     p.add_argument("--quiet-wait", type=float, default=120, help="seconds to wait for an idle machine before each section")
     p.add_argument("--settle", type=float, default=1.0, help="seconds a server settles before a memory reading")
     p.add_argument("--profile", type=Path, metavar="DIR", help="write a py-spy flame graph of each emulator process to DIR")
@@ -70,7 +75,8 @@ def _wait_for_quiet(limit: float, busy_percent: float = 15.0) -> float | None:
 
 
 def _raise_open_files_limit() -> None:
-    # 1,000 connected clients in this process need 1,000 descriptors, the servers as many.
+    # 10,000 connected clients (the scale section) in this process need 10,000 descriptors, the
+    # server as many (it inherits the limit).
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = hard if hard != resource.RLIM_INFINITY else 65536
     if soft < want:
@@ -92,6 +98,11 @@ def main(argv: list[str] | None = None) -> int:
         suite_repeat=args.suite_repeat,
         dps_devices=args.dps_devices,
         dps_concurrency=args.dps_concurrency,
+        idle_devices=args.idle_devices,
+        rate_devices=args.rate_devices,
+        rate_per_device=args.rate_per_device,
+        rate_seconds=args.rate_seconds,
+        scale_repeat=args.scale_repeat,
         settle=args.settle,
         profile=args.profile.resolve() if args.profile else None,
         servers=tuple(_split(args.servers)),

@@ -22,6 +22,12 @@ class Options:
     suite_repeat: int = 1
     dps_devices: int = 1_000
     dps_concurrency: int = 20
+    # Scale: devices connected and idle; devices publishing `rate_per_device` msg/s for `rate_seconds`.
+    idle_devices: int = 10_000
+    rate_devices: int = 1_000
+    rate_per_device: float = 10.0
+    rate_seconds: float = 60.0
+    scale_repeat: int = 1
     settle: float = 1.0  # seconds a server gets to settle before memory is read or after connects
     profile: Path | None = None  # py-spy flame graphs of every emulator started
     servers: tuple[str, ...] = ("emulator", "emulator-normal", "mosquitto", "mosquitto-default", "amqtt")

@@ -80,9 +80,9 @@ def run(ctx: Context) -> Section:
                 failed = [f"{who}: {failures[(name, who)]}" for who in (emu, other) if (name, who) in failures]
                 rr.note = cr.note = "; ".join(f"failed runs, {f}" for f in failed)
                 if primary:
-                    rr.goal, cr.goal = "≥ 1.0×", "≤ 3.0×"
+                    rr.goal, cr.goal = "≥ 1.0×", "≤ 1.5×"
                     rr.met = rr.ratio is not None and rr.ratio >= 1.0
-                    cr.met = cr.ratio is not None and cr.ratio <= 3.0
+                    cr.met = cr.ratio is not None and cr.ratio <= 1.5
                 section.rows += [rr, cr]
     return section
 

@@ -208,6 +208,18 @@ class EmulatorServer(Server):
         if errors:
             raise ServerError(f"creating devices failed: {errors[:3]}")
 
+    def create_devices_bulk(self, idents: Iterable[Identity]) -> None:
+        """Create many identities, 100 a request (the registry's bulk API), for the scale rows."""
+        todo, rest = list(idents), self.rest()
+        try:
+            for i in range(0, len(todo), 100):
+                entries = [{"id": d.device_id, "importMode": "createOrUpdate", **d.registry_doc()} for d in todo[i : i + 100]]
+                status, body = rest.request("POST", "/devices?api-version=2021-04-12", entries)
+                if status != 200 or not (isinstance(body, dict) and body.get("isSuccessful")):
+                    raise ServerError(f"bulk create failed: {status} {str(body)[:500]}")
+        finally:
+            rest.close()
+
     def clear_telemetry(self) -> None:
         status, body = self.rest().request("DELETE", "/_emulator/telemetry")
         if status != 204:

@@ -4,6 +4,7 @@ the client variants run (mosquitto, Node-RED), which the conformance suite's ful
 from __future__ import annotations
 
 import fcntl
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -18,7 +19,9 @@ collect_ignore = ["example_project"]
 
 @pytest.fixture
 def emulator_thread():
-    thread = EmulatorThread(in_memory=True, mqtt_port=0, https_port=0)
+    # uvloop unless AZURE_IOT_HARNESS_EVENT_LOOP says otherwise (tox -e asyncio runs the suite on asyncio's).
+    loop = os.environ.get("AZURE_IOT_HARNESS_EVENT_LOOP", "auto")
+    thread = EmulatorThread(in_memory=True, mqtt_port=0, https_port=0, event_loop=loop)
     thread.start()
     try:
         yield thread

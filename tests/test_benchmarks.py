@@ -49,6 +49,22 @@ def test_harness_runs_a_tiny_configuration(tmp_path: Path) -> None:
     assert "| Measurement |" in res.stdout and doc["table"] in res.stdout
 
 
+def test_the_scale_section_runs_in_miniature(tmp_path: Path) -> None:
+    out = tmp_path / "scale.json"
+    res = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--only", "scale", "--servers", "emulator", "--idle-devices", "6", "--rate-devices", "3",
+         "--rate-per-device", "5", "--rate-seconds", "1", "--settle", "0.1", "--quiet-wait", "0", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    (section,) = json.loads(out.read_text())["sections"]
+    names = [r["name"] for r in section["rows"]]
+    assert names[0] == "Scale, resident memory per idle connected device (6 connected)"
+    assert any(n.endswith("p99 PUBACK latency") for n in names)
+    for row in section["rows"]:
+        assert row["emulator"]["median"] is not None and not row["note"], row
+
+
 def test_the_timers_section_measures_what_the_tests_only_assert(tmp_path: Path) -> None:
     # tests/emulator/hub/test_connect.py and tests/emulator/test_web.py assert that these
     # connections end; how soon they end is a figure of this section.

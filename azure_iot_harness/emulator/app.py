@@ -46,6 +46,7 @@ from .hub.feedback import Feedback
 from .hub.hub import Hub
 from .hub.registry import Registry
 from .hub.route_sources import RouteSources, Sources
+from .loops import loop_factory, loop_name
 from .management_rest import ManagementContext
 from .mqtt.listener import MqttListener
 from .protocol import sas
@@ -210,6 +211,7 @@ class Emulator:
         self._started = True
         if not cfg.in_memory:
             self._write_endpoints()
+        log.info("started on the %s event loop", loop_name(asyncio.get_running_loop()))
         return self
 
     async def _upload_configured_cas(self) -> None:
@@ -683,7 +685,7 @@ class EmulatorThread:
 
     def __init__(self, config: Config | None = None, *, clock: Clock = SYSTEM_CLOCK, **overrides: Any) -> None:
         self.emulator = Emulator(config, clock=clock, **overrides)
-        self.loop = asyncio.new_event_loop()
+        self.loop = loop_factory(self.emulator.config.event_loop)()  # uvloop when installed; the policy is untouched
         self._thread = threading.Thread(target=self.loop.run_forever, name="azure-iot-harness", daemon=True)
 
     def start(self) -> Emulator:

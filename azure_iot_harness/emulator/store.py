@@ -110,10 +110,17 @@ class Store:
             done: list[tuple[asyncio.Future, Any, BaseException | None]] = []
             committed: list[tuple[int, Telemetry]] = []
             conn.execute("BEGIN")
+            inserts: list[_Insert] = []  # telemetry in a row: one executemany
             for job in batch:
                 if job is _STOP:
                     stopping = True
                     continue
+                if type(job) is _Insert:
+                    inserts.append(job)
+                    continue
+                if inserts:
+                    _insert_telemetry(conn, inserts, done, committed)
+                    inserts = []
                 fn, fut, savepoint = job
                 if savepoint:
                     conn.execute("SAVEPOINT job")
@@ -129,6 +136,8 @@ class Store:
                     done.append((fut, result, None))
                     if isinstance(result, _Appended):
                         committed.append((result.seq, result.telemetry))
+            if inserts:
+                _insert_telemetry(conn, inserts, done, committed)
             try:
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
@@ -153,11 +162,14 @@ class Store:
         A job that fails is rolled back on its own (a savepoint); a job of one statement, which
         cannot half-fail, may skip that (`savepoint=False`): it is the per-message path.
         """
-        if self._thread is None or self._loop is None:
-            raise RuntimeError("store is not started")
-        fut = self._loop.create_future()
+        fut = self._future()
         self._jobs.put((fn, fut, savepoint))
         return fut
+
+    def _future(self) -> asyncio.Future:
+        if self._thread is None or self._loop is None:
+            raise RuntimeError("store is not started")
+        return self._loop.create_future()
 
     # ---- identities ---------------------------------------------------------------------
 
@@ -183,25 +195,13 @@ class Store:
 
     # ---- telemetry ----------------------------------------------------------------------
 
-    def append_telemetry(self, t: Telemetry) -> asyncio.Future[_Appended]:
-        row = (
-            t.device_id,
-            t.module_id,
-            t.enqueued_time,
-            t.body,
-            json.dumps(t.properties),
-            json.dumps(t.system_properties),
-        )
-
-        def insert(c: sqlite3.Connection) -> _Appended:
-            cur = c.execute(
-                "INSERT INTO telemetry (device_id, module_id, enqueued_time, body, properties, system_properties)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                row,
-            )
-            return _Appended(cur.lastrowid or 0, t)
-
-        return self.submit(insert, savepoint=False)
+    def append_telemetry(self, t: Telemetry, texts: tuple[str, str] | None = None) -> asyncio.Future[_Appended]:
+        """Store a message; `texts`: the JSON of its properties and system properties, when
+        the caller made them already (the hub's sessions do, once per topic)."""
+        props, sysprops = texts or (json.dumps(t.properties), json.dumps(t.system_properties))
+        fut = self._future()
+        self._jobs.put(_Insert((t.device_id, t.module_id, t.enqueued_time, t.body, props, sysprops), t, fut))
+        return fut
 
     def read_telemetry(
         self, *, after: int = 0, device_id: str | None = None, limit: int = 1000
@@ -227,6 +227,44 @@ class Store:
     def remove_telemetry_listener(self, fn: Callable[[list[tuple[int, Telemetry]]], None]) -> None:
         if fn in self._telemetry_listeners:
             self._telemetry_listeners.remove(fn)
+
+
+_INSERT_TELEMETRY = (
+    "INSERT INTO telemetry (device_id, module_id, enqueued_time, body, properties, system_properties) VALUES (?, ?, ?, ?, ?, ?)"
+)
+
+
+class _Insert:
+    """A telemetry insert waiting for the store thread (the per-message job, without a closure)."""
+
+    __slots__ = ("row", "telemetry", "fut")
+
+    def __init__(self, row: tuple, telemetry: Telemetry, fut: asyncio.Future) -> None:
+        self.row, self.telemetry, self.fut = row, telemetry, fut
+
+
+def _insert_telemetry(conn: sqlite3.Connection, jobs: list[_Insert], done: list, committed: list[tuple[int, Telemetry]]) -> None:
+    """Insert consecutive messages with one executemany (one statement prepared and stepped per
+    row in C, not a Python call per message). Their sequence numbers are consecutive — one
+    connection writes, AUTOINCREMENT counts up — and end at last_insert_rowid(). A row that
+    fails fails its job only: what went in before it stays, what follows is tried again."""
+    before = conn.total_changes
+    error: sqlite3.Error | None = None
+    try:
+        conn.executemany(_INSERT_TELEMETRY, [job.row for job in jobs])
+    except sqlite3.Error as exc:
+        error = exc
+    inserted = conn.total_changes - before
+    if inserted:
+        first = conn.execute("SELECT last_insert_rowid()").fetchone()[0] - inserted + 1
+        for i, job in enumerate(jobs[:inserted]):
+            appended = _Appended(first + i, job.telemetry)
+            done.append((job.fut, appended, None))
+            committed.append((appended.seq, job.telemetry))
+    if error is not None:
+        done.append((jobs[inserted].fut, None, error))
+        if inserted + 1 < len(jobs):
+            _insert_telemetry(conn, jobs[inserted + 1 :], done, committed)
 
 
 class _Appended:

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import copy
 import datetime as dt
 import re
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -91,9 +92,11 @@ class Registry:
         self._connection_listeners: list[Callable[[Key, bool], None]] = []
         # Pending cloud-to-device messages of a device, for `cloudToDeviceMessageCount`.
         self.pending_c2d: Callable[[str], int] = lambda device_id: 0
-        # Writes check a precondition, then await the store: without this lock two concurrent
-        # creates of one id would both pass the check and the second would silently win.
-        self._write_lock = asyncio.Lock()
+        # Writes check a precondition, then await the store: without a lock two concurrent
+        # creates of one id would both pass the check and the second would silently win. One
+        # lock per device id (its modules included), so writes to different devices share a
+        # group commit instead of waiting for each other's (a provisioning storm's bottleneck).
+        self._write_locks: dict[str, tuple[asyncio.Lock, int]] = {}
 
     async def load(self) -> None:
         for doc in await self.store.load_identities():
@@ -191,8 +194,24 @@ class Registry:
 
     # ---- writes --------------------------------------------------------------------------
 
+    @contextlib.asynccontextmanager
+    async def _writing(self, device_id: object) -> AsyncIterator[None]:
+        """Hold the write lock of one device id; it is dropped when nobody holds or waits for it."""
+        key = str(device_id)
+        lock, users = self._write_locks.get(key) or (asyncio.Lock(), 0)
+        self._write_locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._write_locks[key]
+            if users == 1:
+                del self._write_locks[key]
+            else:
+                self._write_locks[key] = (lock, users - 1)
+
     async def put_device(self, body: dict, *, if_match: str | None, device_id: str | None = None) -> dict:
-        async with self._write_lock:
+        async with self._writing(device_id or body.get("deviceId")):
             return await self._put_device(body, if_match=if_match, device_id=device_id)
 
     async def _put_device(self, body: dict, *, if_match: str | None, device_id: str | None) -> dict:
@@ -228,7 +247,7 @@ class Registry:
         return self.view(device_id)  # type: ignore[return-value]  # the identity exists: its key was just read or written
 
     async def put_module(self, device_id: str, body: dict, *, if_match: str | None, module_id: str | None = None) -> dict:
-        async with self._write_lock:
+        async with self._writing(device_id):
             return await self._put_module(device_id, body, if_match=if_match, module_id=module_id)
 
     async def _put_module(self, device_id: str, body: dict, *, if_match: str | None, module_id: str | None) -> dict:
@@ -254,7 +273,7 @@ class Registry:
         return self.view(device_id, module_id)  # type: ignore[return-value]  # the identity exists: its key was just read or written
 
     async def delete(self, device_id: str, module_id: str | None = None, *, if_match: str | None = None) -> None:
-        async with self._write_lock:
+        async with self._writing(device_id):
             await self._delete(device_id, module_id, if_match=if_match)
 
     async def _delete(self, device_id: str, module_id: str | None, *, if_match: str | None) -> None:

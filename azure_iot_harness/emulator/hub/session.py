@@ -16,7 +16,7 @@ from ..mqtt import codec
 from ..mqtt.codec import Publish
 from ..protocol import twin as tw
 from ..protocol.errors import error_code
-from ..protocol.messages import Telemetry, build_telemetry
+from ..protocol.messages import PreparedBag, Telemetry, TelemetryStamp, build_telemetry
 from ..protocol.numbers import NumberError, parse_int
 from ..protocol.subscriptions import DESIRED_UPDATES, TWIN_RESPONSES, allowed_filters, grant
 from ..protocol.topics import c2d_filters, decode_property_bag, parse_telemetry_topic
@@ -47,6 +47,11 @@ class DeviceSession:
         d, m = principal.device_id, principal.module_id
         self.c2d_filters = c2d_filters(d) if m is None else frozenset()
         self._allowed_filters = allowed_filters(d, m)
+        # Telemetry: what the hub stamps on each message (made at the first one: an idle device
+        # costs nothing for it), and the last topic's property bag.
+        self._stamp: TelemetryStamp | None = None
+        self._bag_key: tuple[str, bool] | None = None
+        self._bag: PreparedBag | None = None
 
     @property
     def key(self) -> tuple[str, str | None]:
@@ -67,16 +72,27 @@ class DeviceSession:
                 assert pub.packet_id is not None
                 conn.send(codec.encode_puback(pub.packet_id))
             return
-        telemetry = self.telemetry_from(pub.topic, pub.payload, pub.retain)
+        telemetry, texts = self.telemetry_from(pub.topic, pub.payload, pub.retain)
         if azure_faults.FAULT_TYPE in telemetry.properties and self.honours_fault_properties:
             azure_faults.apply(self.hub.faults, self.conn, telemetry.properties)
-        fut = self.hub.store.append_telemetry(telemetry)
+        fut = self.hub.store.append_telemetry(telemetry, texts)
         if pub.qos == 1:
             assert pub.packet_id is not None
             conn.ack_when_done(fut, pub.packet_id)
 
-    def telemetry_from(self, topic: str, body: bytes, retain: bool) -> Telemetry:
-        return telemetry_from(self.principal, topic, body, retain, self.hub.clock.now())
+    def telemetry_from(self, topic: str, body: bytes, retain: bool) -> tuple[Telemetry, tuple[str, str]]:
+        """The message and the JSON text of its properties; a topic (and retain flag) like the
+        last one reuses its checked, decoded property bag."""
+        key = (topic, retain)
+        stamp, bag = self._stamp, self._bag
+        if stamp is None:
+            p = self.principal
+            stamp = self._stamp = TelemetryStamp(p.device_id, p.module_id, p.auth, p.generation_id, p.model_id)
+        if key != self._bag_key or bag is None:
+            self._bag_key = None  # stays unset if this topic is refused
+            bag = self._bag = stamp.prepare(telemetry_bag(self.principal, topic), retain)
+            self._bag_key = key
+        return stamp.build(bag, body, self.hub.clock.now())
 
     async def _on_iothub_topic(self, pub: Publish) -> None:
         topic = pub.topic
@@ -248,18 +264,23 @@ def _log_will_failure(fut: asyncio.Future) -> None:
         log.error("will not stored: %s", fut.exception())
 
 
-def telemetry_from(p: Principal, topic: str, body: bytes, retain: bool, now: dt.datetime | None = None) -> Telemetry:
-    """Check a telemetry topic against the identity that sent it and build the message,
-    enqueued `now`."""
+def telemetry_bag(p: Principal, topic: str) -> list[tuple[str, str | None]]:
+    """Check a telemetry topic against the identity that sent it; its decoded property bag."""
     parsed = parse_telemetry_topic(topic)
     if parsed is None:
         raise ProtocolViolation(f"PUBLISH to {topic!r}, which is not an IoT Hub topic")
     if parsed.device_id != p.device_id or parsed.module_id != p.module_id:
         raise ProtocolViolation(f"PUBLISH to {topic!r}, a topic of another identity than {p.name}")
+    return decode_property_bag(parsed.bag)
+
+
+def telemetry_from(p: Principal, topic: str, body: bytes, retain: bool, now: dt.datetime | None = None) -> Telemetry:
+    """Check a telemetry topic against the identity that sent it and build the message,
+    enqueued `now`."""
     return build_telemetry(
         device_id=p.device_id,
         module_id=p.module_id,
-        bag=decode_property_bag(parsed.bag),
+        bag=telemetry_bag(p, topic),
         body=body,
         retain=retain,
         auth=p.auth,

@@ -12,16 +12,18 @@ import uuid
 
 from ...errors import ServiceError
 
-# name: (HTTP status, IoT Hub error code)
+# name: (HTTP status, IoT Hub error code). The codes are those of the service SDKs' ErrorCode
+# enum (azure-iot-sdk-csharp), which parses them; 412002 there is DeviceMessageLockLost and
+# 400007 DeviceStorageEntitySerializationError.
 CATALOGUE: dict[str, tuple[int, int]] = {
     "ArgumentInvalid": (400, 400004),
     "ArgumentNull": (400, 400005),
     "IotHubFormatError": (400, 400006),
-    "DeviceInvalidResultCount": (400, 400007),
+    "DeviceInvalidResultCount": (400, 400002),
     "InvalidProtocolVersion": (400, 400001),
     "DeviceDefinedMultipleTimes": (400, 400011),
     "IotHubUnauthorizedAccess": (401, 401002),
-    "IotHubUnauthorized": (401, 401000),
+    "IotHubUnauthorized": (401, 401003),
     "DeviceMaximumQueueDepthExceeded": (403, 403004),
     "DeviceNotFound": (404, 404001),
     "ModuleNotFound": (404, 404010),
@@ -29,7 +31,7 @@ CATALOGUE: dict[str, tuple[int, int]] = {
     "NotFound": (404, 404000),  # the emulator's answer to a path no API has
     "DeviceAlreadyExists": (409, 409001),
     "ModuleAlreadyExistsOnDevice": (409, 409301),
-    "PreconditionFailed": (412, 412002),
+    "PreconditionFailed": (412, 412001),
     "RequestEntityTooLarge": (413, 413001),
     "TooManyDevices": (413, 413002),
     "ThrottlingException": (429, 429001),

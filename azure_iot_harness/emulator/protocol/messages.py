@@ -101,31 +101,75 @@ def build_telemetry(
     """Split a decoded property bag into application and system properties and stamp the
     properties the hub adds. Raises ProtocolViolation when the message is too large or a
     system property is invalid."""
-    app: dict[str, str | None] = {}
-    system: dict[str, str] = {}
-    size = len(body)
-    for name, value in bag:
-        size += len(name.encode()) + len((value or "").encode())
-        if name in SETTABLE_SYSTEM_PROPERTIES:
-            if value is not None:
-                system[SETTABLE_SYSTEM_PROPERTIES[name]] = value
-        elif name not in _HUB_ONLY:
-            app[name] = value
-    if size > MAX_D2C_BYTES:
-        raise ProtocolViolation(f"message of {size} bytes exceeds IoT Hub's {MAX_D2C_BYTES}-byte limit")
-    mid = system.get("message-id")
-    if mid is not None and (len(mid) > MAX_MESSAGE_ID or not mid.isascii()):
-        raise ProtocolViolation("message id longer than 128 characters or not ASCII")
-    if retain:
-        app[RETAIN_PROPERTY] = "true"
-    enqueued = utc_now_iso(now)
-    system["iothub-connection-device-id"] = device_id
-    if module_id:
-        system["iothub-connection-module-id"] = module_id
-    system["iothub-connection-auth-method"] = auth.to_json()
-    system["iothub-connection-auth-generation-id"] = generation_id
-    system["iothub-enqueuedtime"] = enqueued
-    system["iothub-message-source"] = "Telemetry"
-    if model_id:
-        system["dt-dataschema"] = model_id
-    return Telemetry(device_id, module_id, body, app, system, enqueued)
+    stamp = TelemetryStamp(device_id, module_id, auth, generation_id, model_id)
+    return stamp.build(stamp.prepare(bag, retain), body, now)[0]
+
+
+@dataclass(frozen=True)
+class PreparedBag:
+    """A decoded property bag sorted into application and settable system properties, checked,
+    with their JSON text: what every message with this bag (and retain flag) shares."""
+
+    app: dict[str, str | None]
+    system: dict[str, str]
+    size: int  # the bag's bytes, counted toward the message size limit
+    app_json: str
+    system_json_head: str  # the system properties' JSON up to the enqueued time
+
+
+class TelemetryStamp:
+    """What the hub stamps on every message of one identity, built once per connection: the
+    connection's system properties and their JSON text around the per-message enqueued time.
+
+    A device publishes to one topic over and over, so its property bag is prepared once
+    (`prepare`) and each message costs a timestamp, two dict copies and two string joins —
+    not a topic parse, a bag decode and two `json.dumps` (a fifth of the CPU per message).
+    The JSON texts are exactly what `json.dumps` makes of the message's property dicts.
+    """
+
+    def __init__(self, device_id: str, module_id: str | None, auth: AuthMethod, generation_id: str, model_id: str | None) -> None:
+        self.device_id = device_id
+        self.module_id = module_id
+        head: dict[str, str] = {"iothub-connection-device-id": device_id}
+        if module_id:
+            head["iothub-connection-module-id"] = module_id
+        head["iothub-connection-auth-method"] = auth.to_json()
+        head["iothub-connection-auth-generation-id"] = generation_id
+        tail: dict[str, str] = {"iothub-message-source": "Telemetry"}
+        if model_id:
+            tail["dt-dataschema"] = model_id
+        self._head, self._tail = head, tail
+        self._head_json = json.dumps(head)[1:-1]
+        self._tail_json = '", ' + json.dumps(tail)[1:]  # closes the enqueued time
+
+    def prepare(self, bag: list[tuple[str, str | None]], retain: bool) -> PreparedBag:
+        """Raises ProtocolViolation for an invalid system property (a message id too long)."""
+        app: dict[str, str | None] = {}
+        system: dict[str, str] = {}
+        size = 0
+        for name, value in bag:
+            size += len(name.encode()) + len((value or "").encode())
+            if name in SETTABLE_SYSTEM_PROPERTIES:
+                if value is not None:
+                    system[SETTABLE_SYSTEM_PROPERTIES[name]] = value
+            elif name not in _HUB_ONLY:
+                app[name] = value
+        mid = system.get("message-id")
+        if mid is not None and (len(mid) > MAX_MESSAGE_ID or not mid.isascii()):
+            raise ProtocolViolation("message id longer than 128 characters or not ASCII")
+        if retain:
+            app[RETAIN_PROPERTY] = "true"
+        settable = json.dumps(system)[1:-1]
+        head = "{" + (settable + ", " if settable else "") + self._head_json + ', "iothub-enqueuedtime": "'
+        return PreparedBag(app, system, size, json.dumps(app), head)
+
+    def build(self, bag: PreparedBag, body: bytes, now: dt.datetime | None = None) -> tuple[Telemetry, tuple[str, str]]:
+        """The message, and the JSON text of its properties and system properties (for the
+        store). Raises ProtocolViolation when the message is too large."""
+        size = bag.size + len(body)
+        if size > MAX_D2C_BYTES:
+            raise ProtocolViolation(f"message of {size} bytes exceeds IoT Hub's {MAX_D2C_BYTES}-byte limit")
+        enqueued = utc_now_iso(now)  # digits and -:.TZ: nothing to escape in JSON
+        system = {**bag.system, **self._head, "iothub-enqueuedtime": enqueued, **self._tail}
+        telemetry = Telemetry(self.device_id, self.module_id, body, dict(bag.app), system, enqueued)
+        return telemetry, (bag.app_json, bag.system_json_head + enqueued + self._tail_json)

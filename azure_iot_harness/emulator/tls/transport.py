@@ -18,7 +18,7 @@ import logging
 import socket
 import ssl
 import struct
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from . import openssl
 from .connection import TlsConnection
@@ -88,8 +88,8 @@ class ServerProtocol(asyncio.Protocol):
     # ---- from the socket's transport ----------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._tcp = transport
+        # A cast, not an isinstance check: uvloop's TCPTransport does not subclass asyncio.Transport.
+        self._tcp = cast(asyncio.Transport, transport)
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

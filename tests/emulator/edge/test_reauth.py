@@ -24,6 +24,13 @@ from .edge_helpers import (
 )
 
 
+def wait_forwarded(emu, device_id: str) -> None:
+    """Until the hub holds the device's messages and the edge's queue is empty again: the hub
+    shows a message at its commit, and the edge drops its copy only when the hub's PUBACK
+    arrives, a moment later (a queue depth read in between still counts it)."""
+    wait_for(lambda: hub_messages(emu, device_id) and upstream_depth(emu) == 0)
+
+
 @pytest.fixture
 def edge():
     thread, emu = start_edge()
@@ -55,7 +62,7 @@ def test_a_leaf_is_disconnected_at_once_and_what_it_publishes_after_is_refused(e
     leaf = raw_connect(emu, "leaf-a")
     leaf.send(publish_packet("devices/leaf-a/messages/events/", b"before", packet_id=1))
     assert leaf.puback_or_close() == "puback"
-    wait_for(lambda: hub_messages(emu, "leaf-a"))  # forwarded before the change
+    wait_forwarded(emu, "leaf-a")  # before the change
     LEAF_CHANGES[change](thread, emu)
     leaf.send(publish_packet("devices/leaf-a/messages/events/", b"after", packet_id=2))
     assert leaf.puback_or_close() == "closed"
@@ -81,7 +88,7 @@ def test_a_leaf_whose_token_expired_is_refused_what_it_publishes():
         leaf = raw_connect(emu, "leaf-t", password=token(emu, "leaf-t", expiry=clock.time() + 600))
         leaf.send(publish_packet("devices/leaf-t/messages/events/", b"fresh", packet_id=1))
         assert leaf.puback_or_close() == "puback"
-        wait_for(lambda: hub_messages(emu, "leaf-t"))
+        wait_forwarded(emu, "leaf-t")
         clock.offset += 601  # the token's se has passed
         leaf.send(publish_packet("devices/leaf-t/messages/events/", b"stale", packet_id=2))
         assert leaf.puback_or_close() == "closed"

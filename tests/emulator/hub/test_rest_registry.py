@@ -268,6 +268,14 @@ def test_delete_with_etag(emulator: Emulator) -> None:
     assert call(emulator, "DELETE", "/devices/doomed", headers={"If-Match": f'"{etag}"'})[0] == 204
 
 
+def test_a_refused_etag_carries_azures_numeric_code(emulator: Emulator) -> None:
+    # The service SDKs' ErrorCode enum: PreconditionFailed is 412001 (412002 is DeviceMessageLockLost).
+    create(emulator, "guarded")
+    result = call(emulator, "DELETE", "/devices/guarded", headers={"If-Match": '"bm90LWl0"'})
+    assert_error(result, 412, "PreconditionFailed")
+    assert result[2]["errorCode"] == 412001, result
+
+
 def test_delete_missing_device_is_404(emulator: Emulator) -> None:
     assert_error(call(emulator, "DELETE", "/devices/ghost", headers={"If-Match": "*"}), 404, "DeviceNotFound")
 
