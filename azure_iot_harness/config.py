@@ -142,6 +142,15 @@ class Config:
     edge_routes: str = ""  # a JSON file with $edgeHub desired properties; empty: FROM /* INTO $upstream
     edge_workload_port: int = 0
     log_level: str = "info"
+    # The packet trace (GET /_emulator/trace): on by default; the last N packets of each
+    # connection and at most this many in all; payloads only when asked for.
+    trace: bool = True
+    trace_per_connection: int = 256
+    trace_max_events: int = 100_000
+    trace_payloads: bool = False
+    # Honour Azure's fault-injection message properties (AzIoTHub_FaultOperationType…), as the
+    # test hubs of the official SDKs' end-to-end tests do.
+    azure_fault_properties: bool = True
 
     @property
     def hub_name(self) -> str:
@@ -156,7 +165,7 @@ class Config:
             raise ConfigError(f"durability must be 'full' or 'normal', not {self.durability!r}")
         if not self.dps_id_scope or not self.dps_id_scope.isalnum():
             raise ConfigError(f"dps_id_scope must be letters and digits (like {WELL_KNOWN_DPS_ID_SCOPE}), not {self.dps_id_scope!r}")
-        for name in ("dps_assigning_polls", "dps_retry_after", "dps_registrations_per_minute"):
+        for name in ("dps_assigning_polls", "dps_retry_after", "dps_registrations_per_minute", "trace_per_connection", "trace_max_events"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative")
         if not self.host or "/" in self.host:

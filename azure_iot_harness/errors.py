@@ -87,3 +87,7 @@ class SasTokenError(HarnessError):
 
 class CertificateError(HarnessError):
     """A certificate cannot be read, or a client certificate does not authenticate its identity."""
+
+
+class FaultError(HarnessError):
+    """A fault asked for with an unknown kind or bad parameters."""

@@ -149,6 +149,11 @@ class DevPKI:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         return [*san.get_values_for_type(x509.DNSName), *(str(ip) for ip in san.get_values_for_type(x509.IPAddress))]
 
+    def issue_server_chain(self, host_names: Iterable[str]) -> tuple[bytes, bytes]:
+        """(chain PEM, key PEM) of another server certificate from the root, for these names
+        (and the loopback names): a second host of the hub."""
+        return _issue_server(self.root, host_names)
+
     def issue_device_cert(
         self,
         common_name: str,

@@ -7,6 +7,7 @@ the store, the clock and what they need of each other; the HTTPS routes get smal
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 import os
@@ -26,12 +27,13 @@ from ..config import (
     HubSettings,
     Policy,
 )
-from ..errors import ConfigError, HarnessError
+from ..errors import ConfigError, FaultError, HarnessError
 from .clock import SYSTEM_CLOCK, Clock
 from .dps.context import DpsContext
 from .dps.dps import Dps
 from .edge.edge import Edge, HubLink
 from .emulator_api import ApiContext
+from .faults import Fault, FaultBook
 from .frontdoor import FrontDoor
 from .https_server import ALPN, HttpsServer
 from .hub.hub import Hub
@@ -40,6 +42,7 @@ from .mqtt.listener import MqttListener
 from .protocol import sas
 from .store import Store
 from .tls import ServerCertificate, client_certificate, server_context
+from .trace import Trace
 from .web import WebContext, build_app
 
 log = logging.getLogger("azure_iot_harness")
@@ -63,6 +66,18 @@ class Emulator:
         self.hub: Hub
         self.dps: Dps
         self.edge: Edge | None = None
+        cfg = self.config
+        # The packet trace and the faults live as long as the Emulator (reset() clears them).
+        self.trace = Trace(
+            enabled=cfg.trace,
+            per_connection=cfg.trace_per_connection,
+            max_events=cfg.trace_max_events,
+            capture_payloads=cfg.trace_payloads,
+        )
+        self.faults = FaultBook()
+        self.faults.azure_properties = cfg.azure_fault_properties
+        self._other_hosts: dict[str, MqttListener] = {}  # add_hub_host's listeners
+        self._register_fault_actions()
         self.front_door: FrontDoor
         self.mqtt: MqttListener
         self.https: HttpsServer
@@ -72,6 +87,7 @@ class Emulator:
 
     async def start(self) -> Emulator:
         cfg = self.config
+        self.faults.bind(asyncio.get_running_loop())
         names = [cfg.host, cfg.bind, *cfg.host_names]
         # The development PKI: a fresh one per in-memory emulator, else the data folder's.
         if cfg.in_memory:
@@ -84,7 +100,7 @@ class Emulator:
         # The store; the services below add their tables to it before it opens.
         self.store = Store(None) if cfg.in_memory else Store(cfg.data_dir / "state.sqlite3", durability=cfg.durability)
         # IoT Hub: identity registry, twins, C2D queues, sessions, direct methods.
-        self.hub = Hub(HubSettings.of(cfg), self.store, self.clock, trusted_cas=[self.pki.device_ca_cert])
+        self.hub = Hub(HubSettings.of(cfg), self.store, self.clock, trusted_cas=[self.pki.device_ca_cert], faults=self.faults)
         self.registry = self.hub.registry
         # DPS, assigning devices to that hub through its registry and twins.
         self.dps = Dps(
@@ -95,9 +111,14 @@ class Emulator:
             twins=self.hub.twins,
             device_ca_pem=self.pki.device_ca_pem,
             hub_trusted_cas=[self.pki.device_ca_cert],
+            faults=self.faults,
         )
         # edgeHub (serve --edge), which knows the hub as a HubLink: its listener and registry.
-        self.edge = Edge(EdgeSettings.of(cfg), self.store, self.clock, hub=self._hub_link(), pki=self.pki) if cfg.edge else None
+        self.edge = (
+            Edge(EdgeSettings.of(cfg), self.store, self.clock, hub=self._hub_link(), pki=self.pki, trace=self.trace, faults=self.faults)
+            if cfg.edge
+            else None
+        )
         # The store opens; then each service loads (and seeds) its state.
         await self.store.start()
         try:
@@ -113,6 +134,8 @@ class Emulator:
                 max_idle=cfg.max_idle_seconds,
                 connect_timeout=cfg.connect_timeout,
                 server_certificate=ServerCertificate(tuple(self.pki.server_names), str(self.ca_file)),
+                trace=self.trace,
+                faults=self.faults,
             )
             await _bind("MQTT", cfg.bind, cfg.mqtt_port, self.mqtt.start)
             # One HTTPS listener for every REST surface and MQTT over WebSocket. DPS's REST API
@@ -164,6 +187,8 @@ class Emulator:
             max_idle_seconds=self.config.max_idle_seconds,
             connect_timeout=self.config.connect_timeout,
             ca_pem=self.pki.root_pem,
+            faults=self.faults,
+            trace=self.trace,
         )
 
     async def reset(self) -> None:
@@ -176,6 +201,8 @@ class Emulator:
         if self.edge is not None:
             ports.update(edge_mqtt_port=self.edge.mqtt_port, edge_workload_port=self.edge.workload.port)
         await self._shutdown()
+        self.faults.clear()
+        self.trace.clear()
         requested = {k: getattr(self.config, k) for k in ports}
         self.config = self.config.with_overrides(**ports)
         try:
@@ -197,6 +224,9 @@ class Emulator:
             (self.config.data_dir / ENDPOINTS_FILE).unlink(missing_ok=True)
         if self.edge is not None:
             await self.edge.stop()
+        for listener in self._other_hosts.values():
+            await listener.stop()
+        self._other_hosts.clear()
         await self.mqtt.stop()
         await self.https.stop()
         await self.dps.stop()
@@ -206,12 +236,78 @@ class Emulator:
     async def suspend_hub(self) -> None:
         """Stop the hub's MQTT listener and drop its connections, as in an outage (tests of the
         edge's store-and-forward use this); resume_hub() listens on the same port again."""
+        if not self.mqtt.running:
+            return
         port = self.mqtt.port
         await self.mqtt.stop()
         self.mqtt.requested_port = port
 
     async def resume_hub(self) -> None:
-        await self.mqtt.start()
+        if not self.mqtt.running:
+            await self.mqtt.start()
+
+    def _register_fault_actions(self) -> None:
+        """What the faults that act on the whole emulator do (the book finds connections itself)."""
+
+        async def suspend_hub(fault: Fault) -> None:
+            await self.suspend_hub()
+            if fault.duration is not None:
+                asyncio.get_running_loop().call_later(fault.duration, lambda: asyncio.ensure_future(self.resume_hub()))
+
+        async def resume_hub(fault: Fault) -> None:
+            await self.resume_hub()
+
+        async def other_hub(fault: Fault) -> None:
+            await self.add_hub_host(fault.params["hostName"])
+
+        self.faults.on_added("hub-suspend", suspend_hub)
+        self.faults.on_added("hub-resume", resume_hub)
+        def upstream(suspend: bool) -> Any:
+            def act(fault: Fault) -> None:
+                if self.edge is None:
+                    raise FaultError(f"{fault.kind}: this emulator runs without an edge (serve --edge)")
+                if suspend:
+                    self.edge.upstream.suspend()
+                    if fault.duration is not None:
+                        asyncio.get_running_loop().call_later(fault.duration, self.edge.upstream.resume)
+                else:
+                    self.edge.upstream.resume()
+
+            return act
+
+        self.faults.on_added("dps-assign-hub", other_hub)
+        self.faults.on_added("edge-upstream-suspend", upstream(True))
+        self.faults.on_added("edge-upstream-resume", upstream(False))
+
+    async def add_hub_host(self, name: str) -> tuple[str, int] | None:
+        """Let devices reach the hub under another host name (DPS's "another hub" for a
+        dps-assign-hub fault). When the name is a loopback address other than the bind address,
+        the hub also listens there, on the same MQTT port, with a certificate for it; returns
+        that (address, port), else None (the name must then resolve to the bind address)."""
+        self.hub.host_aliases.add(name.lower())
+        try:
+            address = ipaddress.ip_address(name)
+        except ValueError:
+            return None
+        if not address.is_loopback or name == self.config.bind:
+            return None
+        listener = self._other_hosts.get(name)
+        if listener is None:
+            chain, key = self.pki.issue_server_chain([name])
+            listener = MqttListener(
+                host=name,
+                port=self.mqtt_port,
+                tls=server_context(chain, key),
+                router=self.front_door,
+                max_idle=self.config.max_idle_seconds,
+                connect_timeout=self.config.connect_timeout,
+                trace=self.trace,
+                faults=self.faults,
+            )
+            await _bind("MQTT", name, self.mqtt_port, listener.start)
+            self._other_hosts[name] = listener
+            log.info("the hub also answers as %s on mqtts://%s:%d", name, name, listener.port)
+        return name, listener.port
 
     async def __aenter__(self) -> Emulator:
         return await self.start()

@@ -18,19 +18,23 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
+from ..config import SERVICE_CONNECT
 from ..errors import ServiceError
-from . import azure_paths, emulator_api
+from . import azure_paths, emulator_api, faults_api
 from .dps import rest as dps_rest
 from .dps import service_rest as dps_service_rest
 from .dps.context import DpsContext
 from .emulator_api import ApiContext
+from .faults import FaultBook
 from .http_answers import HttpAnswers
 from .hub import rest as hub_rest
 from .hub import twin_rest
 from .hub.context import HubContext
+from .hub.service_auth import require
 from .mqtt import websocket as mqtt_websocket
 from .mqtt.connection import Router
 from .protocol.errors import error_body, hub_error, not_supported
+from .trace import Trace
 
 log = logging.getLogger("azure_iot_harness.https")
 
@@ -46,6 +50,8 @@ class WebContext:
     max_idle_seconds: float
     connect_timeout: float
     ca_pem: bytes  # the development root CA, served at /_emulator/ca.pem
+    faults: FaultBook | None = None  # /_emulator/faults
+    trace: Trace | None = None  # /_emulator/trace
 
 
 def build_app(ctx: WebContext) -> HttpAnswers:
@@ -59,6 +65,7 @@ def build_app(ctx: WebContext) -> HttpAnswers:
         Route("/_emulator/health", lambda request: JSONResponse({"status": "ok"})),
         Route("/_emulator/ca.pem", lambda request: Response(ctx.ca_pem, media_type="application/x-pem-file")),
         *emulator_api.routes(ctx.api),
+        *_faults_routes(ctx),
         *hub_rest.routes(ctx.hub),
         *twin_rest.routes(ctx.hub),
         *dps_service_rest.routes(ctx.dps),
@@ -73,6 +80,17 @@ def build_app(ctx: WebContext) -> HttpAnswers:
         middleware=[Middleware(azure_paths.IgnoreTrailingSlash)],
     )
     return HttpAnswers(app)  # outside Starlette: its 500 answers get a phrase too
+
+
+def _faults_routes(ctx: WebContext) -> list[BaseRoute]:
+    if ctx.faults is None or ctx.trace is None:
+        return []
+    hub = ctx.hub
+
+    def authorize(request: Request) -> None:
+        require(request, hub_host=hub.host, policies=hub.policies, permission=SERVICE_CONNECT, now=hub.clock.time())
+
+    return faults_api.routes(ctx.faults, ctx.trace, authorize)
 
 
 # Path prefixes of Azure REST APIs (IoT Hub service, DPS) the emulator does not answer yet.

@@ -29,6 +29,9 @@ from ...config import (
 )
 from ...errors import ConnackCode, ConnectRefused, ProvisioningError, ServiceError
 from ..clock import SYSTEM_CLOCK, Clock
+from ..faults import FaultBook
+from ..faults import kinds as fault_kinds
+from ..faults.answers import dps_answer
 from ..hub.registry import Registry, etag_matches
 from ..hub.twins import Twins
 from ..mqtt.codec import Connect
@@ -36,6 +39,7 @@ from ..mqtt.connection import MqttConnection
 from ..protocol import dps as p
 from ..protocol.topics import DpsUsername
 from ..store import Store
+from ..trace import ConnTrace
 from . import allocation, attestation, enrollments, webhook
 from .attestation import Attestation
 from .session import DpsSession
@@ -64,10 +68,13 @@ class Dps:
         twins: Twins,
         device_ca_pem: bytes,
         hub_trusted_cas: Iterable[cx509.Certificate],
+        faults: FaultBook | None = None,
     ) -> None:
         """DPS assigns devices to the linked hub through its `registry` and `twins`;
         `device_ca_pem` signs the well-known X.509 group's devices, `hub_trusted_cas` are the CAs
-        the hub trusts (a device they issued is registered as certificateAuthority)."""
+        the hub trusts (a device they issued is registered as certificateAuthority); `faults`:
+        the faults a test asked for (dps-throttle, dps-error, dps-assign-hub fire at register)."""
+        self.faults = faults
         self.id_scope = settings.id_scope
         self.host = settings.host
         self.linked_hubs = [settings.host]
@@ -149,7 +156,13 @@ class Dps:
             return attestation.by_certificate(certificate, registration_id, individual, groups, self.clock.now())
         raise p.dps_error("Unauthorized", f"registration {registration_id}: neither a SAS token nor a client certificate")
 
-    async def register(self, att: Attestation, body: bytes) -> p.Answer:
+    async def register(self, att: Attestation, body: bytes, *, trace: ConnTrace | None = None) -> p.Answer:
+        """`trace`: the MQTT connection's trace record (a fault that fires is recorded there)."""
+        fault = None
+        if self.faults is not None and self.faults.armed:
+            fault = self.faults.take(fault_kinds.DPS_REGISTER, att.registration_id, None, trace)
+            if fault is not None and fault.kind != "dps-assign-hub":
+                return dps_answer(fault, self.clock.now())
         throttled = self._throttle()
         if throttled is not None:
             return throttled
@@ -157,7 +170,7 @@ class Dps:
         key = att.registration_id.lower()
         lock = self._registration_locks.setdefault(key, asyncio.Lock())
         async with lock:
-            state = await self._assign(att, request.payload)
+            state = await self._assign(att, request.payload, assign_to=fault.params["hostName"] if fault is not None else None)
         operation_id = p.new_operation_id()
         if self.assigning_polls == 0:
             return p.Answer(200, p.finished(operation_id, state))
@@ -199,8 +212,10 @@ class Dps:
 
     # ---- assignment -------------------------------------------------------------------------
 
-    async def _assign(self, att: Attestation, payload: Any) -> dict:
-        """Assign the device to a hub (or fail, or find it disabled) and record the outcome."""
+    async def _assign(self, att: Attestation, payload: Any, *, assign_to: str | None = None) -> dict:
+        """Assign the device to a hub (or fail, or find it disabled) and record the outcome.
+        `assign_to`: the hub host name to answer (a dps-assign-hub fault: another host name of
+        the emulator's hub)."""
         registration_id = att.registration_id
         record = self.state.registration(registration_id)
         previous = record["state"] if record else None
@@ -214,6 +229,8 @@ class Dps:
                 outcome = {"status": p.DISABLED}
             else:
                 outcome = await self._assign_to_hub(att, previous, record, payload)
+                if assign_to is not None and outcome.get("status") == p.ASSIGNED:
+                    outcome["assignedHub"] = assign_to
         except ServiceError as exc:
             code = exc.code if isinstance(exc, ProvisioningError) else exc.status * 1000 + 1
             log.warning("registration %s failed: %s", registration_id, exc.message)

@@ -53,7 +53,7 @@ class DpsSession:
                 att = self.dps.authenticate(
                     self.scope, self.registration_id, password=self._password, certificate=self.conn.peer_cert
                 )
-                answer = await self.dps.register(att, body)
+                answer = await self.dps.register(att, body, trace=self.conn.trace_record)
             else:
                 assert request.operation_id is not None
                 answer = self.dps.poll(self.registration_id, request.operation_id)

@@ -19,6 +19,7 @@ from ...certs import DevPKI, EdgePKI
 from ...config import EdgeSettings, Policy
 from ...errors import ConfigError
 from ..clock import SYSTEM_CLOCK, Clock
+from ..faults import FaultBook
 from ..frontdoor import FrontDoor
 from ..https_server import HttpsServer
 from ..hub.registry import Registry
@@ -27,6 +28,7 @@ from ..protocol import sas
 from ..protocol.messages import utc_now_iso
 from ..store import Store
 from ..tls import server_context
+from ..trace import Trace
 from . import workload
 from .counters import EdgeCounters
 from .edgehub import EdgeHub
@@ -60,9 +62,14 @@ class Edge:
         *,
         hub: HubLink,
         pki: DevPKI,
+        trace: Trace | None = None,
+        faults: FaultBook | None = None,
     ) -> None:
         """Build what needs the store before it starts; start() does the rest. `pki` is the
-        development PKI, whose root issues the edge CA chain and signs the hub's certificate."""
+        development PKI, whose root issues the edge CA chain and signs the hub's certificate;
+        `trace`/`faults`: the emulator's packet trace and faults, for the edge's listener."""
+        self.trace = trace
+        self.faults = faults
         self.settings = settings
         self.device_id = settings.device_id
         self.host = settings.host
@@ -146,6 +153,9 @@ class Edge:
             router=FrontDoor(self.hub),
             max_idle=settings.max_idle_seconds,
             connect_timeout=settings.connect_timeout,
+            trace=self.trace,
+            faults=self.faults,
+            name="edge",
         )
         await self.mqtt.start()
         app = workload.build_app(edge_device_id=self.device_id, registry=link.registry, trust_bundle=lambda: dev_pki.root_pem)

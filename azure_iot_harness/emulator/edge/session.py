@@ -15,6 +15,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from ...errors import ConnectRefused, ProtocolViolation
+from ..faults import azure as azure_faults
 from ..hub.auth import Principal
 from ..hub.session import telemetry_from
 from ..mqtt import codec
@@ -102,6 +103,8 @@ class EdgeSession:
                 conn.send(codec.encode_puback(pub.packet_id))
             return
         telemetry = self._telemetry(pub)
+        if azure_faults.FAULT_TYPE in telemetry.properties:
+            azure_faults.apply(conn.faults, conn, telemetry.properties)
         targets = self.edge.router.targets(telemetry)
         if not targets:
             log.info("%s: no route takes this message; it is dropped", self.client_id)

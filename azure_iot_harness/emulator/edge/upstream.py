@@ -97,6 +97,7 @@ class Upstream:
         self.state_since = utc_now_iso(clock.now())
         self.last_error: str | None = None
         self.forwarded = 0
+        self.suspended = False  # an edge-upstream-suspend fault: the hub is out of reach
         # What the hub sends on a child's link goes here: on_message(client_id, publish).
         self.on_message: Callable[[str, Publish], None] = lambda client_id, pub: None
         # A link connected again after it dropped: on_link_up(client_id).
@@ -119,6 +120,17 @@ class Upstream:
             await client.disconnect()
         self._links.clear()
 
+    def suspend(self) -> None:
+        """Lose the hub (a fault): every link drops, none connects until resume()."""
+        self.suspended = True
+        for client in list(self._links.values()):
+            client.drop("the edge's upstream is suspended")
+
+    def resume(self) -> None:
+        self.suspended = False
+        self._paused_until = 0.0
+        self._kick.set()
+
     # ---- links ----------------------------------------------------------------------------------
 
     async def client(self, device_id: str, module_id: str | None) -> MqttClient:
@@ -128,6 +140,8 @@ class Upstream:
         client = self._links.get(client_id)
         if client is not None and client.connected:
             return client
+        if self.suspended:
+            raise ConnectionRefusedError(f"the edge's upstream is suspended: {self.hub_host} is out of reach")
         async with self._connecting.setdefault(client_id, asyncio.Lock()):
             client = self._links.get(client_id)
             if client is not None and client.connected:

@@ -12,6 +12,7 @@ from cryptography import x509 as cx509
 from ...config import HubSettings
 from ...errors import ProtocolViolation
 from ..clock import SYSTEM_CLOCK, Clock
+from ..faults import FaultBook
 from ..mqtt.codec import Connect
 from ..mqtt.connection import MqttConnection
 from ..protocol.messages import Telemetry
@@ -37,9 +38,15 @@ class Hub:
         clock: Clock = SYSTEM_CLOCK,
         *,
         trusted_cas: Iterable[cx509.Certificate],
+        faults: FaultBook | None = None,
     ) -> None:
         """Build the parts, whose tables the store creates when it starts; start() loads them.
-        `trusted_cas` sign the certificates of certificateAuthority devices."""
+        `trusted_cas` sign the certificates of certificateAuthority devices; `faults`: the
+        faults a test asked for (twin and method faults fire in the sessions)."""
+        self.faults = faults
+        # More host names devices may connect with (lower case): a dps-assign-hub fault's "other
+        # hub", which is this hub under another name (and address).
+        self.host_aliases: set[str] = set()
         self.settings = settings
         self.host = settings.host
         self.policies = settings.policies
@@ -89,7 +96,7 @@ class Hub:
             password=connect.password,
             peer_cert=conn.peer_cert,
             registry=self.registry,
-            hub_host=self.host,
+            hub_host=username.host if username.host.lower() in self.host_aliases else self.host,
             policies=self.policies,
             trusted_cas=self.trusted_cas,
             now=self.clock.now(),
@@ -103,6 +110,7 @@ class Hub:
         state, present = self.session_states.resume(principal.key, connect.clean_session)
         session = DeviceSession(self, principal, conn, state)
         session.will = will
+        session.honours_fault_properties = "auth-chain" not in username.params
         previous = self.sessions.get(principal.key)
         if previous is not None:
             log.info("%s: a new connection replaces the one from %s", principal.name, previous.conn.peer)

@@ -9,6 +9,9 @@ import logging
 from typing import TYPE_CHECKING
 
 from ...errors import ProtocolViolation
+from ..faults import azure as azure_faults
+from ..faults import kinds as fault_kinds
+from ..faults.rules import Fault
 from ..mqtt import codec
 from ..mqtt.codec import Publish
 from ..protocol import twin as tw
@@ -37,6 +40,10 @@ class DeviceSession:
         self.kicked = False
         self._next_packet_id = 0
         self._c2d_timer: asyncio.TimerHandle | None = None
+        self._twin_fault: Fault | None = None  # a twin fault for the request being answered
+        # Azure's fault-injection properties act on a device's own connection; an edge's upstream
+        # link (auth-chain) carries them from a leaf the edge has already acted on.
+        self.honours_fault_properties = True
         d, m = principal.device_id, principal.module_id
         self.c2d_filters = c2d_filters(d) if m is None else frozenset()
         self._allowed_filters = allowed_filters(d, m)
@@ -61,6 +68,8 @@ class DeviceSession:
                 conn.send(codec.encode_puback(pub.packet_id))
             return
         telemetry = self.telemetry_from(pub.topic, pub.payload, pub.retain)
+        if azure_faults.FAULT_TYPE in telemetry.properties and self.honours_fault_properties:
+            azure_faults.apply(self.hub.faults, self.conn, telemetry.properties)
         fut = self.hub.store.append_telemetry(telemetry)
         if pub.qos == 1:
             assert pub.packet_id is not None
@@ -70,6 +79,20 @@ class DeviceSession:
         return telemetry_from(self.principal, topic, body, retain, self.hub.clock.now())
 
     async def _on_iothub_topic(self, pub: Publish) -> None:
+        topic = pub.topic
+        if topic.startswith("$iothub/twin/"):
+            fault = self._fault(fault_kinds.TWIN)
+            if fault is not None and fault.kind == "throttle-twin":  # IoT Hub's answer; nothing done
+                body = json.dumps({"errorCode": error_code("ThrottlingException"), "message": f"throttled (fault {fault.id})"}).encode()
+                self._twin_response(429, _rid(topic), body)
+                return
+            self._twin_fault = fault  # drop-twin-response / delay-twin: done, its answer lost or late
+        try:
+            await self._on_iothub_request(pub)
+        finally:
+            self._twin_fault = None
+
+    async def _on_iothub_request(self, pub: Publish) -> None:
         topic = pub.topic
         if topic.startswith("$iothub/twin/GET/"):
             twin = self.hub.twins.get(self.key)
@@ -89,7 +112,20 @@ class DeviceSession:
         else:
             raise ProtocolViolation(f"PUBLISH to {topic!r}, which is not an IoT Hub topic")
 
+    def _fault(self, point: str) -> Fault | None:
+        faults = self.hub.faults
+        if faults is None or not faults.armed:
+            return None
+        return faults.take(point, self.principal.device_id, self.principal.module_id, self.conn.trace_record)
+
     def _twin_response(self, status: int, rid: str, body: bytes, *, version: int | None = None) -> None:
+        fault, self._twin_fault = self._twin_fault, None
+        if fault is not None and fault.kind == "drop-twin-response":
+            log.info("%s: twin response %d dropped (fault %s)", self.principal.name, status, fault.id)
+            return
+        if fault is not None and fault.kind == "delay-twin":
+            asyncio.get_running_loop().call_later(fault.params["seconds"], lambda: self._twin_response(status, rid, body, version=version))
+            return
         if TWIN_RESPONSES not in self.state.subscriptions:
             log.info("%s: twin response %d dropped: not subscribed to %s", self.principal.name, status, TWIN_RESPONSES)
             return
@@ -111,7 +147,14 @@ class DeviceSession:
 
     def send_method_request(self, name: str, rid: str, payload: bytes) -> None:
         # IoT Hub sends method requests at QoS 0.
-        self.conn.send(codec.encode_publish(f"$iothub/methods/POST/{name}/?$rid={rid}", payload, 0, None))
+        packet = codec.encode_publish(f"$iothub/methods/POST/{name}/?$rid={rid}", payload, 0, None)
+        fault = self._fault(fault_kinds.METHOD)
+        if fault is not None and fault.kind == "method-timeout":  # never delivered: the call times out
+            log.info("%s: method request %s withheld (fault %s)", self.principal.name, name, fault.id)
+        elif fault is not None and fault.kind == "delay-method":
+            asyncio.get_running_loop().call_later(fault.params["seconds"], self.conn.send, packet)
+        else:
+            self.conn.send(packet)
 
     def send_desired(self, body: dict, version: int) -> None:
         if DESIRED_UPDATES in self.state.subscriptions:

@@ -133,6 +133,10 @@ class MqttClient:
             self._writer.write(bytes([0xE0, 0]))
         self._close("disconnected")
 
+    def drop(self, reason: str) -> None:
+        """Close without a DISCONNECT, as when the network goes away."""
+        self._close(reason)
+
     # ---- internals ----------------------------------------------------------------------------
 
     def _send(self, data: bytes) -> None:

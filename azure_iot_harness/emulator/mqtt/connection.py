@@ -3,6 +3,10 @@
 What a connection means (IoT Hub device, DPS registration) is decided by a `Router` from the
 CONNECT packet; the returned `Session` handles the packets that follow. Every rule break
 closes the connection, which is how IoT Hub answers over MQTT.
+
+Every packet in and out is recorded on the connection's trace record (`trace.ConnTrace`), and
+the faults a test asked for (`faults.FaultBook`) are applied here at CONNECT, PUBLISH,
+SUBSCRIBE and PINGREQ; both are thin calls, checked with one attribute when nothing waits.
 """
 
 from __future__ import annotations
@@ -14,7 +18,11 @@ from typing import Any, Protocol
 
 from amqtt.adapters import ReaderAdapter, WriterAdapter
 
-from ...errors import ConnackCode, ConnectRefused, ProtocolViolation
+from ...errors import ConnackCode, ConnectRefused, ProtocolViolation, UsernameError
+from ..faults import FaultBook
+from ..faults import kinds as fault_kinds
+from ..protocol.topics import DpsUsername, parse_username
+from ..trace import ConnTrace
 from . import codec
 from .codec import Connect, Publish
 
@@ -56,7 +64,12 @@ class MqttConnection:
         router: Router,
         max_idle: float,
         connect_timeout: float,
+        trace: ConnTrace | None = None,
+        faults: FaultBook | None = None,
+        reset_transport: Callable[[], None] | None = None,
     ) -> None:
+        """`trace`: this connection's trace record (None: not traced); `faults`: the faults to
+        apply; `reset_transport`: closes with a TCP reset (drop faults; else a plain close)."""
         self.reader = reader
         self.writer = writer
         self._close_transport = close_transport
@@ -80,6 +93,18 @@ class MqttConnection:
         self._outbox: list[bytes] = []
         self._flush_scheduled = False
         self.context: dict[str, Any] = {}  # for sessions
+        self.device_id: str | None = None  # from the CONNECT username (DPS: the registration id)
+        self.module_id: str | None = None
+        self.trace_record = trace
+        self._faults = faults
+        self._reset_transport = reset_transport
+        self._swallow: set[int] = set()  # packet types to withhold once (SUBACK)
+        self._withhold_puback = False  # set by a withhold-puback fault for the PUBLISH being handled
+
+    @property
+    def faults(self) -> FaultBook | None:
+        """The faults a test asked for (sessions apply the ones of their topics)."""
+        return self._faults
 
     @property
     def peer_cert(self) -> bytes | None:
@@ -96,6 +121,11 @@ class MqttConnection:
         """
         if self.closed.is_set():
             return
+        if self._swallow and data[0] >> 4 in self._swallow:
+            self._swallow.discard(data[0] >> 4)
+            return
+        if self.trace_record is not None:
+            self.trace_record.packet_out(data)
         self._outbox.append(data)
         if not self._flush_scheduled:
             self._flush_scheduled = True
@@ -117,23 +147,40 @@ class MqttConnection:
                 self._ack_room.set_result(None)
             if f.cancelled() or f.exception() is not None:
                 self.close(f"could not store message {packet_id}: {f.exception() if not f.cancelled() else 'cancelled'}")
-            else:
+            elif not withhold:
                 self.send(codec.encode_puback(packet_id))
 
+        withhold = self._withhold_puback
+        self._withhold_puback = False
         self._pending_acks += 1
         fut.add_done_callback(done)
 
-    def close(self, reason: str, *, graceful: bool = False) -> None:
-        """Close the connection now (idempotent). Not graceful = the will message applies."""
+    def close(self, reason: str, *, graceful: bool = False, reset: bool = False) -> None:
+        """Close the connection now (idempotent). Not graceful = the will message applies.
+        `reset`: with a TCP reset, nothing queued sent (where the transport can)."""
         if self.closed.is_set():
             return
         self.close_reason = reason
         self.graceful = graceful
-        self._flush()  # what was queued (a CONNACK refusal) goes out before the close
+        reset_transport = self._reset_transport if reset else None
+        if reset_transport is None:
+            self._flush()  # what was queued (a CONNACK refusal) goes out before the close
         self.closed.set()
         if self._watchdog is not None:
             self._watchdog.cancel()
-        self._close_transport()
+        if self.trace_record is not None:
+            self.trace_record.event("CLOSE", reason)
+        if self._faults is not None:
+            self._faults.detach(self)
+        if reset_transport is not None:
+            self._outbox.clear()
+            reset_transport()
+        else:
+            self._close_transport()
+
+    def fault_drop(self, how: str, reason: str) -> None:
+        """Drop the connection for a fault: "reset" (TCP RST) or "close" (TLS close, then FIN)."""
+        self.close(reason, reset=how == "reset")
 
     # ---- the read loop ------------------------------------------------------------------
 
@@ -169,6 +216,8 @@ class MqttConnection:
             raise ProtocolViolation(f"first packet is {codec.PACKET_NAMES[frame.packet_type]}, not CONNECT")
         header = codec.decode_connect_header(frame.body)
         if header.proto_name != "MQTT" or header.proto_level != 4:
+            if self.trace_record is not None:
+                self.trace_record.packet_in(codec.CONNECT, frame.flags, _size(frame.body))
             log.warning(
                 "%s: CONNECT refused with CONNACK 1 (unacceptable protocol version): protocol %r level %#x; "
                 "IoT Hub speaks MQTT 3.1.1 only (level 4; a Mosquitto bridge needs 'try_private false')",
@@ -180,6 +229,21 @@ class MqttConnection:
             return
         connect = await codec.decode_connect(frame.body)
         self.client_id = connect.client_id
+        self._identify(connect)
+        rec = self.trace_record
+        if rec is not None:
+            details = {
+                "client_id": connect.client_id,
+                "username": connect.username,
+                "clean_session": connect.clean_session,
+                "keep_alive": connect.keep_alive,
+            }  # never the password
+            rec.packet_in(codec.CONNECT, frame.flags, _size(frame.body), extra=details)
+        faults = self._faults
+        if faults is not None:
+            faults.attach(self)
+            if faults.armed and await self._connect_fault(faults):
+                return
         try:
             self.session, session_present = await self.router.connect(self, connect)
         except ConnectRefused as exc:
@@ -207,6 +271,8 @@ class MqttConnection:
     async def _dispatch_loop(self) -> None:
         session = self.session
         assert session is not None
+        rec = self.trace_record
+        faults = self._faults
         while not self.closed.is_set():
             frame = await codec.read_frame(self.reader, MAX_PACKET)
             if frame is None:
@@ -215,21 +281,48 @@ class MqttConnection:
             self._last_rx = self._loop.time()
             kind = frame.packet_type
             if kind == codec.PUBLISH:
-                await session.on_publish(self, codec.decode_publish(frame.flags, frame.body))
+                pub = codec.decode_publish(frame.flags, frame.body)
+                if rec is not None:
+                    rec.packet_in(kind, frame.flags, _size(frame.body), pub.packet_id, pub.topic, pub.payload)
+                if faults is not None and faults.armed:
+                    fired = self._packet_fault(fault_kinds.PUBLISH)
+                    if self.closed.is_set():
+                        return
+                    self._withhold_puback = fired == "withhold-puback" and pub.qos == 1
+                await session.on_publish(self, pub)
+                self._withhold_puback = False
                 if self._pending_acks >= MAX_UNACKED:
                     self._ack_room = self._loop.create_future()
                     await self._ack_room
-            elif kind == codec.PINGREQ:
-                self.send(codec.encode_pingresp())
             elif kind == codec.PUBACK:
-                session.on_puback(self, codec.decode_packet_id(frame.body))
+                packet_id = codec.decode_packet_id(frame.body)
+                if rec is not None:
+                    rec.packet_in(kind, frame.flags, 4, packet_id)
+                session.on_puback(self, packet_id)
+            elif kind == codec.PINGREQ:
+                if rec is not None:
+                    rec.packet_in(kind, frame.flags, 2)
+                if faults is None or not faults.armed or self._packet_fault(fault_kinds.PING) is None:
+                    self.send(codec.encode_pingresp())
             elif kind == codec.SUBSCRIBE:
                 packet_id, topics = await codec.decode_subscribe(frame.body)
+                if rec is not None:
+                    rec.packet_in(kind, frame.flags, _size(frame.body), packet_id, extra=topics)
+                if faults is not None and faults.armed:
+                    fired = self._packet_fault(fault_kinds.SUBSCRIBE)
+                    if self.closed.is_set():
+                        return
+                    if fired == "withhold-suback":
+                        self._swallow.add(9)  # SUBACK
                 await session.on_subscribe(self, packet_id, topics)
             elif kind == codec.UNSUBSCRIBE:
                 packet_id, filters = await codec.decode_unsubscribe(frame.body)
+                if rec is not None:
+                    rec.packet_in(kind, frame.flags, _size(frame.body), packet_id, extra=filters)
                 await session.on_unsubscribe(self, packet_id, filters)
             elif kind == codec.DISCONNECT:
+                if rec is not None:
+                    rec.packet_in(kind, frame.flags, 2)
                 # Let stored-but-unacknowledged messages finish: the client is going away.
                 self.close("client sent DISCONNECT", graceful=True)
                 return
@@ -238,6 +331,51 @@ class MqttConnection:
             else:
                 raise ProtocolViolation(f"unexpected {codec.PACKET_NAMES[kind]} from a client")
             await self.writer.drain()
+
+    def _identify(self, connect: Connect) -> None:
+        try:
+            username = parse_username(connect.username)
+        except UsernameError:
+            return
+        if isinstance(username, DpsUsername):
+            self.device_id = username.registration_id
+            if self.trace_record is not None:
+                self.trace_record.identify(self.device_id, None, "dps")
+        else:
+            self.device_id, self.module_id = username.device_id, username.module_id
+            if self.trace_record is not None:
+                self.trace_record.identify(self.device_id, self.module_id)
+
+    async def _connect_fault(self, faults: FaultBook) -> bool:
+        """Apply a refuse-connect or withhold-connack fault; True when one fired."""
+        fault = faults.take(fault_kinds.CONNECT, self.device_id, self.module_id, self.trace_record)
+        if fault is None:
+            return False
+        if fault.kind == "refuse-connect":
+            log.warning("%s: CONNECT refused with CONNACK %d (fault %s)", self._who(), fault.params["code"], fault.id)
+            self._refuse(fault.params["code"])
+        else:  # withhold-connack: hold the connection, answer nothing, until the client gives up
+            log.info("%s: CONNACK withheld (fault %s)", self._who(), fault.id)
+            while not self.closed.is_set():
+                try:
+                    frame = await asyncio.wait_for(codec.read_frame(self.reader, MAX_PACKET), self.max_idle)
+                except TimeoutError:
+                    break
+                if frame is None:
+                    break
+            self.close(f"CONNACK withheld (fault {fault.id})")
+        return True
+
+    def _packet_fault(self, point: str) -> str | None:
+        """The kind of the fault that fires at `point` (a packet from the client), or None;
+        a drop is done here."""
+        assert self._faults is not None
+        fault = self._faults.take(point, self.device_id, self.module_id, self.trace_record)
+        if fault is None:
+            return None
+        if fault.kind == "drop":
+            self.fault_drop(fault.params["how"], f"fault {fault.id}: drop ({fault.params['how']}) at {point}")
+        return fault.kind
 
     def _refuse(self, return_code: int) -> None:
         self.send(codec.encode_connack(return_code))
@@ -267,3 +405,9 @@ class MqttConnection:
             self.close("keep-alive expired")
         else:
             self._arm_watchdog()
+
+
+def _size(body: bytes) -> int:
+    """The size of a packet with this body: the fixed header is 2 to 5 bytes."""
+    n = len(body)
+    return n + (2 if n < 128 else 3 if n < 16384 else 4 if n < 2097152 else 5)

@@ -1,4 +1,5 @@
-"""The MQTT/TLS listener: one MqttConnection for each connection the TLS adapter accepts."""
+"""The MQTT/TLS listener: one MqttConnection for each connection the TLS adapter accepts, with
+its trace record (opened here, with the handshake's outcome) and the emulator's faults."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import ssl
 
 from amqtt.adapters import ReaderAdapter, WriterAdapter
 
+from ..faults import FaultBook
 from ..tls import OnListener, ServerCertificate, ServerContext, TlsConnection, TlsListener
+from ..trace import Trace
 from .connection import MqttConnection, Router
 
 log = logging.getLogger("azure_iot_harness.mqtt")
@@ -66,8 +69,15 @@ class MqttListener(OnListener):
         max_idle: float,
         connect_timeout: float,
         server_certificate: ServerCertificate | None = None,
+        trace: Trace | None = None,
+        faults: FaultBook | None = None,
+        name: str = "hub",
     ) -> None:
+        """`name`: the listener's name in the trace ("hub", "edge")."""
         self.router = router
+        self.trace = trace
+        self.faults = faults
+        self.name = name
         self.max_idle = max_idle
         self.connect_timeout = connect_timeout
         self.connections: set[MqttConnection] = set()
@@ -94,6 +104,9 @@ class MqttListener(OnListener):
         await self.listener.stop(grace=0.2)
 
     async def _serve(self, tls: TlsConnection) -> None:
+        rec = self.trace.open(self.name, tls.peer_name) if self.trace is not None else None
+        if rec is not None:
+            rec.tls("completed", version=tls.tls_version, cipher=tls.cipher)
         conn = MqttConnection(
             _Reader(tls.reader),
             _Writer(tls),
@@ -103,6 +116,9 @@ class MqttListener(OnListener):
             router=self.router,
             max_idle=self.max_idle,
             connect_timeout=self.connect_timeout,
+            trace=rec,
+            faults=self.faults,
+            reset_transport=tls.reset,
         )
         self.connections.add(conn)
         try:

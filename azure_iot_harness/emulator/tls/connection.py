@@ -58,5 +58,9 @@ class TlsConnection:
         """Close the socket now, dropping what is not sent."""
         self._protocol.abort()
 
+    def reset(self) -> None:
+        """Close with a TCP reset (RST), as a crashed server or a middlebox does (drop faults)."""
+        self._protocol.reset()
+
     async def wait_closed(self) -> None:
         await self._protocol.lost

@@ -16,6 +16,7 @@ import asyncio
 import logging
 import socket
 import ssl
+import struct
 from typing import Any, Protocol
 
 from . import openssl
@@ -290,6 +291,13 @@ class ServerProtocol(asyncio.Protocol):
         self.closing = True
         if self._tcp is not None:
             self._tcp.abort()
+
+    def reset(self) -> None:
+        """Abort with SO_LINGER 0: the kernel sends a TCP RST instead of a FIN."""
+        sock = self._tcp.get_extra_info("socket") if self._tcp is not None else None
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.abort()
 
     def extra_info(self, name: str, default: Any = None) -> Any:
         if name == "ssl_object":  # hypercorn asks it for the ALPN protocol
