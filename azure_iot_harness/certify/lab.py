@@ -211,6 +211,9 @@ class OwnEmulator:
         self.config = Config().with_overrides(
             data_dir=folder, in_memory=False, bind=bind, host=host or _default_host(bind), mqtt_port=mqtt_port,
             https_port=https_port, host_names=names, durability="normal",
+            # Payloads kept, so that resent messages and duplicates can be told apart; a long
+            # ring per connection (the run reads the trace as it goes, but a soak is long).
+            trace_payloads=True, trace_per_connection=4096,
         )
         self.thread: Any = None
 

@@ -23,9 +23,16 @@ def _closes_after(ctx: Context, since: int) -> list[Event]:
     return [e for e in ctx.device_events(since) if e.type == "CLOSE" and e.conn in ctx.device_connections()]
 
 
+SETTLE = 3.0  # a connection this old has settled: devices reset their back-off after a stable one
+
+
 def drop(ctx: Context, how: str = "close") -> tuple[int, Event]:
-    """Drop the device's connection; (mark before the drop, the CLOSE event)."""
+    """Drop the device's connection once it has been up a few seconds; (mark before the drop,
+    the CLOSE event)."""
     ack = ctx.require_online()
+    settle = SETTLE - (time.time() - ack.time)
+    if settle > 0:
+        ctx.wait(lambda: None, timeout=settle)
     mark = ctx.mark()
     ctx.fault("drop", device_id=ctx.device_id, how=how)
     close = ctx.wait(lambda: ctx.closed(ack.conn), timeout=10)
