@@ -5,7 +5,6 @@ are told apart (exponential with jitter, or constant/linear)."""
 from __future__ import annotations
 
 import re
-import statistics
 import urllib.parse
 
 MAX_KEEP_ALIVE = 1177  # 1.5 × this stays under Azure's load balancer's 1767 s idle cap
@@ -120,8 +119,8 @@ def model_id(username: str) -> str | None:
 def backoff_problems(intervals: list[float], *, minimum: float = 1.0) -> tuple[list[str], list[str]]:
     """(errors, warnings) for the gaps between successive connection attempts after refusals.
 
-    Exponential back-off grows by a factor each time; constant (all gaps alike) and linear
-    (gaps growing by a fixed amount) retries fail. Jitter shows as ratios that are not all
+    Exponential back-off grows by a factor each time, so each gap grows by more than the one
+    before; constant (all gaps alike) and linear (gaps growing by a fixed amount) retries fail. Jitter shows as ratios that are not all
     the same; without it devices that lost the hub together return together (a warning).
     """
     errors: list[str] = []
@@ -131,10 +130,12 @@ def backoff_problems(intervals: list[float], *, minimum: float = 1.0) -> tuple[l
     if min(intervals) < minimum:
         errors.append(f"retried after {min(intervals):.2f} s (at least {minimum:g} s between attempts)")
     ratios = [b / a for a, b in zip(intervals, intervals[1:]) if a > 0]
+    steps = [b - a for a, b in zip(intervals, intervals[1:])]
     if max(intervals) < 1.5 * min(intervals):
         errors.append("constant interval: the gaps do not grow")
-    elif ratios and statistics.fmean(ratios[-2:]) < 1.4:
-        errors.append(f"the gaps grow by less than a factor 1.4 (ratios {', '.join(f'{r:.2f}' for r in ratios)}): linear, not exponential")
+    elif steps[-1] < 1.8 * max(steps[0], 0.05):
+        # Exponential gaps grow by more each time; linear ones by the same amount.
+        errors.append(f"the gaps grow by a fixed amount ({', '.join(f'{d:+.2f}' for d in steps)} s): linear, not exponential")
     if len(ratios) >= 2 and max(ratios) - min(ratios) < 0.05 and not errors:
         warnings.append(f"no jitter: every gap is {ratios[0]:.2f}× the one before")
     return errors, warnings

@@ -154,7 +154,7 @@ class Runner:
             check = catalogue.get(check_id)
             timeout = self.profile.timeout(check_id)
             self.out(f"[{n:>{width}}/{len(ids)}] {check_id} … (timeout {timeout:g} s)")
-            result = self._one(ctx, check, timeout)
+            result = self._one(ctx, check, timeout, last=n == len(ids))
             results.append(result)
             mark = "" if result.mandatory else " (optional)"
             self.out(f"[{n:>{width}}/{len(ids)}] {check_id} {result.result.value}{mark} in {result.elapsed:.1f} s: {result.message}")
@@ -170,7 +170,7 @@ class Runner:
             return "needs --duration"
         return None
 
-    def _one(self, ctx: Context, check: Check, timeout: float) -> CheckResult:
+    def _one(self, ctx: Context, check: Check, timeout: float, last: bool = False) -> CheckResult:
         started, t0 = time.time(), time.monotonic()
         mandatory = self.profile.mandatory(check.id)
         skip = self._skip_reason(check)
@@ -190,7 +190,8 @@ class Runner:
             verdict = Verdict(Result.ERROR, f"{type(exc).__name__}: {exc} ({Path(where.filename).name}:{where.lineno})")
         finally:
             ctx.end_check()
-        self._recover(ctx, check, verdict)
+        if not last:
+            self._recover(ctx, check, verdict)
         return CheckResult(check, mandatory, verdict.result, verdict.message, started, time.monotonic() - t0, timeout, verdict.evidence)
 
     def _recover(self, ctx: Context, check: Check, verdict: Verdict) -> None:
@@ -201,11 +202,13 @@ class Runner:
             verdict.evidence.notes.append(f"the device program exited with code {device.exited}; restarted")
             device.restart()
             return
-        if check.id == "connect.connects" or (verdict.result is Result.PASS and not check.restart_after):
+        if verdict.result is Result.PASS and not check.restart_after:
+            return
+        if not ctx.accepted():  # never connected: nothing to get back to
             return
         if ctx.wait(lambda: ctx.online(), timeout=15) is None and isinstance(device, DeviceProgram):
             device.restart()
-        ctx.wait(lambda: ctx.online(), timeout=15)
+            ctx.wait(lambda: ctx.online(), timeout=15)
 
 
 def run(options: RunOptions, out: Callable[[str], None] = emit_stdout) -> Report:

@@ -23,8 +23,7 @@ RECOMMENDED_CIPHERS = (
 
 
 def connects(ctx: Context) -> Verdict:
-    mark = -1
-    ack = ctx.wait_online(mark)
+    ack = ctx.wait(lambda: next(iter(ctx.accepted()), None))
     events = ctx.device_events()
     if ack is None:
         connects = ctx.connects()
@@ -43,6 +42,11 @@ def connects(ctx: Context) -> Verdict:
     )
 
 
+def _wait_connect(ctx: Context) -> list[Event]:
+    """The device's CONNECTs so far; run alone, a rule check first waits for the first one."""
+    return ctx.wait(ctx.connects) or []
+
+
 def _device_conn_events(ctx: Context) -> dict[int, list[Event]]:
     out: dict[int, list[Event]] = {}
     for e in ctx.device_events():
@@ -52,6 +56,7 @@ def _device_conn_events(ctx: Context) -> dict[int, list[Event]]:
 
 
 def connect_first(ctx: Context) -> Verdict:
+    ctx.wait(lambda: ctx.device_events())
     bad: list[Event] = []
     judged = 0
     for _conn, events in _device_conn_events(ctx).items():
@@ -75,7 +80,7 @@ def connect_first(ctx: Context) -> Verdict:
 
 
 def client_id(ctx: Context) -> Verdict:
-    connects = ctx.connects()
+    connects = _wait_connect(ctx)
     wrong = [e for e in connects if e.get("client_id") != ctx.device_id]
     if not connects:
         return Verdict.failed("no CONNECT to judge")
@@ -85,7 +90,7 @@ def client_id(ctx: Context) -> Verdict:
 
 
 def username(ctx: Context) -> Verdict:
-    connects = ctx.connects()
+    connects = _wait_connect(ctx)
     if not connects:
         return Verdict.failed("no CONNECT to judge")
     for e in connects:
@@ -97,7 +102,7 @@ def username(ctx: Context) -> Verdict:
 
 
 def keep_alive(ctx: Context) -> Verdict:
-    connects = ctx.connects()
+    connects = _wait_connect(ctx)
     if not connects:
         return Verdict.failed("no CONNECT to judge")
     values = sorted({int(e.get("keep_alive", 0)) for e in connects})
@@ -113,6 +118,7 @@ def keep_alive(ctx: Context) -> Verdict:
 
 
 def no_qos2(ctx: Context) -> Verdict:
+    ctx.wait(lambda: [e for e in ctx.device_events() if e.is_in("PUBLISH")])
     events = ctx.device_events()
     qos2 = [e for e in events if e.is_in("PUBLISH") and e.get("qos") == 2]
     if qos2:
@@ -128,7 +134,7 @@ def _closes(ctx: Context, events: list[Event]) -> list[Event]:
 
 
 def subscriptions(ctx: Context) -> Verdict:
-    subs = [e for e in ctx.device_events() if e.is_in("SUBSCRIBE")]
+    subs = ctx.wait(lambda: [e for e in ctx.device_events() if e.is_in("SUBSCRIBE")]) or []
     if not subs:
         if ctx.settings.unsupported >= {"c2d", "twin", "methods"}:
             return Verdict.passed("no subscriptions (the device declared no C2D, twin or methods)")
@@ -147,7 +153,7 @@ def subscriptions(ctx: Context) -> Verdict:
 
 
 def topics(ctx: Context) -> Verdict:
-    pubs = [e for e in ctx.device_events() if e.is_in("PUBLISH")]
+    pubs = ctx.wait(lambda: [e for e in ctx.device_events() if e.is_in("PUBLISH")]) or []
     bad = [e for e in pubs if not documented_publish(e.topic, ctx.device_id)]
     if bad:
         return Verdict.failed(f"publishes to {bad[0].topic!r}, not a topic IoT Hub documents", Evidence(bad[:3] + _closes(ctx, bad[:1])))
@@ -157,7 +163,7 @@ def topics(ctx: Context) -> Verdict:
 
 
 def will(ctx: Context) -> Verdict:
-    connects = ctx.connects()
+    connects = _wait_connect(ctx)
     if not connects:
         return Verdict.failed("no CONNECT to judge")
     refused = [e for e in ctx.device_events() if e.type == "CLOSE" and "will message" in str(e.get("reason", ""))]
@@ -177,6 +183,8 @@ def will(ctx: Context) -> Verdict:
 def tls_version(ctx: Context) -> Verdict:
     tls = [e for e in ctx.device_events() if e.type == "TLS" and (e.listener or "hub") == "hub"]
     if not tls:
+        if not ctx.accepted():
+            return Verdict.failed("no TLS handshake with the hub completed (the endpoint speaks TLS 1.2 and 1.3 only)")
         return Verdict.passed("TLS 1.2+ (the endpoint accepts nothing older)", warnings=["the trace has no TLS events: version not recorded"])
     done = [e for e in tls if (e.get("tls") or {}).get("outcome") == "completed"]
     old = [e for e in done if str((e.get("tls") or {}).get("version")) not in ("TLSv1.2", "TLSv1.3")]

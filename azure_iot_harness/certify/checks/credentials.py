@@ -6,7 +6,7 @@ import time
 
 from ..context import Context
 from ..model import Check, CheckError, Evidence, Verdict
-from .resilience import drop
+from .resilience import drop, settle
 
 D_SAS = "Azure docs: Control access to IoT Hub with shared access signatures (token expiry, renewal)"
 D_RETRY = "Azure docs: Manage connectivity and reliable messaging (do not retry non-transient errors such as authorization)"
@@ -17,8 +17,15 @@ def token_renewal(ctx: Context) -> Verdict:
         from ..model import Result
 
         return Verdict(Result.SKIP, "X.509 devices have no token to renew")
-    ack = ctx.require_online()
-    earlier = [e for e in ctx.device_events() if e.type == "CLOSE" and "token expired" in str(e.get("reason", "")) and e.seq < ack.seq]
+    ctx.refresh()
+    expired = [e for e in ctx.device_events() if e.type == "CLOSE" and "token expired" in str(e.get("reason", ""))]
+    for close in expired:  # what happened after each earlier expiry
+        after = [e for e in ctx.device_events(close.seq) if e.is_out("CONNACK")]
+        if after and after[0].get("return_code") == 5:
+            return Verdict.failed("after the hub closed the connection at token expiry the device came back with the expired token (CONNACK 5)",
+                                  Evidence([close, *after[:3]]))
+    ack = settle(ctx)
+    earlier = [e for e in expired if e.seq < ack.seq]
     mark = ctx.mark()
     ctx.fault("expire-token", device_id=ctx.device_id)
     closed = ctx.wait(lambda: ctx.closed(ack.conn), timeout=10)

@@ -182,14 +182,15 @@ def twin_desired(ctx: Context) -> Verdict:
 
 
 def twin_reported(ctx: Context) -> Verdict:
+    def accepted() -> list[tuple[Event, Event]]:
+        answers = [(p, _twin_answer(ctx, p)) for p in twin_requests(ctx, -1, "reported")]
+        return [(p, a) for p, a in answers if a is not None and a.topic.startswith("$iothub/twin/res/204/")]
+
+    ok = ctx.wait(accepted)
     patches = twin_requests(ctx, -1, "reported")
-    if not patches:
-        ctx.require_online()
-        patches = ctx.wait(lambda: twin_requests(ctx, -1, "reported")) or []
     if not patches:
         return Verdict.failed("the device never reported properties")
     answers = [(p, _twin_answer(ctx, p)) for p in patches]
-    ok = [(p, a) for p, a in answers if a is not None and a.topic.startswith("$iothub/twin/res/204/")]
     if not ok:
         return Verdict.failed("no reported-properties PATCH was accepted (204)", Evidence([e for pa in answers[:3] for e in pa if e]))
     p, a = ok[0]
@@ -232,7 +233,7 @@ def methods_unknown(ctx: Context) -> Verdict:
     ctx.require_online()
     name = "certifyUnknownMethod"
     mark = ctx.mark()
-    answer = ctx.lab.invoke_method(ctx.device_id, name, None, timeout=max(3, int(ctx.remaining()) - 2))
+    answer = ctx.lab.invoke_method(ctx.device_id, name, None, timeout=max(5, int(ctx.remaining()) - 1))
     ctx.refresh()
     evidence = Evidence(_method_events(ctx, mark, name))
     if answer.status == 504:

@@ -9,7 +9,7 @@ import uuid
 from functools import partial
 
 from ..context import Context
-from ..judge import backoff_problems, storm_problems
+from ..judge import MAX_KEEP_ALIVE, backoff_problems, storm_problems
 from ..model import Check, CheckError, Event, Evidence, Verdict
 from .features import PROBE, _reported_value, acked, c2d_delivery, telemetry_events, twin_requests
 
@@ -26,13 +26,18 @@ def _closes_after(ctx: Context, since: int) -> list[Event]:
 SETTLE = 3.0  # a connection this old has settled: devices reset their back-off after a stable one
 
 
-def drop(ctx: Context, how: str = "close") -> tuple[int, Event]:
-    """Drop the device's connection once it has been up a few seconds; (mark before the drop,
-    the CLOSE event)."""
+def settle(ctx: Context) -> Event:
+    """The CONNACK of the device's connection, once that has been up a few seconds."""
     ack = ctx.require_online()
-    settle = SETTLE - (time.time() - ack.time)
-    if settle > 0:
-        ctx.wait(lambda: None, timeout=settle)
+    left = SETTLE - (time.time() - ack.time)
+    if left > 0:
+        ctx.wait(lambda: None, timeout=left)
+    return ack
+
+
+def drop(ctx: Context, how: str = "close") -> tuple[int, Event]:
+    """Drop the device's connection once it has settled; (mark before the drop, the CLOSE event)."""
+    ack = settle(ctx)
     mark = ctx.mark()
     ctx.fault("drop", device_id=ctx.device_id, how=how)
     close = ctx.wait(lambda: ctx.closed(ack.conn), timeout=10)
@@ -105,14 +110,11 @@ def azure_faults(ctx: Context) -> Verdict:
     """Each kind of Azure's own fault injection, as it looks over MQTT: a disconnect."""
     evidence = Evidence()
     for name in ("KillTcp", "ShutDownMqtt", "InvokeThrottling"):
-        ack = ctx.require_online()
-        mark = ctx.mark()
+        settle(ctx)
         start = time.monotonic()
         if name == "InvokeThrottling":  # over MQTT: a disconnect, then CONNACK 3 for a while
             ctx.fault("refuse-connect", device_id=ctx.device_id, count=2, code=3)
-        ctx.fault("drop", device_id=ctx.device_id, how="reset" if name == "KillTcp" else "close")
-        if ctx.wait(partial(ctx.closed, ack.conn), timeout=10) is None:
-            raise CheckError(f"{name}: the fault did not close the connection")
+        mark, _ = drop(ctx, "reset" if name == "KillTcp" else "close")
         back = ctx.wait(partial(ctx.online, mark))
         if back is None:
             return Verdict.failed(f"{name}: not connected again within the check's {ctx.timeout:g} s", evidence)
@@ -168,7 +170,7 @@ class DuplicateDevice:
 def takeover(ctx: Context) -> Verdict:
     if not ctx.device.identity.key and not ctx.device.identity.cert_file:
         raise CheckError("the harness has no credentials of the device to take over its connection")
-    ctx.require_online()
+    settle(ctx)
     window = max(4.0, ctx.timeout - 5.0)
     mark = ctx.mark()
     dup = DuplicateDevice(ctx)
@@ -192,8 +194,9 @@ def dead_link(ctx: Context) -> Verdict:
     ack = ctx.require_online()
     connect = next((e for e in ctx.connects() if e.conn == ack.conn), None)
     keep_alive = int(connect.get("keep_alive", 60)) if connect else 60
-    if keep_alive == 0:
-        return Verdict.failed("keep-alive 0: the device cannot notice a dead link", Evidence([connect] if connect else []))
+    if keep_alive == 0 or keep_alive > MAX_KEEP_ALIVE:
+        why = "0: no pings" if keep_alive == 0 else f"{keep_alive} s: pings come later than Azure's idle cap allows"
+        return Verdict.failed(f"keep-alive {why}, so a dead link goes unnoticed", Evidence([connect] if connect else []))
     budget = 2.5 * keep_alive + 10
     ctx.deadline = max(ctx.deadline, time.monotonic() + budget)
     mark = ctx.mark()
