@@ -35,7 +35,7 @@ from .errors import ConfigError, HarnessError
 from .running import connection_strings
 from .running.endpoints import connect_host, read_endpoints
 from .running.errors import CommandError
-from .running.service import get_identity, https_connection, send_c2d, service_token, unreachable
+from .running.service import emulator_api, get_identity, https_connection, send_c2d, service_token, unreachable
 
 log = logging.getLogger("azure_iot_harness.cli")
 
@@ -235,6 +235,62 @@ def cmd_c2d_send(args: argparse.Namespace) -> int:
             body[field] = value
     info = read_endpoints(load_config(args).data_dir)
     print(send_c2d(info, args.device, body))
+    return 0
+
+
+# ---- fault, trace --------------------------------------------------------------------------------
+
+
+def cmd_fault_add(args: argparse.Namespace) -> int:
+    params = {}
+    for item in args.param:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CommandError(f"--param takes KEY=VALUE, not {item!r}")
+        params[key] = value
+    body = {"kind": args.kind, "deviceId": args.device, "moduleId": args.module, "count": args.count, "durationSeconds": args.duration, "params": params}
+    info = read_endpoints(load_config(args).data_dir)
+    print(json.dumps(emulator_api(info, "POST", "/_emulator/faults", body, expect=201)))
+    return 0
+
+
+def cmd_fault_list(args: argparse.Namespace) -> int:
+    info = read_endpoints(load_config(args).data_dir)
+    for fault in emulator_api(info, "GET", "/_emulator/faults"):
+        print(json.dumps(fault))
+    return 0
+
+
+def cmd_fault_clear(args: argparse.Namespace) -> int:
+    info = read_endpoints(load_config(args).data_dir)
+    path = "/_emulator/faults" + (f"/{urllib.parse.quote(args.id, safe='')}" if args.id else "")
+    emulator_api(info, "DELETE", path, expect=204)
+    return 0
+
+
+def cmd_trace(args: argparse.Namespace) -> int:
+    info = read_endpoints(load_config(args).data_dir)
+    query = {"deviceId": args.device, "moduleId": args.module, "since": args.since}
+    path = "/_emulator/trace?" + urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
+    if not args.follow:
+        text = emulator_api(info, "GET", path)
+        lines = text.splitlines() if isinstance(text, str) else [json.dumps(text)] if text is not None else []
+        for line in lines:
+            print(line)
+        return 0
+    conn = https_connection(info, timeout=None)
+    try:
+        conn.request("GET", path + "&follow=true", headers={"Authorization": service_token(info)})
+        resp = conn.getresponse()
+        if resp.status != 200:
+            raise CommandError(f"GET /_emulator/trace answered {resp.status}: {resp.read().decode(errors='replace').strip()}")
+        for raw in resp:
+            if raw.strip():
+                print(raw.decode().rstrip("\n"), flush=True)
+    except OSError as exc:
+        raise unreachable(info, exc) from None
+    finally:
+        conn.close()
     return 0
 
 
@@ -459,6 +515,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ack", choices=["none", "positive", "negative", "full"])
     p.add_argument("--ttl", type=float, metavar="SECONDS", help="time to live (default: 3600)")
     p.set_defaults(func=cmd_c2d_send)
+
+    p = verbs.add_parser("fault", help="fault injection (the same as /_emulator/faults)")
+    fault_verbs = p.add_subparsers(dest="fault_verb", required=True, metavar="VERB")
+    p = fault_verbs.add_parser(
+        "add",
+        parents=[data],
+        help="ask for a fault; prints it as JSON",
+        description="Ask the running emulator for a fault (GET /_emulator/faults/kinds lists the kinds and "
+        "their parameters). Without --count or --duration it fires once.",
+    )
+    p.add_argument("kind", metavar="KIND", help="e.g. drop, refuse-connect, withhold-puback, throttle-twin, dps-throttle, hub-suspend")
+    p.add_argument("--device", metavar="ID", help="only this device (default: every device)")
+    p.add_argument("--module", metavar="ID", help="only this module of --device")
+    p.add_argument("--count", type=int, metavar="N", help="fire N times")
+    p.add_argument("--duration", type=float, metavar="SECONDS", help="fire for this long from now")
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="a parameter of the kind (repeatable)")
+    p.set_defaults(func=cmd_fault_add)
+    p = fault_verbs.add_parser("list", parents=[data], help="the faults waiting to fire, one JSON object a line")
+    p.set_defaults(func=cmd_fault_list)
+    p = fault_verbs.add_parser("clear", parents=[data], help="remove one fault, or all")
+    p.add_argument("id", nargs="?", metavar="ID", help="the fault's id (default: every fault)")
+    p.set_defaults(func=cmd_fault_clear)
+
+    p = verbs.add_parser(
+        "trace",
+        parents=[data],
+        help="print the packet trace, one JSON event a line (GET /_emulator/trace)",
+    )
+    p.add_argument("--device", metavar="ID")
+    p.add_argument("--module", metavar="ID")
+    p.add_argument("--since", type=int, metavar="SEQ", help="only events after this sequence number")
+    p.add_argument("--follow", action="store_true", help="keep printing new events")
+    p.set_defaults(func=cmd_trace)
 
     # Listed for --help only: main() hands `conformance …` to pytest before argparse sees it.
     verbs.add_parser("conformance", help="run the conformance checks (pytest options pass through; conformance --help)")

@@ -34,7 +34,7 @@ PACKET_NAMES = {
 }  # fmt: skip
 
 # Record layouts (tuples, first three fields common):
-#   IN:    (seq, time, IN, packet type, fixed-header flags, size, packet id, topic, payload, extra)
+#   IN:    (seq, time, IN, packet type, fixed-header flags, body length, packet id, topic, payload, extra)
 #          payload: its length, or the bytes when payloads are captured; extra: CONNECT fields
 #          (dict) or SUBSCRIBE filters (list)
 #   OUT:   (seq, time, OUT, head bytes, size, whether head is the whole packet with its payload)
@@ -43,6 +43,7 @@ IN, OUT, EVENT = 0, 1, 2
 _DIRECTIONS = ("in", "out", "event")
 
 _HEAD = 64  # bytes kept of a packet sent; a PUBLISH keeps up to the end of its packet id
+_now = time.time
 
 
 @dataclass(frozen=True)
@@ -105,31 +106,48 @@ class ConnTrace:
         if listener is not None:
             self.listener = listener
 
+    # packet_in and packet_out run for every packet: _add is written out in each (a call less).
+
     def packet_in(
         self,
         ptype: int,
         flags: int,
-        size: int,
+        length: int,
         packet_id: int | None = None,
         topic: str | None = None,
         payload: bytes | None = None,
         extra: Any = None,
     ) -> None:
+        """A packet from the client; `length`: its remaining length (the body's)."""
         trace = self._trace
-        if payload is not None and not trace.capture_payloads:
-            kept: bytes | int | None = len(payload)
-        else:
-            kept = payload
-        self._add((next(trace._seq), time.time(), IN, ptype, flags, size, packet_id, topic, kept, extra))
+        kept = payload if payload is None or trace.capture_payloads else len(payload)
+        record = (next(trace._seq), _now(), IN, ptype, flags, length, packet_id, topic, kept, extra)
+        ring = self.ring
+        if len(ring) < self._maxlen:
+            trace._stored += 1
+            if trace._stored > trace.max_events:
+                trace._evict()
+        ring.append(record)
+        if trace._followers:
+            trace._publish(self, record)
 
     def packet_out(self, data: bytes) -> None:
+        """A packet to the client, as written (one packet)."""
         trace = self._trace
         captured = trace.capture_payloads
         if captured or len(data) <= _HEAD:
             head = data
         else:
             head = data[: _publish_head_length(data)] if data[0] >> 4 == 3 else data[:_HEAD]
-        self._add((next(trace._seq), time.time(), OUT, head, len(data), captured))
+        record = (next(trace._seq), _now(), OUT, head, len(data), captured)
+        ring = self.ring
+        if len(ring) < self._maxlen:
+            trace._stored += 1
+            if trace._stored > trace.max_events:
+                trace._evict()
+        ring.append(record)
+        if trace._followers:
+            trace._publish(self, record)
 
     def event(self, type_: str, reason: str | None = None, extra: dict | None = None) -> None:
         """A "CLOSE", "FAULT" or "TLS" event on this connection."""
@@ -152,17 +170,14 @@ class ConnTrace:
         self.event("TLS", None, tls)
 
     def _add(self, record: tuple) -> None:
-        ring = self.ring
+        ring, trace = self.ring, self._trace
         if len(ring) < self._maxlen:
-            trace = self._trace
             trace._stored += 1
-            ring.append(record)
             if trace._stored > trace.max_events:
                 trace._evict()
-        else:
-            ring.append(record)
-        if self._trace._followers:
-            self._trace._publish(self, record)
+        ring.append(record)
+        if trace._followers:
+            trace._publish(self, record)
 
 
 class Trace:
@@ -325,7 +340,8 @@ def _event(rec: ConnTrace, record: tuple) -> TraceEvent:
             return TraceEvent(type=type_, reason=reason, tls=extra, **common)
         return TraceEvent(type=type_, reason=reason, **common)
     if direction == IN:
-        _, _, _, ptype, flags, size, packet_id, topic, kept, extra = record
+        _, _, _, ptype, flags, length, packet_id, topic, kept, extra = record
+        size = length + (2 if length < 128 else 3 if length < 16384 else 4 if length < 2097152 else 5)
         return TraceEvent(type=PACKET_NAMES.get(ptype, str(ptype)), size=size, packet_id=packet_id, topic=topic,
                           **_payload(kept), **_flags_in(ptype, flags, extra), **common)  # fmt: skip
     _, _, _, head, size, captured = record

@@ -117,5 +117,12 @@ class _MqttOverWebSocket:
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         ctx = self.ctx
         await mqtt_websocket.serve(
-            scope, receive, send, ctx.mqtt_router, max_idle=ctx.max_idle_seconds, connect_timeout=ctx.connect_timeout
+            scope,
+            receive,
+            send,
+            ctx.mqtt_router,
+            max_idle=ctx.max_idle_seconds,
+            connect_timeout=ctx.connect_timeout,
+            trace=ctx.trace,
+            faults=ctx.faults,
         )

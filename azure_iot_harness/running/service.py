@@ -168,3 +168,16 @@ def send_c2d(info: dict[str, Any], device: str, message: dict[str, Any]) -> str:
             text = answer.raw.decode(errors="replace").strip()
         raise CommandError(f"the hub refused the message ({answer.status}): {text}")
     return str(json.loads(answer.raw)["messageId"])
+
+
+def emulator_api(info: dict[str, Any], method: str, path: str, body: Any = None, *, expect: int = 200) -> Any:
+    """One call to the emulator's own API (`/_emulator/…`): the parsed answer, or CommandError
+    with the emulator's message when the status is not `expect`."""
+    answer = _call(info, method, path, body, timeout=30)
+    if answer.status != expect:
+        try:
+            text = json.loads(answer.raw)["Message"].split(";", 1)[-1]
+        except (ValueError, KeyError, TypeError):
+            text = answer.raw.decode(errors="replace").strip()
+        raise CommandError(f"{method} {path.split('?')[0]} answered {answer.status}: {text}")
+    return answer.body()

@@ -97,11 +97,14 @@ def check_params(kind: Kind, given: dict[str, Any]) -> dict[str, Any]:
                 if value < 0:
                     raise ValueError
         except (TypeError, ValueError):
-            raise FaultError(f"fault {kind.name}: {p.name} must be a {p.type.__name__}, not {given[p.name]!r}") from None
+            raise FaultError(f"fault {kind.name}: {p.name} must be {_TYPE_WORDS[p.type]}, not {given[p.name]!r}") from None
         if p.choices and value not in p.choices:
             raise FaultError(f"fault {kind.name}: {p.name} must be one of {', '.join(map(str, p.choices))}, not {value!r}")
         out[p.name] = value
     return out
+
+
+_TYPE_WORDS = {int: "an integer", float: "a number of seconds (0 or more)", str: "a string"}
 
 
 def _drop_point(params: dict) -> str:

@@ -217,7 +217,7 @@ class MqttConnection:
         header = codec.decode_connect_header(frame.body)
         if header.proto_name != "MQTT" or header.proto_level != 4:
             if self.trace_record is not None:
-                self.trace_record.packet_in(codec.CONNECT, frame.flags, _size(frame.body))
+                self.trace_record.packet_in(codec.CONNECT, frame.flags, len(frame.body))
             log.warning(
                 "%s: CONNECT refused with CONNACK 1 (unacceptable protocol version): protocol %r level %#x; "
                 "IoT Hub speaks MQTT 3.1.1 only (level 4; a Mosquitto bridge needs 'try_private false')",
@@ -238,7 +238,7 @@ class MqttConnection:
                 "clean_session": connect.clean_session,
                 "keep_alive": connect.keep_alive,
             }  # never the password
-            rec.packet_in(codec.CONNECT, frame.flags, _size(frame.body), extra=details)
+            rec.packet_in(codec.CONNECT, frame.flags, len(frame.body), extra=details)
         faults = self._faults
         if faults is not None:
             faults.attach(self)
@@ -283,7 +283,7 @@ class MqttConnection:
             if kind == codec.PUBLISH:
                 pub = codec.decode_publish(frame.flags, frame.body)
                 if rec is not None:
-                    rec.packet_in(kind, frame.flags, _size(frame.body), pub.packet_id, pub.topic, pub.payload)
+                    rec.packet_in(kind, frame.flags, len(frame.body), pub.packet_id, pub.topic, pub.payload)
                 if faults is not None and faults.armed:
                     fired = self._packet_fault(fault_kinds.PUBLISH)
                     if self.closed.is_set():
@@ -297,17 +297,17 @@ class MqttConnection:
             elif kind == codec.PUBACK:
                 packet_id = codec.decode_packet_id(frame.body)
                 if rec is not None:
-                    rec.packet_in(kind, frame.flags, 4, packet_id)
+                    rec.packet_in(kind, frame.flags, 2, packet_id)
                 session.on_puback(self, packet_id)
             elif kind == codec.PINGREQ:
                 if rec is not None:
-                    rec.packet_in(kind, frame.flags, 2)
+                    rec.packet_in(kind, frame.flags, 0)
                 if faults is None or not faults.armed or self._packet_fault(fault_kinds.PING) is None:
                     self.send(codec.encode_pingresp())
             elif kind == codec.SUBSCRIBE:
                 packet_id, topics = await codec.decode_subscribe(frame.body)
                 if rec is not None:
-                    rec.packet_in(kind, frame.flags, _size(frame.body), packet_id, extra=topics)
+                    rec.packet_in(kind, frame.flags, len(frame.body), packet_id, extra=topics)
                 if faults is not None and faults.armed:
                     fired = self._packet_fault(fault_kinds.SUBSCRIBE)
                     if self.closed.is_set():
@@ -318,11 +318,11 @@ class MqttConnection:
             elif kind == codec.UNSUBSCRIBE:
                 packet_id, filters = await codec.decode_unsubscribe(frame.body)
                 if rec is not None:
-                    rec.packet_in(kind, frame.flags, _size(frame.body), packet_id, extra=filters)
+                    rec.packet_in(kind, frame.flags, len(frame.body), packet_id, extra=filters)
                 await session.on_unsubscribe(self, packet_id, filters)
             elif kind == codec.DISCONNECT:
                 if rec is not None:
-                    rec.packet_in(kind, frame.flags, 2)
+                    rec.packet_in(kind, frame.flags, 0)
                 # Let stored-but-unacknowledged messages finish: the client is going away.
                 self.close("client sent DISCONNECT", graceful=True)
                 return
@@ -345,6 +345,9 @@ class MqttConnection:
             self.device_id, self.module_id = username.device_id, username.module_id
             if self.trace_record is not None:
                 self.trace_record.identify(self.device_id, self.module_id)
+            chain = username.params.get("auth-chain")
+            if chain:  # an edge's link for a child carries the edge's credentials: its faults are the edge's
+                self.device_id, self.module_id = chain.split(";")[-1], None
 
     async def _connect_fault(self, faults: FaultBook) -> bool:
         """Apply a refuse-connect or withhold-connack fault; True when one fired."""
@@ -405,9 +408,3 @@ class MqttConnection:
             self.close("keep-alive expired")
         else:
             self._arm_watchdog()
-
-
-def _size(body: bytes) -> int:
-    """The size of a packet with this body: the fixed header is 2 to 5 bytes."""
-    n = len(body)
-    return n + (2 if n < 128 else 3 if n < 16384 else 4 if n < 2097152 else 5)

@@ -15,7 +15,9 @@ from typing import Any
 
 from amqtt.adapters import StreamReaderAdapter, WriterAdapter
 
+from ..faults import FaultBook
 from ..tls import client_chain
+from ..trace import Trace
 from .connection import MqttConnection, Router
 
 log = logging.getLogger("azure_iot_harness.mqtt")
@@ -75,8 +77,18 @@ class _FrameWriter(WriterAdapter):
             pass
 
 
-async def serve(scope: dict[str, Any], receive: Receive, send: Send, router: Router, *, max_idle: float, connect_timeout: float) -> None:
-    """One WebSocket connection carrying one MQTT connection."""
+async def serve(
+    scope: dict[str, Any],
+    receive: Receive,
+    send: Send,
+    router: Router,
+    *,
+    max_idle: float,
+    connect_timeout: float,
+    trace: Trace | None = None,
+    faults: FaultBook | None = None,
+) -> None:
+    """One WebSocket connection carrying one MQTT connection (traced as listener "websocket")."""
     message = await receive()
     if message["type"] != "websocket.connect":
         return
@@ -100,6 +112,7 @@ async def serve(scope: dict[str, Any], receive: Receive, send: Send, router: Rou
         stream.feed_eof()
 
     feeder = asyncio.create_task(feed())
+    peer = f"{client[0]}:{client[1]}" if client else "WebSocket peer"
     conn = MqttConnection(
         StreamReaderAdapter(stream),
         writer,
@@ -109,6 +122,8 @@ async def serve(scope: dict[str, Any], receive: Receive, send: Send, router: Rou
         router=router,
         max_idle=max_idle,
         connect_timeout=connect_timeout,
+        trace=trace.open("websocket", peer) if trace is not None else None,
+        faults=faults,
     )
     try:
         await conn.serve()
