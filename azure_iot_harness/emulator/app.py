@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..certs import DevPKI
+from ..certs.server_faults import CA_BUNDLE_FILE, FaultCertificates, RotatedRoot, write_bundle
 from ..config import (
     ENDPOINTS_FILE,
     WELL_KNOWN_SYMMETRIC_GROUP,
@@ -42,6 +43,7 @@ from .mqtt.listener import MqttListener
 from .protocol import sas
 from .store import Store
 from .tls import ServerCertificate, client_certificate, server_context
+from .tls.faults import TlsFaults
 from .trace import Trace
 from .web import WebContext, build_app
 
@@ -81,6 +83,8 @@ class Emulator:
         self.front_door: FrontDoor
         self.mqtt: MqttListener
         self.https: HttpsServer
+        self.rotated_root: RotatedRoot | None = None  # the second development root (TLS faults)
+        self.tls_faults: TlsFaults
         self._started = False
 
     # ---- life cycle ---------------------------------------------------------------------
@@ -97,6 +101,10 @@ class Emulator:
                 self.pki.write_ca(self._tmp.name)
         else:
             self.pki = DevPKI.load_or_create(cfg.data_dir / "pki", names)
+            self.rotated_root = RotatedRoot.load_or_create(cfg.data_dir / "pki")
+        # The rotated root (kept across reset() too) and the bundle of both roots next to ca.pem.
+        self.rotated_root = self.rotated_root or RotatedRoot.generate()
+        write_bundle(self.ca_file.parent, self.server_roots())
         # The store; the services below add their tables to it before it opens.
         self.store = Store(None) if cfg.in_memory else Store(cfg.data_dir / "state.sqlite3", durability=cfg.durability)
         # IoT Hub: identity registry, twins, C2D queues, sessions, direct methods.
@@ -138,6 +146,8 @@ class Emulator:
                 faults=self.faults,
             )
             await _bind("MQTT", cfg.bind, cfg.mqtt_port, self.mqtt.start)
+            # Bad server certificates served on the device endpoint on request (faults).
+            self.tls_faults = TlsFaults(self.mqtt.listener, FaultCertificates(self.pki.root, self.rotated_root, self.pki.server_names), self.faults)
             # One HTTPS listener for every REST surface and MQTT over WebSocket. DPS's REST API
             # attests X.509 devices by their TLS client certificate.
             https_tls = server_context(self.pki.server_chain_pem, self.pki.server_key_pem, alpn=ALPN)
@@ -224,6 +234,7 @@ class Emulator:
             (self.config.data_dir / ENDPOINTS_FILE).unlink(missing_ok=True)
         if self.edge is not None:
             await self.edge.stop()
+        await self.tls_faults.stop()
         for listener in self._other_hosts.values():
             await listener.stop()
         self._other_hosts.clear()
@@ -339,6 +350,17 @@ class Emulator:
         folder = Path(self._tmp.name) if self._tmp is not None else self.config.data_dir / "pki"
         return folder / "ca.pem"
 
+    @property
+    def ca_bundle_file(self) -> Path:
+        """`ca-bundle.pem` next to `ca_file`: the development root and the rotated root, for
+        clients that must trust both (the `rotated-root` TLS fault)."""
+        return self.ca_file.parent / CA_BUNDLE_FILE
+
+    def server_roots(self) -> list[bytes]:
+        """The PEMs of the development root (`ca_file`) and of the rotated root, in that order."""
+        assert self.rotated_root is not None, "start() first"
+        return [self.pki.root_pem, self.rotated_root.pem]
+
     def _host_port(self, port: int, standard: int) -> str:
         return self.host if port == standard else f"{self.host}:{port}"
 
@@ -355,6 +377,7 @@ class Emulator:
                 "url": f"https://{self._host_port(self.https_port, 443)}",
             },
             "caFile": str(self.ca_file),
+            "caBundleFile": str(self.ca_bundle_file),
             "dataDir": None if self.config.in_memory else str(self.config.data_dir),
             "pid": os.getpid(),
             "connectionStrings": self.well_known_connection_strings(),

@@ -26,6 +26,9 @@ from .rules import Fault, is_live, pick, targets
 log = logging.getLogger("azure_iot_harness.faults")
 
 Action = Callable[[Fault], "Awaitable[None] | None"]
+# Told of each fault kept in the book when it is added ("added"; raising FaultError refuses it)
+# and when it leaves ("removed": cleared, used up, expired).
+Watcher = Callable[[str, Fault], None]
 
 
 class FaultTarget(Protocol):
@@ -46,6 +49,7 @@ class FaultBook:
         self._ids = itertools.count(1)
         self._targets: set[FaultTarget] = set()
         self._actions: dict[str, Action] = {}
+        self._watchers: list[Watcher] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self.armed = False
         self.azure_properties = True  # honour AzIoTHub_FaultOperationType message properties
@@ -60,6 +64,25 @@ class FaultBook:
         (hub-suspend: stop the MQTT listener), a preparation for others (dps-assign-hub: listen
         under the other host name)."""
         self._actions[kind] = action
+
+    def watch(self, watcher: Watcher) -> None:
+        """Be told when faults are kept and when they leave (the TLS adapter's dedicated ports)."""
+        self._watchers.append(watcher)
+
+    def unwatch(self, watcher: Watcher) -> None:
+        if watcher in self._watchers:
+            self._watchers.remove(watcher)
+
+    def _tell(self, event: str, faults: list[Fault]) -> None:
+        for fault in faults:
+            for watcher in list(self._watchers):
+                if event == "added":
+                    watcher(event, fault)  # a FaultError refuses the fault
+                    continue
+                try:
+                    watcher(event, fault)
+                except Exception:
+                    log.exception("fault %s: error in a watcher", fault.id)
 
     # ---- the API --------------------------------------------------------------------------
 
@@ -104,6 +127,11 @@ class FaultBook:
             with self._lock:
                 self._faults.append(fault)
                 self.armed = True
+            try:
+                self._tell("added", [fault])
+            except FaultError:
+                self.remove(fault.id)
+                raise
             if kind in self._actions:  # what must be ready before it fires (dps-assign-hub's host)
                 self._act_now(fault)
         log.info("fault %s added: %s", fault.id, _describe(fault))
@@ -113,24 +141,29 @@ class FaultBook:
         """The faults still waiting to fire."""
         now = self._clock()
         with self._lock:
+            gone = [f for f in self._faults if not is_live(f, now)]
             self._faults = [f for f in self._faults if is_live(f, now)]
             self.armed = bool(self._faults)
-            return list(self._faults)
+            kept = list(self._faults)
+        self._tell("removed", gone)
+        return kept
 
     def get(self, fault_id: str) -> Fault | None:
         return next((f for f in self.list() if f.id == fault_id), None)
 
     def remove(self, fault_id: str) -> bool:
         with self._lock:
-            before = len(self._faults)
+            gone = [f for f in self._faults if f.id == fault_id]
             self._faults = [f for f in self._faults if f.id != fault_id]
             self.armed = bool(self._faults)
-            return len(self._faults) < before
+        self._tell("removed", gone)
+        return bool(gone)
 
     def clear(self) -> None:
         with self._lock:
-            self._faults = []
+            gone, self._faults = self._faults, []
             self.armed = False
+        self._tell("removed", gone)
 
     async def wait_applied(self, fault: Fault) -> None:
         """For kinds that act when added: wait until the action is done."""
@@ -152,9 +185,12 @@ class FaultBook:
                 return None
             fault.fired += 1
             fault.last_fired = now
-            if not is_live(fault, now):
+            used_up = not is_live(fault, now)
+            if used_up:
                 self._faults.remove(fault)
                 self.armed = bool(self._faults)
+        if used_up:
+            self._tell("removed", [fault])
         log.info("fault %s fires for %s: %s", fault.id, _who(device_id, module_id), _describe(fault))
         if rec is not None:
             record_fault(rec, fault)

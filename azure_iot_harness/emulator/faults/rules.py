@@ -25,6 +25,7 @@ class Fault:
     fired: int = 0
     source: str = "api"  # "api", or "azure-property" for AzIoTHub_FaultOperationType
     last_fired: float | None = None
+    listen: tuple[str, int] | None = None  # where a fault with a port of its own is served (TLS faults)
 
     @property
     def expires(self) -> float | None:
@@ -43,6 +44,7 @@ class Fault:
             "expires": self.expires,
             "fired": self.fired,
             "source": self.source,
+            **({"host": self.listen[0], "port": self.listen[1]} if self.listen is not None else {}),
         }
 
 

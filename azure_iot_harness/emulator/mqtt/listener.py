@@ -9,9 +9,10 @@ import ssl
 
 from amqtt.adapters import ReaderAdapter, WriterAdapter
 
-from ..faults import FaultBook
+from ..faults import FaultBook, record_fault
 from ..tls import OnListener, ServerCertificate, ServerContext, TlsConnection, TlsListener
-from ..trace import Trace
+from ..tls.outcome import COMPLETED, HandshakeOutcome
+from ..trace import ConnTrace, Trace
 from .connection import MqttConnection, Router
 
 log = logging.getLogger("azure_iot_harness.mqtt")
@@ -90,6 +91,8 @@ class MqttListener(OnListener):
             handshake_timeout=connect_timeout,
             server_certificate=server_certificate,
         )
+        if trace is not None:
+            self.listener.observers.append(self._handshake_ended)
 
     async def start(self) -> None:
         await self.listener.start()
@@ -106,7 +109,7 @@ class MqttListener(OnListener):
     async def _serve(self, tls: TlsConnection) -> None:
         rec = self.trace.open(self.name, tls.peer_name) if self.trace is not None else None
         if rec is not None:
-            rec.tls("completed", version=tls.tls_version, cipher=tls.cipher)
+            trace_handshake(rec, tls)
         conn = MqttConnection(
             _Reader(tls.reader),
             _Writer(tls),
@@ -125,3 +128,27 @@ class MqttListener(OnListener):
             await conn.serve()
         finally:
             self.connections.discard(conn)
+
+    def _handshake_ended(self, tls: TlsConnection, outcome: HandshakeOutcome) -> None:
+        """A connection that never reaches MQTT gets a trace record of its own here (one that
+        completes the handshake gets it in `_serve`, with its packets)."""
+        if outcome.outcome == COMPLETED or self.trace is None:
+            return
+        rec = self.trace.open(self.name, tls.peer_name)
+        if rec is not None:
+            trace_handshake(rec, tls)
+            rec.event("CLOSE", f"TLS handshake {outcome.outcome}" + (f": {outcome.alert}" if outcome.alert else ""))
+
+
+def trace_handshake(rec: ConnTrace, tls: TlsConnection) -> None:
+    """The fault that chose the connection's server certificate (a FAULT event), then how the
+    handshake ended (a TLS event; `reason` says more for connections that are not TLS)."""
+    if tls.fault is not None:
+        record_fault(rec, tls.fault)
+    outcome = tls.handshake
+    if outcome is None:
+        rec.tls(COMPLETED, version=tls.tls_version, cipher=tls.cipher)
+        return
+    details = outcome.to_json()
+    reason = details.pop("reason")
+    rec.event("TLS", reason, details)

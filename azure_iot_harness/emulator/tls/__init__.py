@@ -11,6 +11,11 @@ edge's listeners, later AMQP 5671).
   sent, DER, leaf first), `reader`/`writer` streams, `close()` (`connection`).
 - `HttpConnections`: hypercorn over those connections for an ASGI app; `client_chain(scope)` and
   `client_certificate(scope)` read a request's certificates (`asgi`).
+- `HandshakeOutcome`: how each handshake ended (completed, the client's alert, closed, plaintext),
+  reported to the listener's `observers` and kept on `TlsConnection.handshake` (`outcome`).
+- `TlsFaults`: the `tls-certificate` and `tls-max-records` fault kinds — bad server
+  certificates for the next connections, or on a port of their own (`faults`, imported by the
+  emulator's assembly; it registers the kinds with the FaultBook).
 
 Connections run on `ssl.MemoryBIO`/`SSLObject` under an asyncio protocol of this package's own
 (`transport`). What Python's `ssl` lacks on 3.11 — accepting any client certificate, keeping the
@@ -24,13 +29,16 @@ from .asgi import HttpConnections, client_certificate, client_chain
 from .connection import TlsConnection
 from .context import ServerContext, server_context
 from .hints import ServerCertificate
-from .listener import OnListener, TlsListener
+from .listener import OnListener, Served, TlsListener
+from .outcome import HandshakeOutcome
 
 __all__ = [
+    "HandshakeOutcome",
     "HttpConnections",
     "OnListener",
     "ServerCertificate",
     "ServerContext",
+    "Served",
     "TlsConnection",
     "TlsListener",
     "client_certificate",

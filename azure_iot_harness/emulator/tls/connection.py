@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
+
+from .outcome import HandshakeOutcome
 
 if TYPE_CHECKING:
     from .transport import ServerProtocol
@@ -27,6 +29,8 @@ class TlsConnection:
         self.tls_version: str | None = None
         self.cipher: str | None = None
         self.alpn: str | None = None
+        self.fault: Any = None  # the fault (a FaultBook `Fault`) that chose this connection's TLS settings
+        self.handshake: HandshakeOutcome | None = None  # how the TLS handshake ended (None: plain TCP, or still running)
         self.reader: asyncio.StreamReader
         self.writer: asyncio.StreamWriter
 

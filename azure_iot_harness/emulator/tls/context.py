@@ -6,6 +6,8 @@ self-signed device certificates (matched by thumbprint) must pass the handshake,
 unknown CA is refused by a CONNACK or an HTTP 401, not by a TLS alert. So the context requests a
 certificate and accepts whatever the client sends (or nothing), keeping the chain
 (`openssl.accept_any_client_certificate`); `emulator.protocol.x509` checks it afterwards.
+Sessions are never resumed (no tickets, no session cache), so every handshake carries the
+client's whole chain; the server name a client asks for (SNI) is kept for the trace.
 
 TLS 1.2 only, like IoT Hub's classic `*.azure-devices.net` endpoints (TLS 1.3 exists only on
 preview endpoints): a device that cannot do 1.2 fails here as it would there. Ciphers and
@@ -17,6 +19,7 @@ from __future__ import annotations
 import os
 import ssl
 import tempfile
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -63,4 +66,25 @@ def server_context(
     if alpn:
         ctx.set_alpn_protocols(list(alpn))
     openssl.accept_any_client_certificate(ctx)
+    # No session resumption: a resumed session carries no client certificate chain (OpenSSL
+    # keeps the leaf only), and the services must see the whole chain on every connection.
+    ctx.options |= ssl.OP_NO_TICKET
+    ctx.num_tickets = 0
+    openssl.disable_session_cache(ctx)
+    ctx.sni_callback = remember_sni
     return ServerContext(ctx, alpn=tuple(alpn), versions=(minimum, maximum))
+
+
+# The server name each handshake's client asked for (SNI), until its SSLObject is gone.
+_requested: weakref.WeakKeyDictionary[ssl.SSLObject, str] = weakref.WeakKeyDictionary()
+
+
+def remember_sni(obj: ssl.SSLObject, name: str | None, context: ssl.SSLContext) -> None:
+    """The server contexts' `sni_callback` (OpenSSL calls it inside the handshake)."""
+    if name:
+        _requested[obj] = name
+
+
+def requested_name(obj: ssl.SSLObject) -> str | None:
+    """The server name the client asked for in its ClientHello, if any."""
+    return _requested.get(obj)

@@ -10,16 +10,34 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
 
 from .connection import TlsConnection
 from .context import ServerContext
 from .hints import ServerCertificate
+from .outcome import HandshakeOutcome
 from .transport import ServerProtocol
 
 log = logging.getLogger("azure_iot_harness.tls")
 
 Handler = Callable[[TlsConnection], Awaitable[None]]
+HandshakeObserver = Callable[[TlsConnection, HandshakeOutcome], None]
+
+
+@dataclass(frozen=True)
+class Served:
+    """What one accepted connection gets instead of the listener's own TLS settings (a fault)."""
+
+    context: ServerContext
+    certificate: str | None = None  # the fault certificate's name, for the handshake outcome
+    fault: Any = None  # the FaultBook's fault that chose this, for the trace (`TlsConnection.fault`)
+
+
+# Picks, for each accepted connection, what it is served; None: the listener's own settings.
+Chooser = Callable[[], "Served | None"]
 
 # Pending connections the kernel queues (capped by net.core.somaxconn). asyncio's default of
 # 100 drops SYNs when a fleet reconnects at once, and each dropped SYN costs the device a
@@ -33,7 +51,8 @@ class TlsListener:
     """Listens on `host:port`; `context` None serves plain TCP (the edge's loopback workload API).
 
     `handler(conn)` runs in its own task once the handshake is done; the connection is closed
-    when it returns.
+    when it returns. `observers` are called with each TLS connection's `HandshakeOutcome`;
+    `choose`, when set, may serve an accepted connection other TLS settings (`Served`).
     """
 
     def __init__(
@@ -61,6 +80,9 @@ class TlsListener:
         self._server: asyncio.base_events.Server | None = None
         self._by_peer: dict[tuple[str, int], TlsConnection] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._sock: socket.socket | None = None  # bound by bind() before start()
+        self.observers: list[HandshakeObserver] = []
+        self.choose: Chooser | None = None
 
     @property
     def running(self) -> bool:
@@ -71,16 +93,55 @@ class TlsListener:
         assert self._server is not None
         return int(self._server.sockets[0].getsockname()[1])
 
+    def bind(self) -> int:
+        """Bind and listen now, without a running loop (the port is known at once; clients
+        wait in the backlog until start()); returns the port."""
+        infos = socket.getaddrinfo(self.host, self.requested_port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, address = infos[0]
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+            sock.listen(self._backlog)
+        except OSError:
+            sock.close()
+            raise
+        sock.setblocking(False)
+        self._sock = sock
+        return int(sock.getsockname()[1])
+
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        if self._sock is not None:
+            sock, self._sock = self._sock, None
+            self._server = await loop.create_server(self._protocol, sock=sock, backlog=self._backlog)
+            return
         self._server = await loop.create_server(
             self._protocol, self.host, self.requested_port, reuse_address=True, backlog=self._backlog
         )
 
-    def _protocol(self) -> ServerProtocol:
-        return ServerProtocol(
-            self, self.context, handshake_timeout=self._handshake_timeout, flush_timeout=self._flush_timeout
+    def sibling(self, *, name: str, port: int = 0, context: ServerContext | None = None) -> TlsListener:
+        """Another listener on this one's host with the same handler and timeouts (a dedicated
+        port for a fault), not started."""
+        other = TlsListener(
+            name=name,
+            host=self.host,
+            port=port,
+            context=context or self.context,
+            handler=self._handler,
+            handshake_timeout=self._handshake_timeout,
+            flush_timeout=self._flush_timeout,
+            backlog=self._backlog,
+            server_certificate=self.server_certificate,
         )
+        other.observers = self.observers  # the same list: observers added later see it too
+        return other
+
+    def _protocol(self) -> ServerProtocol:
+        served = self.choose() if self.choose is not None and self.context is not None else None
+        kw = {} if served is None else {"certificate": served.certificate, "fault": served.fault}
+        context = self.context if served is None else served.context
+        return ServerProtocol(self, context, handshake_timeout=self._handshake_timeout, flush_timeout=self._flush_timeout, **kw)
 
     # ---- who is connected ---------------------------------------------------------------
 
@@ -109,6 +170,13 @@ class TlsListener:
         if self._by_peer.get(conn.peer) is conn:
             del self._by_peer[conn.peer]
 
+    def handshake(self, conn: TlsConnection, outcome: HandshakeOutcome) -> None:
+        for observer in self.observers:
+            try:
+                observer(conn, outcome)
+            except Exception:
+                log.exception("%s %s: error in a handshake observer", self.name, conn.peer_name)
+
     async def _serve(self, conn: TlsConnection) -> None:
         try:
             await self._handler(conn)
@@ -122,11 +190,15 @@ class TlsListener:
     def stop_accepting(self) -> None:
         if self._server is not None:
             self._server.close()
+        if self._sock is not None:  # bound, never started
+            self._sock.close()
+            self._sock = None
 
     async def stop(self, grace: float = 0.2) -> None:
         """Stop accepting; give handlers `grace` seconds to finish (whoever asked them to), then
         close every connection at once: idle peers are not waited for."""
         if self._server is None:
+            self.stop_accepting()  # a socket bound and never started
             return
         self._server.close()
         if self._tasks:

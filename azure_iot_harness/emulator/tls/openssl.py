@@ -39,6 +39,8 @@ from ...errors import HarnessError
 WRITTEN_FOR = "CPython 3.11 with OpenSSL 3.0 (tested: 3.11.7 with OpenSSL 3.0.19)"
 
 _SSL_VERIFY_PEER = 0x01
+_SSL_CTRL_SET_SESS_CACHE_MODE = 44  # SSL_CTX_set_session_cache_mode is a macro over SSL_CTX_ctrl
+_SSL_SESS_CACHE_OFF = 0
 _VerifyCallback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_void_p)
 
 
@@ -56,6 +58,8 @@ def _load() -> ctypes.CDLL:
     lib.OPENSSL_sk_value.restype = ctypes.c_void_p
     lib.i2d_X509.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p)]
     lib.i2d_X509.restype = ctypes.c_int
+    lib.SSL_CTX_ctrl.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_void_p]
+    lib.SSL_CTX_ctrl.restype = ctypes.c_long
     return lib
 
 
@@ -105,15 +109,29 @@ def accept_any_client_certificate(ctx: ssl.SSLContext) -> None:
 
 
 def _install(ctx: ssl.SSLContext) -> None:
+    ctx.verify_mode = ssl.CERT_OPTIONAL
+    raw = _ssl_ctx(ctx)
+    if _lib is None or _lib.SSL_CTX_get_verify_mode(raw) != _SSL_VERIFY_PEER:
+        raise _unsupported("cannot reach the SSL_CTX behind ssl.SSLContext")
+    _lib.SSL_CTX_set_verify(raw, _SSL_VERIFY_PEER, _accept_and_capture)
+
+
+def disable_session_cache(ctx: ssl.SSLContext) -> None:
+    """Turn off OpenSSL's server-side session cache for one context (`ssl` has no setting for it):
+    with tickets off too, no session is ever resumed. Call after `accept_any_client_certificate`."""
+    assert _lib is not None, "accept_any_client_certificate(ctx) first: it checks the C API"
+    _lib.SSL_CTX_ctrl(_ssl_ctx(ctx), _SSL_CTRL_SET_SESS_CACHE_MODE, _SSL_SESS_CACHE_OFF, None)
+
+
+def _ssl_ctx(ctx: ssl.SSLContext) -> int:
+    """The `SSL_CTX *` behind an `ssl.SSLContext` (PySSLContext: PyObject_HEAD, then the pointer)."""
     global _lib
     if _lib is None:
         _lib = _load()
-    ctx.verify_mode = ssl.CERT_OPTIONAL
-    # PySSLContext: PyObject_HEAD, then the SSL_CTX pointer.
     raw = ctypes.c_void_p.from_address(id(ctx) + object.__basicsize__).value
-    if not raw or _lib.SSL_CTX_get_verify_mode(raw) != _SSL_VERIFY_PEER:
+    if not raw:
         raise _unsupported("cannot reach the SSL_CTX behind ssl.SSLContext")
-    _lib.SSL_CTX_set_verify(raw, _SSL_VERIFY_PEER, _accept_and_capture)
+    return raw
 
 
 def _unsupported(what: str) -> HarnessError:

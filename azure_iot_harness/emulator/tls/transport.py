@@ -13,6 +13,7 @@ stream has not consumed yet.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import socket
 import ssl
@@ -21,8 +22,9 @@ from typing import Any, Protocol
 
 from . import openssl
 from .connection import TlsConnection
-from .context import ServerContext
-from .hints import ServerCertificate, explain
+from .context import ServerContext, requested_name
+from .hints import ServerCertificate, client_alert, explain
+from .outcome import ALERT, CLOSED, COMPLETED, FAILED, HandshakeOutcome, plaintext_outcome
 
 log = logging.getLogger("azure_iot_harness.tls")
 
@@ -42,14 +44,32 @@ class Owner(Protocol):
     def accepted(self, conn: TlsConnection) -> None: ...
     def opened(self, conn: TlsConnection) -> None: ...
     def lost(self, conn: TlsConnection) -> None: ...
+    def handshake(self, conn: TlsConnection, outcome: HandshakeOutcome) -> None: ...
 
 
 class ServerProtocol(asyncio.Protocol):
-    """One accepted socket: the TLS handshake (unless `context` is None), then the streams."""
+    """One accepted socket: the TLS handshake (unless `context` is None), then the streams.
 
-    def __init__(self, owner: Owner, context: ServerContext | None, *, handshake_timeout: float, flush_timeout: float) -> None:
+    `certificate` names the fault certificate `context` presents (None: the normal one), and
+    `fault` the fault that chose it, for the handshake's outcome and the trace.
+    """
+
+    def __init__(
+        self,
+        owner: Owner,
+        context: ServerContext | None,
+        *,
+        handshake_timeout: float,
+        flush_timeout: float,
+        certificate: str | None = None,
+        fault: Any = None,
+    ) -> None:
         self._owner = owner
         self._context = context
+        self._certificate = certificate
+        self._fault = fault
+        self._reported = False  # the handshake's outcome went to the owner
+        self._first = True  # no byte received yet
         self._handshake_timeout = handshake_timeout
         self._flush_timeout = flush_timeout
         self._loop = asyncio.get_running_loop()
@@ -74,6 +94,7 @@ class ServerProtocol(asyncio.Protocol):
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn = TlsConnection(self, _address(transport.get_extra_info("peername")), _address(transport.get_extra_info("sockname")))
+        conn.fault = self._fault
         self.connection = conn
         self._owner.accepted(conn)
         if self._context is None:
@@ -94,6 +115,11 @@ class ServerProtocol(asyncio.Protocol):
         self._in.write(data)
         records, only_data = self._records.scan(data)
         if self._app is None:
+            if self._first:  # what a client sends first says whether it speaks TLS at all
+                self._first = False
+                plain = plaintext_outcome(data)
+                if plain is not None:
+                    self._report(plain)  # OpenSSL refuses the bytes next and the connection closes
             if self._handshake():
                 self._read_plaintext()  # what came with the client's Finished
             return
@@ -139,6 +165,8 @@ class ServerProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self._tls is not None and not self._reported:
+            self._report(HandshakeOutcome(CLOSED, reason=describe(exc) if exc else "closed before the handshake ended"))
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -187,12 +215,22 @@ class ServerProtocol(asyncio.Protocol):
         cipher = tls.cipher()
         conn.cipher = cipher[0] if cipher else None
         conn.alpn = tls.selected_alpn_protocol()
+        self._report(HandshakeOutcome(COMPLETED, version=conn.tls_version, cipher=conn.cipher))
         self._open()
         return not self.closing
 
     def _handshake_failed(self, exc: BaseException) -> None:
         assert self.connection is not None
-        level, why = explain(exc, self._owner.server_certificate, describe)
+        alert = client_alert(exc)
+        if alert is not None:
+            self._report(HandshakeOutcome(ALERT, alert=alert.lower()))
+        else:
+            self._report(HandshakeOutcome(FAILED, reason=describe(exc)))
+        if self._certificate is None:
+            level, why = explain(exc, self._owner.server_certificate, describe)
+        else:  # a fault: refusing it is right, and the usual hints do not apply
+            why = explain(exc, None, describe)[1] + f" (it was served the '{self._certificate}' fault certificate)"
+            level = logging.INFO
         log.log(level, "%s %s: TLS handshake failed: %s", self._owner.name, self.connection.peer_name, why)
         self._flush()  # the alert, so the client learns why
         self.close()
@@ -201,7 +239,18 @@ class ServerProtocol(asyncio.Protocol):
         self._timer = None
         assert self.connection is not None
         log.info("%s %s: TLS handshake failed: timed out", self._owner.name, self.connection.peer_name)
+        self._report(HandshakeOutcome(CLOSED, reason="the handshake timed out"))
         self.abort()
+
+    def _report(self, outcome: HandshakeOutcome) -> None:
+        """Tell the owner how the handshake ended (once), with what every outcome carries."""
+        if self._reported or self.connection is None:
+            return
+        self._reported = True
+        sni = requested_name(self._tls) if self._tls is not None else None
+        outcome = dataclasses.replace(outcome, sni=sni, server_cert=self._certificate)
+        self.connection.handshake = outcome
+        self._owner.handshake(self.connection, outcome)
 
     # ---- the application's side ---------------------------------------------------------
 

@@ -83,7 +83,7 @@ def test_python_s_server_settings_with_tls_1_2_only(ca):
     ctx = server_context(b"".join(b.bytes() for b in leaf.cert_chain_pems), leaf.private_key_pem.bytes())
     default = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     assert [c["name"] for c in ctx.context.get_ciphers()] == [c["name"] for c in default.get_ciphers()]
-    assert ctx.context.options == default.options
+    assert ctx.context.options == default.options | ssl.OP_NO_TICKET  # no resumption: see test_resumption
     assert ctx.context.minimum_version == ctx.context.maximum_version == ssl.TLSVersion.TLSv1_2
     assert ctx.context.verify_mode == ssl.CERT_OPTIONAL  # asks every client; the callback accepts any
     assert ctx.versions == ("TLSv1.2", "TLSv1.2")
@@ -145,8 +145,8 @@ def test_connections_are_found_by_peer_until_they_close(loop, ca):
         _call(loop, listener.stop())
 
 
-def test_the_client_chain_and_its_parsed_form(loop, ca, chain_files):
-    chains: list[tuple[bytes, ...]] = []
+def _chain_recorder(chains: list[tuple[bytes, ...]]) -> Callable[[TlsConnection], Awaitable[None]]:
+    """A handler that keeps each connection's peer_chain and answers b"ok"."""
 
     async def handler(conn: TlsConnection) -> None:
         chains.append(conn.peer_chain)
@@ -154,7 +154,12 @@ def test_the_client_chain_and_its_parsed_form(loop, ca, chain_files):
         conn.writer.write(b"ok")
         await conn.writer.drain()
 
-    listener = _listen(loop, ca, handler)
+    return handler
+
+
+def test_the_client_chain_and_its_parsed_form(loop, ca, chain_files):
+    chains: list[tuple[bytes, ...]] = []
+    listener = _listen(loop, ca, _chain_recorder(chains))
     try:
         ctx = ssl.create_default_context(cadata=ca.cert_pem.bytes().decode())
         ctx.load_cert_chain(str(chain_files.certfile), str(chain_files.keyfile))
@@ -258,3 +263,25 @@ def test_other_contexts_in_the_process_still_verify(ca, tmp_path):
                 except ssl.SSLWantReadError:
                     pass
                 peer_in.write(out.read())
+
+
+def test_a_client_that_tries_to_resume_its_session_sends_its_whole_chain_again(loop, ca, chain_files):
+    """A resumed TLS 1.2 session (ticket or session id) carries no certificates, and OpenSSL keeps
+    only the leaf of the first handshake: the server contexts resume nothing, so every connection's
+    peer_chain is the full chain the client sent."""
+    chains: list[tuple[bytes, ...]] = []
+    listener = _listen(loop, ca, _chain_recorder(chains))
+    try:
+        ctx = ssl.create_default_context(cadata=ca.cert_pem.bytes().decode())
+        ctx.load_cert_chain(str(chain_files.certfile), str(chain_files.keyfile))
+        session = None
+        for _ in range(2):
+            raw = socket.create_connection(("127.0.0.1", listener.port), timeout=10)
+            with ctx.wrap_socket(raw, server_hostname="localhost", session=session) as sock:
+                assert _recv_exactly(sock, 2) == b"ok"
+                assert not sock.session_reused
+                session = sock.session
+        assert session is not None  # the client did offer the session it had
+        assert chains == [chain_files.ders, chain_files.ders]
+    finally:
+        _call(loop, listener.stop())
