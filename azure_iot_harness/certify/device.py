@@ -15,7 +15,7 @@ external devices):
 | `AZURE_IOT_CERTIFY_AUTH` | `sas` or `x509` |
 | `AZURE_IOT_CERTIFY_DEVICE_KEY` | the symmetric key (SAS) |
 | `AZURE_IOT_CERTIFY_CERT_FILE`, `…_KEY_FILE`, `…_CHAIN_FILE` | the device certificate, its key, the issuing CA (X.509) |
-| `AZURE_IOT_CERTIFY_CA_FILE` | the root CA to trust (the only one) |
+| `AZURE_IOT_CERTIFY_CA_FILE` | the roots to trust, and only these: the development root and its rotated successor |
 | `AZURE_IOT_CERTIFY_PROVISIONING` | `dps` or `none` |
 | `AZURE_IOT_CERTIFY_DPS_HOST`, `…_ID_SCOPE`, `…_REGISTRATION_ID` | DPS's global endpoint, ID scope and the registration id (`dps`) |
 | `AZURE_IOT_CERTIFY_METHODS` | the direct methods the device is expected to answer, comma-separated |
@@ -62,7 +62,7 @@ def create_identity(lab: Lab, device_id: str, *, auth: str, provisioning: str, w
     the environment that tells a device program all of it."""
     work.mkdir(parents=True, exist_ok=True)
     ca = work / "ca.pem"
-    shutil.copyfile(lab.ca_file, ca)
+    shutil.copyfile(lab.device_ca_file, ca)
     ident = DeviceIdentity(device_id, auth, provisioning)
     if auth == "x509":
         ident.cert_file, ident.key_file, ident.chain_file = lab.issue_device_cert(device_id, work)

@@ -61,6 +61,13 @@ class Lab:
         return str(self.info["caFile"])
 
     @property
+    def device_ca_file(self) -> str:
+        """What a device is told to trust: both development roots (the current one and the
+        rotated one, as devices had to trust Baltimore and DigiCert G2 at once) when the
+        emulator has them, else its one root."""
+        return str(self.info.get("caBundleFile") or self.info["caFile"])
+
+    @property
     def id_scope(self) -> str:
         return str(self.info["dps"]["idScope"])
 

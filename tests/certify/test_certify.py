@@ -34,6 +34,13 @@ def test_reference_paho_device_passes_the_resilience_profile() -> None:
 
 
 @LONG
+def test_reference_paho_device_copes_with_hostile_tls() -> None:
+    checks = [c for c in catalogue.ids() if c.startswith("tls.")]
+    report = certify(reference_command(), "ref-tls", checks=checks)
+    assert set(results(report).values()) == {"PASS"}, explain(report)
+
+
+@LONG
 def test_reference_paho_device_through_dps() -> None:
     report = certify(reference_command(), "ref-dps", provisioning="dps",
                      checks=["connect.connects", "provisioning.registers", "telemetry.publishes", "provisioning.retry-after",
@@ -48,6 +55,7 @@ def test_reference_paho_device_with_x509() -> None:
 
 
 # (device, checks to run, the checks that must FAIL, extra device flags, long)
+TLS_REFUSALS = ["tls.rejects-wrong-host", "tls.rejects-unknown-root", "tls.rejects-expired", "tls.rejects-not-yet-valid"]
 NO_CONNECT = ("connect-timeout", 4)  # devices that never get a connection accepted: judge them quickly
 RESILIENCE = ["resilience.reconnect-delay", "resilience.backoff", "resilience.takeover", "credentials.permanent-refusal"]
 BROKEN = [
@@ -79,6 +87,8 @@ BROKEN = [
     ("hangs_on_connack", ["connect.connects", "resilience.connack-timeout"], {"resilience.connack-timeout"}, (), True),
     ("c2d_no_puback", ["c2d.queued"], {"c2d.queued"}, (), True),
     ("no_twin_get", ["twin.reconcile"], {"twin.reconcile"}, (), True),
+    ("accepts_any_certificate", TLS_REFUSALS, set(TLS_REFUSALS), (), True),
+    ("pinned_root", ["tls.large-certificate", "tls.rotated-root"], {"tls.rotated-root"}, (), True),
 ]
 
 
@@ -99,5 +109,8 @@ def test_a_broken_device_fails_exactly_its_checks(device: str, checks: list[str]
 
 def test_every_check_is_shown_failing_by_a_broken_device() -> None:
     shown = {check for _device, _checks, failing, _flags, _long in BROKEN for check in failing}
-    waiting = {c.id for c in catalogue.CHECKS if c.id.startswith(("tls.rejects", "tls.large", "tls.max", "tls.rotated", "provisioning.", "soak."))}
-    assert set(catalogue.ids()) - shown - waiting == set()
+    # Not yet shown failing (the README says why): a device with a TLS input buffer too small for
+    # a huge chain or 16 KB records; DPS misbehaviours; the soak.
+    waiting = {"tls.large-certificate", "tls.max-records", "provisioning.registers", "provisioning.retry-after",
+               "provisioning.backoff", "provisioning.reprovision", "soak.accounting"}
+    assert set(catalogue.ids()) - shown == waiting

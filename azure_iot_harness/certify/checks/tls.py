@@ -29,7 +29,12 @@ def refuses(certificate: str) -> Callable[[Context], Verdict]:
         def served() -> list[Event]:
             return [e for e in _tls_events(ctx, mark) if (e.get("tls") or {}).get("server_cert") == certificate]
 
-        ctx.wait(lambda: len(served()) >= attempts or None)
+        def decided() -> bool:
+            seen = served()
+            accepted = any(p.is_in("CONNECT") for e in seen for p in ctx.connection_events(e.conn))
+            return accepted or len(seen) >= attempts
+
+        ctx.wait(decided)
         seen = served()
         evidence = Evidence([close, *seen])
         if not seen:
@@ -59,16 +64,27 @@ def copes(kind: str, **params: str) -> Callable[[Context], Verdict]:
 
     def run(ctx: Context) -> Verdict:
         ctx.require_online()
-        ctx.fault(kind, count=3, **params)
+        ctx.fault(kind, count=1, **params)
         mark, close = drop(ctx)
-        back = ctx.wait(lambda: ctx.online(mark))
-        tls = _tls_events(ctx, mark)
-        evidence = Evidence([close, *tls[:3], *([back] if back else [])])
-        if back is None:
-            alerts = [e for e in tls if (e.get("tls") or {}).get("outcome") != "completed"]
-            return Verdict.failed(f"could not connect with the {what} server certificate" + (f" ({(alerts[0].get('tls') or {})})" if alerts else ""),
-                                  evidence)
-        return Verdict.passed(f"connected with the {what} server certificate", evidence)
+
+        def served() -> list[Event]:
+            return [e for e in _tls_events(ctx, mark) if (e.get("tls") or {}).get("server_cert")]
+
+        first = ctx.wait(served)
+        tls = served()
+        evidence = Evidence([close, *tls[:2]])
+        if not first:
+            if not _tls_events(ctx, mark):
+                return Verdict.failed(f"no reconnect within {ctx.timeout:g} s to judge", evidence)
+            raise CheckError(f"the emulator did not serve the {what} certificate")
+        hello = tls[0]
+        outcome = hello.get("tls") or {}
+        accepted = [e for e in ctx.connection_events(hello.conn) if e.is_out("CONNACK") and e.get("return_code", 0) == 0]
+        if outcome.get("outcome") != "completed" or not accepted:
+            why = outcome.get("alert") or outcome.get("reason") or outcome.get("outcome")
+            return Verdict.failed(f"could not connect with the {what} server certificate ({why})", evidence)
+        evidence.events += accepted[:1]
+        return Verdict.passed(f"connected with the {what} server certificate ({outcome.get('server_cert')})", evidence)
 
     return run
 
