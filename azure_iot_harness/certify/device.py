@@ -34,6 +34,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -168,21 +169,21 @@ class DeviceProgram(DeviceUnderTest):
         self._log(f"device program started (pid {self.proc.pid}): {self.command}")
 
     def stop(self) -> None:
+        """SIGTERM to the program's process group (the shell and what it started), SIGKILL to
+        whatever of it is left after a grace period."""
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
+        if proc is None:
             return
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
+        group = proc.pid  # start_new_session: the shell leads its own group
+        if not _signal_group(group, signal.SIGTERM):
+            proc.wait()
             return
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait(5)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and _signal_group(group, 0):
+            proc.poll()  # reap the shell, so that it does not count as alive
+            time.sleep(0.05)
+        _signal_group(group, signal.SIGKILL)
+        proc.wait()
 
     def restart(self) -> None:
         self._log("restarting the device program")
@@ -220,6 +221,17 @@ class ExternalDevice(DeviceUnderTest):
 
     def stop(self) -> None:
         pass
+
+
+def _signal_group(group: int, sig: int) -> bool:
+    """Signal a process group; False when none of it is left."""
+    try:
+        os.killpg(group, sig)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # only zombies left
+        return False
+    return True
 
 
 def python_command(*args: str) -> str:

@@ -121,8 +121,8 @@ def settings_from(args: argparse.Namespace | None = None, env: dict[str, str] | 
     )
 
 
-class Stop(Exception):
-    """SIGTERM: leave the loops."""
+class Stop(BaseException):
+    """SIGTERM: leave the loops (a BaseException: paho's loop swallows Exceptions raised in select)."""
 
 
 class ReferenceDevice:

@@ -81,7 +81,7 @@ BROKEN = [
     ("linear_retry", ["resilience.reconnect-delay", "resilience.backoff"], {"resilience.backoff"}, (), True),
     ("no_dup", ["telemetry.resend-dup", "telemetry.no-loss"], {"telemetry.resend-dup"}, (), True),
     ("drops_unacked", ["telemetry.resend-dup", "telemetry.no-loss"], {"telemetry.resend-dup", "telemetry.no-loss"}, (), True),
-    ("never_renews", ["connect.connects", "credentials.token-renewal"], {"credentials.token-renewal"}, ("--token-ttl", "6"), True),
+    ("never_renews", ["connect.connects", "credentials.token-renewal"], {"credentials.token-renewal"}, ("--token-ttl", "2"), True),
     ("gives_up", ["resilience.reconnect-delay", "resilience.azure-faults"], {"resilience.reconnect-delay", "resilience.azure-faults"}, (), True),
     ("gives_up_on_429", ["twin.desired", "twin.throttled"], {"twin.throttled"}, (), True),
     ("hangs_on_connack", ["connect.connects", "resilience.connack-timeout"], {"resilience.connack-timeout"}, (), True),

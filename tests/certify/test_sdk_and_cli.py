@@ -92,3 +92,11 @@ def test_pytest_plugin_fixture(azure_iot_certify) -> None:
     report = azure_iot_certify(run=reference_command(), checks=["connect.connects", "twin.get"], telemetry_interval=1,
                                timeouts=TIMEOUTS)
     assert report.passed, report.summary()
+
+
+def test_the_readme_catalogue_is_the_generated_one() -> None:
+    from azure_iot_harness.certify.report import catalogue_markdown
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = readme.split("<!-- certify-catalogue:start -->\n", 1)[1].split("<!-- certify-catalogue:end -->", 1)[0]
+    assert block == catalogue_markdown(), "README's check catalogue is stale: paste `azure-iot-harness certify --catalogue`"

@@ -70,10 +70,14 @@ def copes(kind: str, **params: str) -> Callable[[Context], Verdict]:
         def served() -> list[Event]:
             return [e for e in _tls_events(ctx, mark) if (e.get("tls") or {}).get("server_cert")]
 
-        first = ctx.wait(served)
+        def decided() -> bool:
+            seen = served()
+            return bool(seen) and any(e.is_out("CONNACK") or e.type == "CLOSE" for e in ctx.connection_events(seen[0].conn))
+
+        ctx.wait(decided)
         tls = served()
         evidence = Evidence([close, *tls[:2]])
-        if not first:
+        if not tls:
             if not _tls_events(ctx, mark):
                 return Verdict.failed(f"no reconnect within {ctx.timeout:g} s to judge", evidence)
             raise CheckError(f"the emulator did not serve the {what} certificate")
