@@ -136,7 +136,8 @@ def backoff_problems(intervals: list[float], *, minimum: float = 1.0) -> tuple[l
     elif steps[-1] < 1.8 * max(steps[0], 0.05):
         # Exponential gaps grow by more each time; linear ones by the same amount.
         errors.append(f"the gaps grow by a fixed amount ({', '.join(f'{d:+.2f}' for d in steps)} s): linear, not exponential")
-    if len(ratios) >= 2 and max(ratios) - min(ratios) < 0.05 and not errors:
+    # Timing noise alone moves a ratio by about 1 %: three ratios this close mean no jitter.
+    if len(ratios) >= 3 and max(ratios) - min(ratios) < 0.03 and not errors:
         warnings.append(f"no jitter: every gap is {ratios[0]:.2f}× the one before")
     return errors, warnings
 

@@ -78,7 +78,7 @@ class Event:
         parts = [f"#{self.seq}", f"+{self.time - t0:.3f}s", f"c{self.conn}" if self.conn is not None else "c-", arrow, self.type]
         for name in _SHOWN:
             value = self.fields.get(name)
-            if value not in (None, False, "", []):
+            if value is not None and value is not False and value not in ("", []):
                 parts.append(f"{name}={_short(value)}")
         return " ".join(parts)
 

@@ -7,8 +7,8 @@ import re
 
 from ..context import Context
 from ..judge import backoff_problems
-from ..model import Check, Event, Evidence, Verdict
-from .resilience import drop
+from ..model import Check, CheckError, Event, Evidence, Verdict
+from .resilience import settle
 
 D_DPS = "Azure docs: Device Provisioning Service over MQTT (learn.microsoft.com/azure/iot-dps/iot-dps-mqtt-support)"
 D_DPS_RETRY = "Azure docs: DPS device best practices (retry-after, exponential back-off, re-provisioning)"
@@ -104,9 +104,14 @@ def backoff_5xx(ctx: Context) -> Verdict:
 
 
 def reprovision(ctx: Context) -> Verdict:
-    ctx.require_online()
+    ack = settle(ctx)
+    mark = ctx.mark()
     ctx.lab.delete_device(ctx.device_id)  # the hub no longer knows it: CONNACK 5 until DPS assigns it again
-    mark, close = drop(ctx)
+    if ctx.wait(lambda: ctx.closed(ack.conn), timeout=2) is None:  # deleting closes it in Azure; else drop it
+        ctx.fault("drop", device_id=ctx.device_id, how="close")
+    close = ctx.wait(lambda: ctx.closed(ack.conn), timeout=10)
+    if close is None:
+        raise CheckError("the device's connection stayed open after it was deleted and dropped")
     back = ctx.wait(lambda: ctx.online(mark))
     again = [e for e in dps_events(ctx, mark) if e.is_in("CONNECT")]
     refused = [e for e in ctx.device_events(mark) if e.is_out("CONNACK") and e.get("return_code") == 5 and e.listener == "hub"]
