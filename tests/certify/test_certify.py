@@ -114,3 +114,12 @@ def test_every_check_is_shown_failing_by_a_broken_device() -> None:
     waiting = {"tls.large-certificate", "tls.max-records", "provisioning.registers", "provisioning.retry-after",
                "provisioning.backoff", "provisioning.reprovision", "soak.accounting"}
     assert set(catalogue.ids()) - shown == waiting
+
+
+@LONG
+@pytest.mark.parametrize(("device", "result"), [("reference", "PASS"), ("drops_unacked", "FAIL")])
+def test_soak_accounts_for_every_message(device: str, result: str) -> None:
+    command = reference_command() if device == "reference" else broken_command(device)
+    report = certify(command, f"soak-{device.replace('_', '-')}", checks=["connect.connects", "soak.accounting"], duration=25)
+    assert results(report)["soak.accounting"] == result, explain(report)
+    assert any("acknowledged" in note for note in report.result("soak.accounting").evidence.notes)

@@ -87,17 +87,17 @@ def retry_after(ctx: Context) -> Verdict:
 
 def backoff_5xx(ctx: Context) -> Verdict:
     mark = ctx.mark()
-    ctx.fault("dps-error", device_id=ctx.device_id, count=3, status=503)
+    ctx.fault("dps-error", device_id=ctx.device_id, count=4, status=503)  # 4 gaps: enough to tell exponential from linear
     ctx.device.restart()
     back = ctx.wait(lambda: ctx.online(mark))
     registers = [e for e in _requests(ctx, mark) if "iotdps-register" in e.topic]
-    gaps = [b.time - a.time for a, b in zip(registers, registers[1:])][:3]
+    gaps = [b.time - a.time for a, b in zip(registers, registers[1:])][:4]
     evidence = Evidence([*registers[:5], *[a for a in _answers(ctx, mark) if "/res/5" in a.topic][:3]])
     for i, g in enumerate(gaps, 1):
         evidence.timings[f"gap {i}"] = g
-    if len(registers) < 4 and back is None:
+    if len(registers) < 5 and back is None:
         return Verdict.failed(f"{len(registers)} register attempts after 503s within {ctx.timeout:g} s", evidence)
-    errors, warnings = backoff_problems(gaps) if len(gaps) >= 3 else ([], [])
+    errors, warnings = backoff_problems(gaps)
     if errors:
         return Verdict.failed("register retries after 503: " + "; ".join(errors), evidence)
     return Verdict.passed(f"backed off after 503: {', '.join(f'{g:.2f}' for g in gaps)} s", evidence, warnings)

@@ -31,11 +31,12 @@ def soak(ctx: Context) -> Verdict:
             break
         kind = rng.choice(("reset", "close", "refuse"))
         seconds = rng.uniform(1, max(2.0, duration / 20))
+        # Each outage cuts the connection as a message arrives: that message is in flight.
         if kind == "refuse":
             ctx.fault("refuse-connect", device_id=ctx.device_id, code=3, duration=seconds)
-            ctx.fault("drop", device_id=ctx.device_id, how="close")
+            ctx.fault("drop", device_id=ctx.device_id, how="close", when="publish")
         else:
-            ctx.fault("drop", device_id=ctx.device_id, how=kind)
+            ctx.fault("drop", device_id=ctx.device_id, how=kind, when="publish")
         outages.append(f"{kind} {seconds:.0f} s" if kind == "refuse" else kind)
     back = ctx.wait_online(timeout=60)
     ctx.wait(lambda: None, timeout=ctx.settings.telemetry_interval * 2)
