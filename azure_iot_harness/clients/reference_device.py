@@ -386,6 +386,10 @@ class ReferenceDevice:
                 self.say(f"DPS answered {status}: {doc}")
                 return None
 
+    def reprovision_after(self, code: int | None) -> bool:
+        """Register with DPS again after this refusal: the hub no longer knows the device (CONNACK 5)."""
+        return code == 5 and self.s.provisioning == "dps"
+
     def wait_dps(self, client: Any, seconds: float) -> None:
         end = time.monotonic() + seconds
         while time.monotonic() < end:
@@ -419,8 +423,7 @@ class ReferenceDevice:
                     continue  # our own disconnect, to renew the token: connect again at once
             else:
                 self.say(f"connection attempt failed: {'CONNACK ' + str(code) if code is not None else 'no answer'}")
-                if code == 5 and self.s.provisioning == "dps":
-                    need_provision = True
+                need_provision = self.reprovision_after(code)
             attempt += 1
             wait = self.delay(attempt, code)
             self.say(f"reconnecting in {wait:.2f} s")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 from ..context import Context
-from ..judge import backoff_problems
+from ..judge import API_VERSION_RE, backoff_problems
 from ..model import Check, CheckError, Event, Evidence, Verdict
 from .resilience import settle
 
@@ -39,9 +39,14 @@ def registers(ctx: Context) -> Verdict:
         return Verdict.passed("provisioned (not over MQTT: the trace shows no DPS connection)", Evidence([ack]),
                               ["DPS over HTTPS is not traced; username and polling not judged"])
     scope, reg = ctx.lab.id_scope, ctx.device_id
-    bad = [e for e in connects if not str(e.get("username", "")).startswith(f"{scope}/registrations/{reg}/api-version=")]
+    prefix = f"{scope}/registrations/{reg}/api-version="
+
+    def well_formed(username: str) -> bool:
+        return username.startswith(prefix) and bool(API_VERSION_RE.match(username[len(prefix):].split("&")[0]))
+
+    bad = [e for e in connects if not well_formed(str(e.get("username", "")))]
     if bad:
-        return Verdict.failed(f"DPS username {bad[0].get('username')!r}: want {scope}/registrations/{reg}/api-version=…", Evidence(bad[:1]))
+        return Verdict.failed(f"DPS username {bad[0].get('username')!r}: want {prefix}YYYY-MM-DD…", Evidence(bad[:1]))
     if any(e.get("client_id") != reg for e in connects):
         return Verdict.failed("DPS client id is not the registration id", Evidence(connects[:1]))
     requests = _requests(ctx, -1)
