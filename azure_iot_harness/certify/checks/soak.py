@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import time
+from functools import partial
 
 from ..context import Context
 from ..model import Check, Evidence, Verdict
@@ -29,6 +30,10 @@ def soak(ctx: Context) -> Verdict:
         ctx.wait(lambda: None, timeout=min(rng.uniform(duration / 10, duration / 4), max(0.0, end - time.monotonic())))
         if time.monotonic() >= end:
             break
+        # One outage at a time: the next only once the device is back from the last.
+        ack = ctx.wait_online(timeout=max(0.0, end - time.monotonic()))
+        if ack is None:
+            break
         kind = rng.choice(("reset", "close", "refuse"))
         seconds = rng.uniform(1, max(2.0, duration / 20))
         # Each outage cuts the connection as a message arrives: that message is in flight.
@@ -37,6 +42,7 @@ def soak(ctx: Context) -> Verdict:
             ctx.fault("drop", device_id=ctx.device_id, how="close", when="publish")
         else:
             ctx.fault("drop", device_id=ctx.device_id, how=kind, when="publish")
+        ctx.wait(partial(ctx.closed, ack.conn), timeout=max(0.0, end - time.monotonic()))
         outages.append(f"{kind} {seconds:.0f} s" if kind == "refuse" else kind)
     back = ctx.wait_online(timeout=60)
     ctx.wait(lambda: None, timeout=ctx.settings.telemetry_interval * 2)
