@@ -702,6 +702,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .clients import add_parser as add_client_parser
 
     add_client_parser(verbs, data)
+
+    from .certify.command import add_parser as add_certify_parser
+
+    add_certify_parser(verbs, data)
     return parser
 
 

@@ -1,4 +1,4 @@
-"""Imports run one way (DESIGN.md, decision 11): `cli` → `clients`, `conformance` → `running` →
+"""Imports run one way (DESIGN.md, decision 11): `cli` → `clients`, `conformance`, `certify` → `running` →
 `emulator`, `certs` → `config`, `errors`. Checked by reading the package's sources with `ast`,
 never by importing them, so that a function-level or type-only import counts as much as one at
 the top of a module."""
@@ -21,12 +21,14 @@ class Rule:
     exempt: tuple[str, ...] = ()
 
 
-_ABOVE_RUNNING = ("clients", "conformance", "cli")
+_ABOVE_RUNNING = ("clients", "conformance", "certify", "cli")
 RULES = (
     Rule("", ("cli",), "nothing imports the command line", exempt=("__main__",)),  # `python -m`'s entry point
     Rule("emulator", ("running", *_ABOVE_RUNNING), "the emulator knows nothing of its clients"),
     Rule("running", _ABOVE_RUNNING, "the client side of a running emulator is below the programs that use it"),
-    Rule("clients", ("conformance", "cli"), "the client programs are below the conformance suite"),
+    Rule("clients", ("conformance", "certify", "cli"), "the client programs are below the conformance suite and certify"),
+    Rule("conformance", ("certify",), "the conformance suite and certify stand side by side"),
+    Rule("certify", ("conformance", "cli"), "certify stands beside the conformance suite, below the command line"),
     Rule("certs", ("emulator", "running", *_ABOVE_RUNNING), "the development PKI imports nothing above it"),
     Rule("config", ("certs", "emulator", "running", *_ABOVE_RUNNING), "settings import nothing above them"),
     Rule("errors", ("config", "certs", "emulator", "running", *_ABOVE_RUNNING), "the error hierarchy imports nothing"),
@@ -120,11 +122,16 @@ def test_bad_imports_are_reported(tmp_path: Path) -> None:
             "clients/link.py": "from ..conformance.suite import cases\n",
             "conformance/__init__.py": "",
             "conformance/suite.py": "from ..clients import link\nfrom ..running import service\n",
+            "certify/__init__.py": "",
+            "certify/runner.py": "from ..clients import link\nfrom ..conformance import suite\n",
+            "clients/device.py": "from ..certify import runner\n",
         },
     )
     found = violations(pkg)
     assert [line.split(": ", 1)[1].split(":")[0] for line in found] == [
+        "azure_iot_harness.certify.runner imports azure_iot_harness.conformance.suite",
         "azure_iot_harness.certs.pki imports azure_iot_harness.running.service",
+        "azure_iot_harness.clients.device imports azure_iot_harness.certify.runner",
         "azure_iot_harness.clients.link imports azure_iot_harness.conformance.suite",
         "azure_iot_harness.emulator.app imports azure_iot_harness.conformance.suite",
         "azure_iot_harness.emulator.mqtt.listener imports azure_iot_harness.clients.link",

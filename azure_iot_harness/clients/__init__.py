@@ -35,6 +35,7 @@ VARIANTS = {
     "kepware": "kepware",
     "mqtt-cli": "mqtt_cli",
     "c-device": "c_device",
+    "reference-device": "reference_device",
 }
 
 

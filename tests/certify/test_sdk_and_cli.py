@@ -1,0 +1,102 @@
+"""The official Python device SDK as a certified device (on 8883 of its own loopback address,
+the only port it can use); the command line (exit codes, the three reports); the pytest
+plugin's fixture; the catalogue."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from azure_iot_harness.certify import catalogue, profiles
+from azure_iot_harness.certify.device import python_command
+from azure_iot_harness.certify.runner import free_loopback_address
+from azure_iot_harness.errors import ConfigError
+
+from .helpers import DEVICES, TIMEOUTS, broken_command, certify, explain, reference_command, results
+
+
+def test_python_device_sdk_sample_passes_the_basic_profile() -> None:
+    last: Exception | None = None
+    for _ in range(10):
+        address = free_loopback_address()
+        try:
+            report = certify(python_command(str(DEVICES / "python_sdk_device.py")), "sdk-basic", bind=address, host=address,
+                             mqtt_port=8883, https_port=0)
+        except ConfigError as exc:  # the address is taken by a parallel run: draw another
+            last = exc
+            continue
+        got = results(report)
+        assert {k for k, v in got.items() if v != "PASS"} == {"provisioning.registers"}, explain(report)
+        return
+    raise AssertionError(f"no free loopback address: {last}")
+
+
+def _cli(tmp_path: Path, command: str, *args: str) -> subprocess.CompletedProcess[str]:
+    timeouts = [f"--timeout={k}={v}" for k, v in TIMEOUTS.items()]
+    return subprocess.run(
+        [sys.executable, "-m", "azure_iot_harness", "certify", "--device-id", "cli-dev", "--mqtt-port", "0", "--https-port", "0",
+         "--run", command, "--telemetry-interval", "1", "--method", "reboot", *timeouts, "--junit", str(tmp_path / "r.xml"),
+         "--json", str(tmp_path / "r.json"), "--html", str(tmp_path / "r.html"), *args],
+        capture_output=True, text=True, timeout=170,
+    )  # fmt: skip
+
+
+def test_cli_certifies_a_device_and_writes_three_reports(tmp_path: Path) -> None:
+    done = _cli(tmp_path, reference_command(), "--check", "connect.connects", "methods.answer", "mqtt.client-id")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "[1/3] connect.connects PASS" in done.stdout and "CERTIFIED: cli-dev" in done.stdout
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert [c["id"] for c in doc["checks"]] == ["connect.connects", "methods.answer", "mqtt.client-id"]
+    assert doc["exitCode"] == 0 and all(c["result"] == "PASS" and c["mandatory"] for c in doc["checks"])
+    assert any("CONNACK" in line for line in doc["checks"][0]["evidence"]["trace"])
+    suite = ET.parse(tmp_path / "r.xml").getroot()
+    assert suite.get("tests") == "3" and suite.get("failures") == "0"
+    page = (tmp_path / "r.html").read_text()
+    assert "<table>" in page and "connect.connects" in page and "<script" not in page and "http" not in page.split("<body>")[0]
+
+
+def test_cli_exit_code_is_1_when_a_mandatory_check_fails(tmp_path: Path) -> None:
+    done = _cli(tmp_path, broken_command("wrong_rid"), "--check", "methods.answer")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "NOT CERTIFIED" in done.stdout
+    failure = ET.parse(tmp_path / "r.xml").getroot().find("testcase/failure")
+    assert failure is not None and "FAIL (mandatory)" in failure.get("message", "")
+    assert "$iothub/methods/POST/reboot" in (failure.text or "")
+
+
+def test_cli_usage_errors(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "azure_iot_harness", "certify", "--device-id", "d", "--check", "no.such"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "no check no.such" in done.stderr
+    profile = tmp_path / "p.toml"
+    profile.write_text('base = "basic"\nremove = ["methods.unknown"]\noptional = ["twin.get"]\n[timeouts]\n"c2d.receive" = 3\n')
+    loaded = profiles.load(str(profile))
+    assert "methods.unknown" not in loaded.checks and not loaded.mandatory("twin.get") and loaded.timeout("c2d.receive") == 3
+    profile.write_text('base = "nope"\n')
+    with pytest.raises(ConfigError, match="base must be one of"):
+        profiles.load(str(profile))
+
+
+def test_catalogue_lists_every_check_in_run_order() -> None:
+    done = subprocess.run([sys.executable, "-m", "azure_iot_harness", "certify", "--catalogue"], capture_output=True, text=True, timeout=60)
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| ") and "`" in line]
+    assert [row.split("`")[1] for row in rows] == list(catalogue.ids())
+
+
+def test_pytest_plugin_fixture(azure_iot_certify) -> None:
+    report = azure_iot_certify(run=reference_command(), checks=["connect.connects", "twin.get"], telemetry_interval=1,
+                               timeouts=TIMEOUTS)
+    assert report.passed, report.summary()
+
+
+def test_the_readme_catalogue_is_the_generated_one() -> None:
+    from azure_iot_harness.certify.report import catalogue_markdown
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = readme.split("<!-- certify-catalogue:start -->\n", 1)[1].split("<!-- certify-catalogue:end -->", 1)[0]
+    assert block == catalogue_markdown(), "README's check catalogue is stale: paste `azure-iot-harness certify --catalogue`"
