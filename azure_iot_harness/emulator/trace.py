@@ -27,6 +27,9 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, fields
 from typing import Any
 
+from ..errors import SasTokenError
+from .protocol import sas as sas_tokens
+
 PACKET_NAMES = {
     1: "CONNECT", 2: "CONNACK", 3: "PUBLISH", 4: "PUBACK", 5: "PUBREC", 6: "PUBREL", 7: "PUBCOMP",
     8: "SUBSCRIBE", 9: "SUBACK", 10: "UNSUBSCRIBE", 11: "UNSUBACK", 12: "PINGREQ", 13: "PINGRESP",
@@ -67,6 +70,8 @@ class TraceEvent:
     keep_alive: int | None = None
     client_id: str | None = None
     username: str | None = None
+    sas: dict | None = None  # CONNECT: the SAS token's sr, se, skn (never sig), or why it is not one
+    will: dict | None = None  # CONNECT: the will's topic, qos, retain and size
     topic: str | None = None
     topics: list | None = None
     return_code: int | list[int] | None = None
@@ -413,3 +418,19 @@ def _decode_out(head: bytes, captured: bool) -> dict:
         (out["packet_id"],) = struct.unpack_from("!H", body)
         out["return_code"] = list(body[2:])
     return out
+
+
+def connect_details(client_id: str, username: str | None, password: str | None, clean_session: bool, keep_alive: int,
+                    will_topic: str | None, will_qos: int, will_retain: bool, will_size: int) -> dict:  # fmt: skip
+    """A CONNECT's fields for the trace: what a device announced and what its token claims (the
+    audience, expiry and key name, so a reader can judge renewal), never the password itself."""
+    details: dict[str, Any] = {"client_id": client_id, "username": username, "clean_session": clean_session, "keep_alive": keep_alive}
+    if password:
+        try:
+            token = sas_tokens.parse(password)
+            details["sas"] = {"sr": token.sr, "se": token.expiry, "skn": token.key_name}
+        except SasTokenError as exc:
+            details["sas"] = {"error": str(exc)}
+    if will_topic is not None:
+        details["will"] = {"topic": will_topic, "qos": will_qos, "retain": will_retain, "size": will_size}
+    return details

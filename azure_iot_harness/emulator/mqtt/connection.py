@@ -22,7 +22,7 @@ from ...errors import ConnackCode, ConnectRefused, ProtocolViolation, UsernameEr
 from ..faults import FaultBook
 from ..faults import kinds as fault_kinds
 from ..protocol.topics import DpsUsername, parse_username
-from ..trace import ConnTrace
+from ..trace import ConnTrace, connect_details
 from . import codec
 from .codec import Connect, Publish
 
@@ -232,12 +232,17 @@ class MqttConnection:
         self._identify(connect)
         rec = self.trace_record
         if rec is not None:
-            details = {
-                "client_id": connect.client_id,
-                "username": connect.username,
-                "clean_session": connect.clean_session,
-                "keep_alive": connect.keep_alive,
-            }  # never the password
+            details = connect_details(
+                connect.client_id,
+                connect.username,
+                connect.password,
+                connect.clean_session,
+                connect.keep_alive,
+                connect.will_topic,
+                connect.will_qos,
+                connect.will_retain,
+                len(connect.will_message or b""),
+            )  # never the password
             rec.packet_in(codec.CONNECT, frame.flags, len(frame.body), extra=details)
         faults = self._faults
         if faults is not None:

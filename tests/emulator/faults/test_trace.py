@@ -115,3 +115,29 @@ def test_clear_over_http(emulator):
     assert _trace(emulator)
     assert https(emulator, "DELETE", "/_emulator/trace")[0] == 204
     assert [e for e in _trace(emulator) if e["type"] != "CLOSE"] == []
+
+
+def test_connect_event_shows_the_tokens_claims_and_the_will_but_never_the_signature(emulator):
+    from azure_iot_harness.emulator.protocol import sas
+
+    dev = sas_device(emulator, clean_session=True)
+    dev.client.will_set("devices/device1/messages/events/", b"gone", qos=1)
+    assert dev.connect() == 0
+    dev.close()
+    wait_for(lambda: any(e["type"] == "CLOSE" for e in _trace(emulator, "?deviceId=device1")), what="CLOSE event")
+    connect = next(e for e in _trace(emulator, "?deviceId=device1") if e["type"] == "CONNECT")
+    token = sas.parse(dev.client._password.decode())
+    assert connect["sas"] == {"sr": token.sr, "se": token.expiry, "skn": None}
+    assert connect["will"] == {"topic": "devices/device1/messages/events/", "qos": 1, "retain": False, "size": 4}
+    assert "sig" not in json.dumps(connect) and device_password_absent([connect], dev)
+
+
+def test_connect_event_says_why_a_password_is_not_a_sas_token(emulator):
+    from tests.helpers import PahoDevice
+
+    dev = PahoDevice(emulator, "device1", username=f"{emulator.host}/device1/?api-version=2021-04-12", password="hunter2")
+    assert dev.connect() == 5
+    wait_for(lambda: any(e["type"] == "CONNECT" for e in _trace(emulator, "?deviceId=device1")), what="CONNECT event")
+    connect = next(e for e in _trace(emulator, "?deviceId=device1") if e["type"] == "CONNECT")
+    assert connect["sas"] == {"error": "SAS token does not start with 'SharedAccessSignature '"}
+    assert "will" not in connect and "hunter2" not in json.dumps(connect)
