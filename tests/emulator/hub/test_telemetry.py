@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 
 import pytest
 
@@ -147,8 +148,12 @@ def test_violation_closes_connection_only(emulator, name, caplog):
     bystander = sas_device(emulator, "device1", "module1")
     assert bystander.connect() == 0
     c = raw_sas_connect(emulator)
-    c.send(VIOLATIONS[name])
-    assert c.closed_by_server(), name
+    try:
+        c.send(VIOLATIONS[name])
+    except (ssl.SSLEOFError, ConnectionError):
+        pass  # the server closed while the rest was still going out (it judges a PUBLISH by its header)
+    else:
+        assert c.closed_by_server(), name
     assert any("closing the connection" in r.getMessage() for r in caplog.records), name
     # The emulator and the other connection are unharmed.
     mid = bystander.publish("devices/device1/modules/module1/messages/events/", b"still here")
