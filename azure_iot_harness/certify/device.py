@@ -29,6 +29,7 @@ The names the Azure SDK samples read are set too: `IOTHUB_DEVICE_CONNECTION_STRI
 
 from __future__ import annotations
 
+import abc
 import os
 import shutil
 import signal
@@ -116,7 +117,7 @@ def create_identity(lab: Lab, device_id: str, *, auth: str, provisioning: str, w
     return ident
 
 
-class DeviceUnderTest:
+class DeviceUnderTest(abc.ABC):
     """The device: `start()`, `restart()` (where a check needs it), `stop()`."""
 
     external = False
@@ -128,14 +129,14 @@ class DeviceUnderTest:
     def device_id(self) -> str:
         return self.identity.device_id
 
-    def start(self) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def start(self) -> None: ...
 
-    def restart(self) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def restart(self) -> None: ...
 
-    def stop(self) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def stop(self) -> None: ...
 
     def output_tail(self, lines: int = 20) -> list[str]:
         return []
