@@ -17,6 +17,19 @@ from azure_iot_harness.emulator.app import Emulator, EmulatorThread
 collect_ignore = ["example_project"]
 
 
+# Long runs, each with its own command (README, Tests): left out of the default suite
+# (deselected, not skipped) unless `-m` names the marker.
+LONG_RUNS = ("robustness_long", "certify_long", "conformance_full")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    asked = config.option.markexpr or ""
+    left_out = [item for item in items if any(item.get_closest_marker(m) and m not in asked for m in LONG_RUNS)]
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        items[:] = [item for item in items if item not in left_out]
+
+
 @pytest.fixture
 def emulator_thread():
     # uvloop unless AZURE_IOT_HARNESS_EVENT_LOOP says otherwise (tox -e asyncio runs the suite on asyncio's).

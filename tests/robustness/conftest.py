@@ -1,5 +1,5 @@
-"""The robustness suite's fixtures: figures each test measures, and the long run kept out of the
-default one (`pytest -m robustness_long tests/robustness` runs it)."""
+"""The robustness suite's fixtures: figures each test measures. The long run is kept out of the
+default suite by tests/conftest.py (`pytest -m robustness_long tests/robustness` runs it)."""
 
 from __future__ import annotations
 
@@ -11,15 +11,6 @@ from dataclasses import asdict, dataclass, field
 import pytest
 
 from tests.robustness import figures as table
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if "robustness_long" in (config.option.markexpr or ""):
-        return
-    skip = pytest.mark.skip(reason="the long run: pytest -m robustness_long tests/robustness")
-    for item in items:
-        if item.get_closest_marker("robustness_long"):
-            item.add_marker(skip)
 
 
 @dataclass
