@@ -344,12 +344,13 @@ class Emulator:
         await self.store.close()
 
     async def suspend_hub(self) -> None:
-        """Stop the hub's MQTT listener and drop its connections, as in an outage (tests of the
-        edge's store-and-forward use this); resume_hub() listens on the same port again."""
+        """Drop the hub's MQTT connections and turn new ones away (reset), as in an outage (tests
+        of the edge's store-and-forward use this); the port stays the hub's, and resume_hub()
+        serves it again."""
         if not self.mqtt.running:
             return
         port = self.mqtt.port
-        await self.mqtt.stop()
+        await self.mqtt.stop(hold_port=True)
         self.mqtt.requested_port = port
 
     async def resume_hub(self) -> None:

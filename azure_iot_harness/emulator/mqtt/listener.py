@@ -97,14 +97,18 @@ class MqttListener(OnListener):
     async def start(self) -> None:
         await self.listener.start()
 
-    async def stop(self) -> None:
+    async def stop(self, *, hold_port: bool = False) -> None:
+        """`hold_port`: an outage (`Emulator.suspend_hub`): the port stays this server's and
+        turns connections away until start() (TlsListener.stop)."""
         if not self.listener.running:
+            await self.listener.stop()  # releases a port held by an earlier stop
             return
-        self.listener.stop_accepting()
+        if not hold_port:
+            self.listener.stop_accepting()
         for conn in list(self.connections):
             conn.close("emulator stopping")
         # A moment to flush; then no waiting for peers that never answer TLS close_notify.
-        await self.listener.stop(grace=0.2)
+        await self.listener.stop(grace=0.2, hold_port=hold_port)
 
     async def _serve(self, tls: TlsConnection) -> None:
         rec = self.trace.open(self.name, tls.peer_name) if self.trace is not None else None

@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from .connection import TlsConnection
 from .context import ServerContext
@@ -81,6 +82,8 @@ class TlsListener:
         self._by_peer: dict[tuple[str, int], TlsConnection] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._sock: socket.socket | None = None  # bound by bind() before start()
+        self._held: list[asyncio.base_events.Server] = []
+        self._extra: list[asyncio.base_events.Server] = []  # a restarted listener's other address families  # the port kept while stopped (stop(hold_port=True))
         self.observers: list[HandshakeObserver] = []
         self.choose: Chooser | None = None
 
@@ -112,6 +115,13 @@ class TlsListener:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        if self._held:  # listen again on the very sockets held while stopped: no other socket took the port
+            socks = _take_sockets(self._held)
+            self._held = []
+            servers = [await loop.create_server(self._protocol, sock=sock, backlog=self._backlog) for sock in socks]
+            self._server = servers[0]
+            self._extra = servers[1:]
+            return
         if self._sock is not None:
             sock, self._sock = self._sock, None
             self._server = await loop.create_server(self._protocol, sock=sock, backlog=self._backlog)
@@ -188,27 +198,64 @@ class TlsListener:
     # ---- stopping -----------------------------------------------------------------------
 
     def stop_accepting(self) -> None:
-        if self._server is not None:
-            self._server.close()
+        for server in [self._server, *self._extra] if self._server is not None else []:
+            server.close()
         if self._sock is not None:  # bound, never started
             self._sock.close()
             self._sock = None
 
-    async def stop(self, grace: float = 0.2) -> None:
+    async def stop(self, grace: float = 0.2, *, hold_port: bool = False) -> None:
         """Stop accepting; give handlers `grace` seconds to finish (whoever asked them to), then
-        close every connection at once: idle peers are not waited for."""
+        close every connection at once: idle peers are not waited for.
+
+        `hold_port`: keep the listening sockets and reset every connection made to them until
+        start() serves them again, as a hub in an outage: no other program (a parallel test) can
+        take the port meanwhile, and clients are turned away at once instead of waiting."""
         if self._server is None:
             self.stop_accepting()  # a socket bound and never started
+            await self._release_held()
             return
-        self._server.close()
+        servers = [self._server, *self._extra]
+        held = _take_sockets(servers) if hold_port else []
+        for server in servers:
+            server.close()
+        if held:
+            loop = asyncio.get_running_loop()
+            self._held = [await loop.create_server(_TurnAway, sock=sock, backlog=self._backlog) for sock in held]
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=grace)
         for conn in list(self._by_peer.values()):
             conn.abort()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=self._flush_timeout)
-        await self._server.wait_closed()
+        for server in servers:
+            await server.wait_closed()
         self._server = None
+        self._extra = []
+
+    async def _release_held(self) -> None:
+        held, self._held = self._held, []
+        for server in held:
+            server.close()
+        for server in held:
+            await server.wait_closed()
+
+
+def _take_sockets(servers: list[asyncio.base_events.Server]) -> list[socket.socket]:
+    """Duplicates of the servers' listening sockets, so the kernel keeps them listening after
+    the servers close theirs (one socket moved from one server to the next)."""
+    return [socket.fromfd(s.fileno(), s.family, s.type) for server in servers for s in server.sockets]
+
+
+class _TurnAway(asyncio.Protocol):
+    """A held port's answer to every connection: a reset, as a host that is down for the
+    service gives (an RST, not a FIN the client could read as a clean close)."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        cast(asyncio.Transport, transport).abort()  # uvloop's transports are not asyncio.Transport subclasses
 
 
 class OnListener:

@@ -33,8 +33,10 @@ def test_hub_suspend_and_resume_over_http(emulator):
     port = emulator.mqtt_port
     _fault(emulator, "hub-suspend")  # answered once the listener is down
     wait_for(dev.disconnected.is_set, what="paho sees the outage")
-    with pytest.raises(ConnectionRefusedError):
-        socket.create_connection((emulator.config.bind, port), timeout=10)
+    # The port stays the hub's (no other program can take it meanwhile) and turns connections
+    # away with a reset (during connect or at the first read, as the RST races the connect's end).
+    with pytest.raises(ConnectionResetError), socket.create_connection((emulator.config.bind, port), timeout=10) as turned_away:
+        turned_away.recv(1)
     connects = []
     dev.client.on_connect = lambda c, u, f, rc: connects.append(rc)
     _fault(emulator, "hub-resume")
