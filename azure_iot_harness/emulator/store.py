@@ -203,6 +203,14 @@ class Store:
         self._jobs.put(_Insert((t.device_id, t.module_id, t.enqueued_time, t.body, props, sysprops), t, fut))
         return fut
 
+    def append_telemetry_then(self, t: Telemetry, texts: tuple[str, str], then: Callable[[BaseException | None], None]) -> None:
+        """Store a message and call `then(None)` on the event loop right after its commit (or
+        `then(error)`): the per-message path of a QoS 1 PUBLISH, without a future, its done
+        callback and the loop pass each of those takes."""
+        if self._thread is None or self._loop is None:
+            raise RuntimeError("store is not started")
+        self._jobs.put(_Insert((t.device_id, t.module_id, t.enqueued_time, t.body, *texts), t, _Then(then)))
+
     def read_telemetry(
         self, *, after: int = 0, device_id: str | None = None, limit: int = 1000
     ) -> asyncio.Future[list[tuple[int, Telemetry]]]:
@@ -234,12 +242,21 @@ _INSERT_TELEMETRY = (
 )
 
 
+class _Then:
+    """A callback that stands where a job's future would: called with the job's error or None."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[[BaseException | None], None]) -> None:
+        self.fn = fn
+
+
 class _Insert:
     """A telemetry insert waiting for the store thread (the per-message job, without a closure)."""
 
     __slots__ = ("row", "telemetry", "fut")
 
-    def __init__(self, row: tuple, telemetry: Telemetry, fut: asyncio.Future) -> None:
+    def __init__(self, row: tuple, telemetry: Telemetry, fut: asyncio.Future | _Then) -> None:
         self.row, self.telemetry, self.fut = row, telemetry, fut
 
 
@@ -289,8 +306,14 @@ def _statement(sql: str, params: tuple = ()) -> Callable[[sqlite3.Connection], N
     return job
 
 
-def _settle(done: Sequence[tuple[asyncio.Future, Any, BaseException | None]]) -> None:
+def _settle(done: Sequence[tuple[asyncio.Future | _Then, Any, BaseException | None]]) -> None:
     for fut, result, exc in done:
+        if isinstance(fut, _Then):
+            try:
+                fut.fn(exc)
+            except Exception:
+                log.exception("store callback failed")
+            continue
         if fut.done():
             continue
         if exc is not None:
