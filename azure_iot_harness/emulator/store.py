@@ -200,7 +200,7 @@ class Store:
         the caller made them already (the hub's sessions do, once per topic)."""
         props, sysprops = texts or (json.dumps(t.properties), json.dumps(t.system_properties))
         fut = self._future()
-        self._jobs.put(_Insert((t.device_id, t.module_id, t.enqueued_time, t.body, props, sysprops), t, fut))
+        self._jobs.put(_Insert(_row(t, props, sysprops), t, fut))
         return fut
 
     def append_telemetry_then(self, t: Telemetry, texts: tuple[str, str], then: Callable[[BaseException | None], None]) -> None:
@@ -209,7 +209,7 @@ class Store:
         callback and the loop pass each of those takes."""
         if self._thread is None or self._loop is None:
             raise RuntimeError("store is not started")
-        self._jobs.put(_Insert((t.device_id, t.module_id, t.enqueued_time, t.body, *texts), t, _Then(then)))
+        self._jobs.put(_Insert(_row(t, *texts), t, _Then(then)))
 
     def read_telemetry(
         self, *, after: int = 0, device_id: str | None = None, limit: int = 1000
@@ -238,8 +238,17 @@ class Store:
 
 
 _INSERT_TELEMETRY = (
-    "INSERT INTO telemetry (device_id, module_id, enqueued_time, body, properties, system_properties) VALUES (?, ?, ?, ?, ?, ?)"
+    "INSERT INTO telemetry (device_id, module_id, enqueued_time, body, properties, system_properties)"
+    " VALUES (?, NULLIF(?, ''), ?, ?, ?, ?)"
 )
+
+
+def _row(t: Telemetry, props: str, sysprops: str) -> tuple:
+    """A message's parameters for `_INSERT_TELEMETRY`. Only str, int, float and bytearray go
+    to SQLite as they are; None and bytes take Python's sqlite3 adapter lookup (two failed
+    attribute lookups each, ~6 k instructions a message). So: '' for no module (NULLIF makes
+    it NULL) and the body as a bytearray (a BLOB all the same)."""
+    return (t.device_id, t.module_id or "", t.enqueued_time, bytearray(t.body), props, sysprops)
 
 
 class _Then:
