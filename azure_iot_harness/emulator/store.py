@@ -177,12 +177,20 @@ class Store:
         rows = await self.submit(lambda c: c.execute("SELECT doc FROM identities").fetchall())
         return [json.loads(doc) for (doc,) in rows]
 
-    def put_identity(self, doc: dict) -> asyncio.Future[None]:
+    def put_identity(self, doc: dict, *, also: Callable[[sqlite3.Connection], None] | None = None) -> asyncio.Future[None]:
+        """`also`: another write that commits with this one, or with neither (one job, one
+        savepoint): DPS's registration record with the device it created."""
         key = (doc["deviceId"], doc.get("moduleId") or "")
         text = json.dumps(doc)
-        return self.submit(
-            _statement("INSERT OR REPLACE INTO identities (device_id, module_id, doc) VALUES (?, ?, ?)", (*key, text))
-        )
+        write = _statement("INSERT OR REPLACE INTO identities (device_id, module_id, doc) VALUES (?, ?, ?)", (*key, text))
+        if also is None:
+            return self.submit(write)
+
+        def both(c: sqlite3.Connection) -> None:
+            write(c)
+            also(c)
+
+        return self.submit(both)
 
     def delete_identity(self, device_id: str, module_id: str | None = None) -> asyncio.Future[None]:
         def delete(c: sqlite3.Connection) -> None:
