@@ -1,22 +1,30 @@
-"""What one telemetry message costs the server, counted in instructions (callgrind) or sampled
-as CPU time (py-spy), not timed: timings mean little on a shared machine. The emulator runs as
-`serve` in its own process (durability `full`, on disk, the default event loop), exactly as the
-ingest benchmark starts it; one paho publisher (QoS 1, TLS, paho's 20 in flight) sends the
-messages from this process, outside the measurement.
+"""What one telemetry message (or, with `--storm`, one DPS registration) costs the server,
+counted in instructions (callgrind) or sampled as CPU time (py-spy), not timed: timings mean
+little on a shared machine. The emulator runs as `serve` in its own process (durability
+`full`, on disk, the default event loop), as the benchmarks start it; the load comes from this
+process, outside the measurement: one paho publisher (QoS 1, TLS, paho's 20 in flight), or the
+dps benchmark's storm client (`--concurrency` registrations in flight, each its own TLS
+connection).
 
-    python -m benchmarks.ingest_cost --messages 2000 --tool callgrind
-    python -m benchmarks.ingest_cost --messages 20000 --tool py-spy --out /tmp/ingest.txt
+    python -m benchmarks.ingest_cost --messages 3000 --tool callgrind
+    python -m benchmarks.ingest_cost --messages 30000 --tool py-spy --keep /tmp/ingest.txt
+    python -m benchmarks.ingest_cost --storm --messages 300 --tool callgrind
+    python -m benchmarks.ingest_cost --messages 5000 --tool strace   # system calls, counted
 
 With callgrind the count is switched on (`callgrind_control -i on`) only once the publisher is
-connected and off again after its last PUBACK, so start-up, the handshake and shutdown are not
-counted and the total divided by the messages is the cost of one message (PUBLISH in, the
-commit, PUBACK out). `--src DIR` runs another checkout's `azure_iot_harness` (put first on the
-server's PYTHONPATH), for A/B counts of two commits with the same client and settings.
+connected and warmed up, and off again after its last PUBACK, so start-up, the handshake and
+shutdown are not counted and the total divided by the messages is the cost of one message
+(PUBLISH in, the commit, PUBACK out; both threads). Callgrind counts user-space instructions
+only: the kernel's share is what `--tool strace` counts. Under valgrind the server is ~50×
+slower than the client, so commit groups are fuller than on a real run: counts from two runs of
+the same code differ by ~2%. `--src DIR` runs another checkout's `azure_iot_harness` (first on
+the server's PYTHONPATH), for A/B counts of two commits with the same client and settings.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import re
@@ -32,6 +40,7 @@ import psutil
 
 from azure_iot_harness.emulator.protocol import sas
 
+from . import dps as dps_storm
 from .clients import Counter, PahoLoad
 from .identities import HOST, identity
 from .servers import LineWatcher, Rest
@@ -91,16 +100,37 @@ def run(args: argparse.Namespace) -> None:
         port, https_port, ca_file = info["mqtt"]["port"], info["https"]["port"], Path(info["caFile"])
         owner = next(p for p in info["wellKnownIdentities"]["policies"] if p["name"] == "iothubowner")
         token = sas.generate(f"{HOST}:{https_port}", owner["key"], key_name="iothubowner", ttl=3600)
-        ident = identity(0)
-        status, body = Rest(https_port, ca_file, token).request("PUT", f"/devices/{ident.device_id}?api-version=2021-04-12", ident.registry_doc())
-        assert status == 200, (status, body)
-        load = PahoLoad([ident], port, ca_file, args.warmup, b"x" * args.payload_bytes)
-        load.connect()
-        if args.warmup:  # the first messages warm caches and the specialising interpreter
-            load.run()
-        load.messages, load.acks = args.messages, Counter(args.messages)
-        for p in load.publishers:
-            p.client.on_publish = lambda c, u, mid: load.acks()
+        if args.storm:
+            scope = info["dps"]["idScope"]
+            unit = "registration"
+            if args.warmup:
+                asyncio.run(dps_storm._storm(port, ca_file, scope, [f"warm-{i}" for i in range(min(args.warmup, 100))], args.concurrency))
+
+            def load_run() -> str:
+                ids = [f"storm-{i}" for i in range(args.messages)]
+                seconds, lat = asyncio.run(dps_storm._storm(port, ca_file, scope, ids, args.concurrency))
+                lat.sort()
+                return f"p50 {lat[len(lat) // 2] * 1000:.0f} ms, p99 {lat[int(len(lat) * 0.99)] * 1000:.0f} ms, {args.messages / seconds:.0f}/s"
+
+        else:
+            unit = "message"
+            ident = identity(0)
+            status, body = Rest(https_port, ca_file, token).request("PUT", f"/devices/{ident.device_id}?api-version=2021-04-12", ident.registry_doc())
+            assert status == 200, (status, body)
+            load = PahoLoad([ident], port, ca_file, args.warmup, b"x" * args.payload_bytes)
+            load.connect()
+            if args.warmup:  # the first messages warm caches and the specialising interpreter
+                load.run()
+            load.messages, load.acks = args.messages, Counter(args.messages)
+            for p in load.publishers:
+                p.client.on_publish = lambda c, u, mid: load.acks()
+
+            def load_run() -> str:
+                result = load.run()
+                load.close()
+                assert not result.error and result.acked == args.messages, result
+                return f"{args.messages / result.seconds:.0f}/s"
+
         server = psutil.Process(proc.pid)
         cpu0 = server.cpu_times()
         if args.tool == "callgrind":
@@ -114,18 +144,16 @@ def run(args: argparse.Namespace) -> None:
             spy = subprocess.Popen([exe, "record", "--pid", str(proc.pid), "--format", "raw", "--rate", str(args.rate),
                                     "--threads", "--output", str(work / "spy.txt")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
             time.sleep(1.0)  # py-spy attaches
-        result = load.run()
+        how = load_run()
         if args.tool == "callgrind":
             _callgrind_control(proc.pid, "-i", "off")
         cpu1 = server.cpu_times()
         if spy is not None:
             spy.send_signal(signal.SIGINT)
             spy.wait(60)
-        load.close()
-        assert not result.error and result.acked == args.messages, result
         user, system = cpu1.user - cpu0.user, cpu1.system - cpu0.system
-        print(f"{args.messages} messages acknowledged in {result.seconds:.2f} s (wall clock: noise on a shared machine); "
-              f"server CPU per message {1e6 * user / args.messages:.0f} µs user + {1e6 * system / args.messages:.0f} µs system")  # fmt: skip
+        print(f"{args.messages} {unit}s: {how} (wall clock: noise on a shared machine); server CPU per {unit} "
+              f"{1e6 * user / args.messages:.0f} µs user + {1e6 * system / args.messages:.0f} µs system")  # fmt: skip
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -135,7 +163,8 @@ def run(args: argparse.Namespace) -> None:
         events = re.search(r"^totals:\s*(\d+)", out_file.read_text(), re.M)  # summary is 0 with --instr-atstart=no
         assert events is not None
         total = int(events.group(1))
-        print(f"instructions: {total:,} for {args.messages} messages: {total / args.messages:,.0f} per message")
+        unit = "registration" if args.storm else "message"
+        print(f"instructions: {total:,} for {args.messages} {unit}s: {total / args.messages:,.0f} per {unit}")
         if args.keep:
             shutil.copy(out_file, args.keep)
     elif args.tool == "strace":
@@ -152,7 +181,9 @@ def run(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--messages", type=int, default=2000)
+    parser.add_argument("--messages", type=int, default=2000, help="messages (with --storm: registrations)")
+    parser.add_argument("--storm", action="store_true", help="a provisioning storm instead (the dps benchmark's client)")
+    parser.add_argument("--concurrency", type=int, default=20, help="registrations in flight (--storm)")
     parser.add_argument("--warmup", type=int, default=200, help="messages sent before counting starts")
     parser.add_argument("--payload-bytes", type=int, default=200)
     parser.add_argument("--durability", default="full")
