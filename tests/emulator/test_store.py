@@ -55,3 +55,47 @@ def test_listeners_see_each_committed_message_with_its_sequence_number(tmp_path)
             await store.close()
 
     asyncio.run(main())
+
+
+def test_a_callback_insert_is_called_after_its_commit_with_its_own_outcome(tmp_path) -> None:
+    async def main() -> None:
+        store = Store(tmp_path / "state.sqlite3")
+        await store.start()
+        try:
+            loop_thread = threading.get_ident()
+            outcomes: dict[int, tuple[BaseException | None, int, int]] = {}
+            done = asyncio.Event()
+
+            def then(n: int):
+                def stored(error: BaseException | None) -> None:
+                    # On the loop, once committed: another connection sees the batch's three rows.
+                    outcomes[n] = (error, threading.get_ident(), _rows(tmp_path / "state.sqlite3"))
+                    if len(outcomes) == 4:
+                        done.set()
+
+                return stored
+
+            gate = threading.Event()
+            blocker = store.submit(lambda c: gate.wait(10))  # one batch: a failing row among good ones
+            for n, (d, m) in enumerate([("a", None), (None, None), ("b", "mod"), ("c", None)]):
+                t = Telemetry(d, m, f"m{n}".encode(), {}, {}, "2026-01-01T00:00:00.000Z")  # type: ignore[arg-type]
+                store.append_telemetry_then(t, ("{}", "{}"), then(n))
+            gate.set()
+            await blocker
+            await asyncio.wait_for(done.wait(), 10)
+            assert [n for n, (e, _, _) in sorted(outcomes.items()) if e is not None] == [1]
+            assert {tid for _, tid, _ in outcomes.values()} == {loop_thread}
+            assert {rows for _, _, rows in outcomes.values()} == {3}
+            stored = await store.read_telemetry()
+            assert [(t.device_id, t.module_id, t.body) for _, t in stored] == [("a", None, b"m0"), ("b", "mod", b"m2"), ("c", None, b"m3")]
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+
+
+def _rows(path) -> int:
+    import sqlite3
+
+    with sqlite3.connect(path) as c:
+        return c.execute("SELECT COUNT(*) FROM telemetry").fetchone()[0]

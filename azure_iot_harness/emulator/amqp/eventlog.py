@@ -48,7 +48,11 @@ def iso_to_ms(text: str) -> int:
         return 0
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.UTC)
-    return int(when.timestamp() * 1000)
+    return (when - _EPOCH) // _MS  # exact (a float timestamp * 1000 can land a millisecond short)
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_MS = dt.timedelta(milliseconds=1)
 
 
 def ms_to_iso(ms: int) -> str:
@@ -96,15 +100,17 @@ class EventLog:
         if self._loading is not None:
             self._loading.append(batch)
             return
-        touched: set[int] = set()
+        last: dict[int, Telemetry] = {}  # each partition's last message of the batch
+        partition, offsets = self.partition, self._offsets
         for seq, t in batch:
-            p = self.partition(t.device_id)
-            offsets = self._offsets[p]
-            if offsets and offsets[-1] >= seq:
+            p = partition(t.device_id)
+            part = offsets[p]
+            if part and part[-1] >= seq:
                 continue  # already indexed while loading
-            self._append(p, seq, t.enqueued_time)
-            touched.add(p)
-        for p in touched:
+            part.append(seq)
+            last[p] = t
+        for p, t in last.items():  # one time per partition and commit, not one per message
+            self._last_ms[p] = t.enqueued_ms or iso_to_ms(t.enqueued_time)
             for wake in list(self._waiters[p]):
                 wake()
 

@@ -33,7 +33,7 @@ def event_message(event: Event, runtime: PartitionInfo | None = None, now_ms: in
     annotations: dict = {
         symbol("x-opt-sequence-number"): event.sequence,
         symbol("x-opt-offset"): str(event.offset),
-        symbol("x-opt-enqueued-time"): timestamp(iso_to_ms(t.enqueued_time)),
+        symbol("x-opt-enqueued-time"): timestamp(t.enqueued_ms or iso_to_ms(t.enqueued_time)),
     }
     for name, value in t.system_properties.items():
         field = _PROPERTY_FIELDS.get(name)

@@ -220,25 +220,41 @@ class Dps:
         now = self.clock.now()
         created = previous["createdDateTimeUtc"] if previous else p.timestamp(now)
         outcome: dict
+        device: dict | None = None  # the device to write with the registration record
         try:
             if att.enrollment.get("provisioningStatus") == "disabled":
                 what = f"enrollment group {att.group_id}" if att.group_id else "its individual enrollment"
                 log.info("registration %s: %s is disabled", registration_id, what)
                 outcome = {"status": p.DISABLED}
             else:
-                outcome = await self._assign_to_hub(att, previous, record, payload)
+                outcome, device = await self._assign_to_hub(att, previous, record, payload)
                 if assign_to is not None and outcome.get("status") == p.ASSIGNED:
                     outcome["assignedHub"] = assign_to
         except ServiceError as exc:
-            code = exc.code if isinstance(exc, ProvisioningError) else exc.status * 1000 + 1
-            log.warning("registration %s failed: %s", registration_id, exc.message)
-            outcome = {"status": p.FAILED, "errorCode": code, "errorMessage": exc.message}
+            outcome = _failed(registration_id, exc)
         state = p.registration_state(registration_id, created, outcome, self._attestation_block(att), now)
         initial_hub = (record or {}).get("initialHub") or state.get("assignedHub")
-        await self.state.put_registration({"state": state, "initialHub": initial_hub})
+        registration = {"state": state, "initialHub": initial_hub}
+        if device is not None:  # one commit for the device and its registration record, not two in a row
+            try:
+                await self.registry.put_device(device, if_match="*", also=self.state.registration_write(registration))
+            except ServiceError as exc:  # neither was stored: the registration failed
+                state = p.registration_state(registration_id, created, _failed(registration_id, exc), self._attestation_block(att), now)
+                registration = {"state": state, "initialHub": (record or {}).get("initialHub")}
+            else:
+                self.state.remember_registration(registration)
+                _log_assigned(registration_id, outcome)
+                return state
+        await self.state.put_registration(registration)
+        if device is None and outcome.get("status") == p.ASSIGNED:
+            _log_assigned(registration_id, outcome)
         return state
 
-    async def _assign_to_hub(self, att: Attestation, previous: dict | None, record: dict | None, payload: Any) -> dict:
+    async def _assign_to_hub(
+        self, att: Attestation, previous: dict | None, record: dict | None, payload: Any
+    ) -> tuple[dict, dict | None]:
+        """The outcome, and the device body still to write (None: nothing to write, or written
+        already because an initial twin had to follow it)."""
         enrollment = att.enrollment
         decision = None
         if enrollment.get("allocationPolicy") == "custom":
@@ -258,21 +274,24 @@ class Dps:
             twin = decision.initial_twin if decision and decision.initial_twin else enrollment.get("initialTwin")
         if plan.hub.lower() != self.host.lower():  # only reachable through a stale record
             raise p.dps_error("NoHubLinked", f"IoT hub {plan.hub} is not linked to this Device Provisioning Service")
+        device = None
         if not plan.unchanged or self.registry.get(device_id) is None:
             body = {
                 "deviceId": device_id,
                 "authentication": self._hub_authentication(att),
                 "capabilities": {"iotEdge": bool(enrollment.get("capabilities", {}).get("iotEdge"))},
             }
-            await self.registry.put_device(_keeping_what_the_hub_owns(body, self.registry.get(device_id), previous), if_match="*")
-        if twin:
+            device = _keeping_what_the_hub_owns(body, self.registry.get(device_id), previous)
+        if twin:  # the twin needs its device first: written now, the registration record after
+            if device is not None:
+                await self.registry.put_device(device, if_match="*")
+                device = None
             body = {"tags": twin["tags"], "properties": {"desired": twin["properties"]["desired"]}}
             await self.twins.service_update((device_id, None), body, if_match=None, replace=True)
-        log.info("registration %s assigned to %s as device %s (%s)", att.registration_id, plan.hub, device_id, plan.substatus)
         outcome = {"status": p.ASSIGNED, "assignedHub": plan.hub, "deviceId": device_id, "substatus": plan.substatus}
         if decision is not None:
             outcome["payload"] = decision.payload
-        return outcome
+        return outcome, device
 
     @staticmethod
     def _hub_authentication(att: Attestation) -> dict:
@@ -400,3 +419,15 @@ def _keeping_what_the_hub_owns(body: dict, existing: dict | None, previous: dict
             ", ".join(kept) or "nothing else",
         )
     return {**body, **kept}
+
+
+def _failed(registration_id: str, exc: ServiceError) -> dict:
+    code = exc.code if isinstance(exc, ProvisioningError) else exc.status * 1000 + 1
+    log.warning("registration %s failed: %s", registration_id, exc.message)
+    return {"status": p.FAILED, "errorCode": code, "errorMessage": exc.message}
+
+
+def _log_assigned(registration_id: str, outcome: dict) -> None:
+    log.info(
+        "registration %s assigned to %s as device %s (%s)", registration_id, outcome["assignedHub"], outcome["deviceId"], outcome["substatus"]
+    )

@@ -8,6 +8,8 @@ case, and the documents keep the case they were given in.
 from __future__ import annotations
 
 import json
+import sqlite3
+from collections.abc import Callable
 
 from ..store import Store
 
@@ -96,14 +98,22 @@ class DpsState:
         return [self._registrations[k] for k in sorted(self._registrations)]
 
     async def put_registration(self, record: dict) -> None:
+        await self.store.submit(self.registration_write(record))
+        self.remember_registration(record)
+
+    def registration_write(self, record: dict) -> Callable[[sqlite3.Connection], None]:
+        """The store write of a registration record, for a job that commits it with another
+        (its device); `remember_registration` once that committed."""
         key = record["state"]["registrationId"].lower()
         text = json.dumps(record)
-        await self.store.submit(
-            lambda c: c.execute(
-                "INSERT OR REPLACE INTO dps_registrations (registration_id, doc) VALUES (?, ?)", (key, text)
-            )
-        )
-        self._registrations[key] = record
+
+        def write(c: sqlite3.Connection) -> None:
+            c.execute("INSERT OR REPLACE INTO dps_registrations (registration_id, doc) VALUES (?, ?)", (key, text))
+
+        return write
+
+    def remember_registration(self, record: dict) -> None:
+        self._registrations[record["state"]["registrationId"].lower()] = record
 
     async def delete_registration(self, registration_id: str) -> None:
         key = registration_id.lower()

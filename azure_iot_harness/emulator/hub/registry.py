@@ -14,6 +14,7 @@ import contextlib
 import copy
 import datetime as dt
 import re
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -210,11 +211,16 @@ class Registry:
             else:
                 self._write_locks[key] = (lock, users - 1)
 
-    async def put_device(self, body: dict, *, if_match: str | None, device_id: str | None = None) -> dict:
+    async def put_device(
+        self, body: dict, *, if_match: str | None, device_id: str | None = None, also: Callable[[sqlite3.Connection], None] | None = None
+    ) -> dict:
+        """`also`: a store write that commits together with the device's (both or neither)."""
         async with self._writing(device_id or body.get("deviceId")):
-            return await self._put_device(body, if_match=if_match, device_id=device_id)
+            return await self._put_device(body, if_match=if_match, device_id=device_id, also=also)
 
-    async def _put_device(self, body: dict, *, if_match: str | None, device_id: str | None) -> dict:
+    async def _put_device(
+        self, body: dict, *, if_match: str | None, device_id: str | None, also: Callable[[sqlite3.Connection], None] | None = None
+    ) -> dict:
         device_id = check_id(device_id or body.get("deviceId"), "device id")
         if body.get("deviceId") not in (None, device_id):
             raise hub_error("ArgumentInvalid", f"deviceId in the body ({body.get('deviceId')!r}) is not {device_id!r}")
@@ -243,7 +249,7 @@ class Registry:
             doc["statusUpdatedTime"] = utc_now_iso(self.clock.now())
         else:
             doc["statusUpdatedTime"] = existing["statusUpdatedTime"]
-        await self._write((device_id, None), doc)
+        await self._write((device_id, None), doc, also)
         return self.view(device_id)  # type: ignore[return-value]  # the identity exists: its key was just read or written
 
     async def put_module(self, device_id: str, body: dict, *, if_match: str | None, module_id: str | None = None) -> dict:
@@ -303,8 +309,8 @@ class Registry:
         if not etag_matches(if_match, existing["etag"]):
             raise hub_error("PreconditionFailed", f"etag {if_match} does not match {existing['etag']} for {what}")
 
-    async def _write(self, key: Key, doc: dict) -> None:
-        await self.store.put_identity(doc)
+    async def _write(self, key: Key, doc: dict, also: Callable[[sqlite3.Connection], None] | None = None) -> None:
+        await self.store.put_identity(doc, also=also)
         self._docs[key] = doc
         self._notify(key, doc)
 

@@ -75,10 +75,11 @@ class DeviceSession:
         telemetry, texts = self.telemetry_from(pub.topic, pub.payload, pub.retain)
         if azure_faults.FAULT_TYPE in telemetry.properties and self.honours_fault_properties:
             azure_faults.apply(self.hub.faults, self.conn, telemetry.properties)
-        fut = self.hub.store.append_telemetry(telemetry, texts)
-        if pub.qos == 1:
+        if pub.qos == 1:  # PUBACK after the commit
             assert pub.packet_id is not None
-            conn.ack_when_done(fut, pub.packet_id)
+            self.hub.store.append_telemetry_then(telemetry, texts, conn.ack_when_stored(pub.packet_id))
+        else:
+            self.hub.store.append_telemetry(telemetry, texts)
 
     def telemetry_from(self, topic: str, body: bytes, retain: bool) -> tuple[Telemetry, tuple[str, str]]:
         """The message and the JSON text of its properties; a topic (and retain flag) like the
@@ -92,7 +93,7 @@ class DeviceSession:
             self._bag_key = None  # stays unset if this topic is refused
             bag = self._bag = stamp.prepare(telemetry_bag(self.principal, topic), retain)
             self._bag_key = key
-        return stamp.build(bag, body, self.hub.clock.now())
+        return stamp.build(bag, body, self.hub.clock.time())
 
     async def _on_iothub_topic(self, pub: Publish) -> None:
         topic = pub.topic

@@ -205,8 +205,10 @@ def encode_connack(return_code: int, session_present: bool = False) -> bytes:
 # ---- PUBLISH ----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Publish:
+class Publish(NamedTuple):
+    """A PUBLISH from a client (a tuple: made for every message, and a frozen dataclass's
+    __init__ sets each field through object.__setattr__)."""
+
     topic: str
     payload: bytes
     qos: int

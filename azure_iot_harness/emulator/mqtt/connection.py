@@ -138,22 +138,29 @@ class MqttConnection:
             self._outbox.clear()
             self.writer.write(data)
 
-    def ack_when_done(self, fut: asyncio.Future, packet_id: int) -> None:
-        """Send PUBACK once fut (the store commit) succeeds; close the connection if it fails."""
-
-        def done(f: asyncio.Future) -> None:
-            self._pending_acks -= 1
-            if self._ack_room is not None and not self._ack_room.done():
-                self._ack_room.set_result(None)
-            if f.cancelled() or f.exception() is not None:
-                self.close(f"could not store message {packet_id}: {f.exception() if not f.cancelled() else 'cancelled'}")
-            elif not withhold:
-                self.send(codec.encode_puback(packet_id))
-
+    def ack_when_stored(self, packet_id: int) -> Callable[[BaseException | None], None]:
+        """What the store calls once the message's commit completed (None) or failed (the
+        error): send the PUBACK, or close the connection. Counts the message as waiting."""
         withhold = self._withhold_puback
         self._withhold_puback = False
         self._pending_acks += 1
-        fut.add_done_callback(done)
+
+        def stored(error: BaseException | None) -> None:
+            self._pending_acks -= 1
+            room = self._ack_room
+            if room is not None and not room.done():
+                room.set_result(None)
+            if error is not None:
+                self.close(f"could not store message {packet_id}: {error}")
+            elif not withhold:
+                self.send(codec.encode_puback(packet_id))
+
+        return stored
+
+    def ack_when_done(self, fut: asyncio.Future, packet_id: int) -> None:
+        """Send PUBACK once fut (the store commit) succeeds; close the connection if it fails."""
+        stored = self.ack_when_stored(packet_id)
+        fut.add_done_callback(lambda f: stored(asyncio.CancelledError("cancelled") if f.cancelled() else f.exception()))
 
     def close(self, reason: str, *, graceful: bool = False, reset: bool = False) -> None:
         """Close the connection now (idempotent). Not graceful = the will message applies.

@@ -17,9 +17,9 @@ class WatchedStore(Store):
         super().__init__(None)
         self.submitted: list[str] = []
 
-    def put_identity(self, doc: dict) -> asyncio.Future[None]:
+    def put_identity(self, doc: dict, **kw) -> asyncio.Future[None]:
         self.submitted.append(doc["deviceId"])
-        return super().put_identity(doc)
+        return super().put_identity(doc, **kw)
 
 
 def _sas(device_id: str) -> dict:

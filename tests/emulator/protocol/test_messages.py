@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from azure_iot_harness.emulator.protocol.messages import AuthMethod, TelemetryStamp, build_telemetry
+from azure_iot_harness.emulator.protocol.messages import AuthMethod, TelemetryStamp, build_telemetry, iso_ms, utc_now_iso
 from azure_iot_harness.errors import ProtocolViolation
 
 BAGS = [
@@ -25,7 +25,7 @@ def test_the_stamps_json_is_what_json_dumps_makes(bag, module_id, model_id, reta
     prepared = stamp.prepare(bag, retain)
     for n, body in enumerate((b"one", b"two")):  # the prepared bag serves every message with it
         now = dt.datetime(2026, 5, 1, 12, 0, n, 123456, tzinfo=dt.UTC)
-        t, (props, sysprops) = stamp.build(prepared, body, now)
+        t, (props, sysprops) = stamp.build(prepared, body, now.timestamp())
         assert props == json.dumps(t.properties) and sysprops == json.dumps(t.system_properties)
         assert t.system_properties["iothub-enqueuedtime"] == t.enqueued_time == f"2026-05-01T12:00:0{n}.123Z"
         plain = build_telemetry(device_id="dev", module_id=module_id, bag=bag, body=body, retain=retain, auth=auth,
@@ -47,3 +47,12 @@ def test_a_message_id_over_128_characters_is_refused() -> None:
     stamp = TelemetryStamp("dev", None, AuthMethod("device", "sas"), "1", None)
     with pytest.raises(ProtocolViolation, match="message id"):
         stamp.prepare([("$.mid", "x" * 129)], False)
+
+
+@pytest.mark.parametrize("t", [0.0, 0.0005, 59.9995, 981173106.123456, 1777636800.999, 1777636801.0, 4102444799.5, -0.25])
+def test_iso_ms_is_the_text_utc_now_iso_makes(t) -> None:
+    text, ms = iso_ms(t)
+    assert text == utc_now_iso(dt.datetime.fromtimestamp(t, dt.UTC))
+    epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    assert ms == (dt.datetime.fromisoformat(text.replace("Z", "+00:00")) - epoch) // dt.timedelta(milliseconds=1)
+    assert iso_ms(t) == (text, ms)  # the second's text comes from the cache now
