@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from azure.eventhub import EventHubConsumerClient  # ImportError: the target skips with a reason
+from azure.eventhub import EventHubConsumerClient, TransportType  # ImportError: the target skips with a reason
 
 
 class EventHubTelemetry:
@@ -22,8 +22,8 @@ class EventHubTelemetry:
         options: dict[str, Any] = {"consumer_group": consumer_group}
         if ca_file:
             options["connection_verify"] = ca_file
-        if endpoint:
-            options["custom_endpoint_address"] = endpoint
+        if endpoint:  # AMQP over TLS there (a custom endpoint alone would mean WebSocket)
+            options.update(custom_endpoint_address=endpoint, transport_type=TransportType.Amqp)
         self._client = EventHubConsumerClient.from_connection_string(connection_string, **options)
         # Each partition's last sequence number now: the receivers start right after it, so
         # nothing enqueued from here on is missed however long their links take to attach.
