@@ -20,6 +20,8 @@ from azure_iot_harness.emulator.app import Emulator, EmulatorThread
 from azure_iot_harness.emulator.protocol import sas
 from tests.helpers import https, sas_device, wait_for
 
+LIFETIME = 20  # seconds, of the SDK test's tokens
+
 
 @pytest.fixture(scope="module")
 def emu():
@@ -105,10 +107,11 @@ def test_a_renewed_token_keeps_the_link(emu: Emulator) -> None:
 
 
 def test_azure_eventhub_renewing_through_its_credential_keeps_reading(emu: Emulator) -> None:
-    """azure-eventhub re-puts its token when a tenth of its lifetime is left; a credential that
-    is never refreshed loses the link (the SDK also notices the expiry itself)."""
+    """azure-eventhub re-puts its token when a tenth of its lifetime is left (whole seconds: 20 s
+    is the shortest lifetime that leaves it a 2 s window under load); a credential that is never
+    refreshed loses the link (the SDK also notices the expiry itself)."""
     device, partition = _device(emu)
-    kept, lapsed = AzureSasCredential(_token(emu, 10)), AzureSasCredential(_token(emu, 10))
+    kept, lapsed = AzureSasCredential(_token(emu, LIFETIME)), AzureSasCredential(_token(emu, LIFETIME))
     got: dict[str, list[str]] = {"kept": [], "lapsed": []}
     errors: dict[str, list[BaseException]] = {"kept": [], "lapsed": []}
     clients = []
@@ -126,11 +129,11 @@ def test_azure_eventhub_renewing_through_its_credential_keeps_reading(emu: Emula
 
     def refresh() -> None:  # what an application's credential does: always a fresh token at hand
         while not stop.wait(1):
-            kept.update(_token(emu, 10))
+            kept.update(_token(emu, LIFETIME))
 
     threading.Thread(target=refresh, daemon=True).start()
     try:
-        wait_for(lambda: errors["lapsed"], timeout=30, what="the unrenewed consumer's error")
+        wait_for(lambda: errors["lapsed"], timeout=LIFETIME + 20, what="the unrenewed consumer's error")
         _send(emu, device, "still reading")
         wait_for(lambda: got["kept"], timeout=15, what="the renewed consumer's event")
         assert got["kept"] == ["still reading"] and not errors["kept"], errors["kept"]
