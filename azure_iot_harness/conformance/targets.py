@@ -15,8 +15,9 @@ from ..certs.chain import load as load_issuer
 from ..certs.pki import self_signed_cert
 from ..clients.dps_client import GLOBAL_HOST
 from ..config import WELL_KNOWN_EDGE_DEVICE
+from ..errors import HarnessError
 from ..running import connection_strings
-from .amqp import AMQPS_PORT, AmqpC2D, ServiceCredentials, event_hubs_connection_string
+from .amqp import AMQPS_PORT, AmqpC2D, AmqpError, ServiceCredentials, event_hubs_connection_string
 from .credentials import DeviceCredentials, write_cert
 from .provisioning import DpsEndpoint, Registrant
 from .service import C2DSender, HubService, TelemetrySource
@@ -150,9 +151,13 @@ def amqp_back_end(hub_connection_string: str, ca_file: str | None, *, port: int 
     context = ssl.create_default_context(cafile=ca_file) if ca_file else ssl.create_default_context()
     creds = ServiceCredentials.parse(hub_connection_string)
     endpoint = None
-    if not eventhub_connection_string:
-        eventhub_connection_string, endpoint = event_hubs_connection_string(creds, context, port=port)
-    return EventHubTelemetry(eventhub_connection_string, ca_file=ca_file, endpoint=endpoint), AmqpC2D(creds, context, port=port)
+    try:
+        if not eventhub_connection_string:
+            eventhub_connection_string, endpoint = event_hubs_connection_string(creds, context, port=port)
+        telemetry = EventHubTelemetry(eventhub_connection_string, ca_file=ca_file, endpoint=endpoint)
+    except (OSError, AmqpError) as exc:
+        raise HarnessError(f"the hub's AMQP endpoint ({creds.host}:{port}) answered no back end: {exc}") from exc
+    return telemetry, AmqpC2D(creds, context, port=port)
 
 
 def emulator_target(factory: Any, work: Path) -> Target:

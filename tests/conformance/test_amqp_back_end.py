@@ -12,6 +12,7 @@ import pytest
 from azure_iot_harness.conformance.amqp import AmqpC2D, AmqpError, ServiceCredentials, event_hubs_connection_string
 from azure_iot_harness.conformance.targets import amqp_back_end
 from azure_iot_harness.emulator.app import Emulator
+from azure_iot_harness.errors import HarnessError
 from tests.helpers import https, sas_device, wait_for
 
 
@@ -87,3 +88,13 @@ def test_a_c2d_sender_with_a_wrong_key_is_refused(emulator: Emulator) -> None:
     with pytest.raises(AmqpError):
         sender.send(_device(emulator), "x")
     sender.close()
+
+
+def test_an_unreachable_amqp_endpoint_is_one_clear_error(emulator: Emulator) -> None:
+    import socket
+
+    with socket.socket() as spare:  # a port nobody listens on
+        spare.bind(("127.0.0.1", 0))
+        port = spare.getsockname()[1]
+    with pytest.raises(HarnessError, match=r"AMQP endpoint \(localhost:\d+\) answered no back end"):
+        amqp_back_end(emulator.connection_string(policy="service"), str(emulator.ca_file), port=port)
