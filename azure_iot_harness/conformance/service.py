@@ -1,9 +1,11 @@
 """The back end's side, as a test sees it: IoT Hub's and DPS's service REST APIs, plus the two
 things Azure offers over AMQP only — reading telemetry and sending cloud-to-device messages —
-behind a small observer/sender pair (the emulator's `/_emulator/` API, or Event Hubs for Azure).
+behind a small observer/sender pair: the conformance targets give the AMQP pair (`eventhub.py`,
+`amqp.py`: the same code for the emulator and for Azure); the pytest plugin's default is the
+emulator's `/_emulator/` API.
 
 Nothing here reaches into an emulator's internals: it works against any emulator known by its
-connection strings, and against real Azure for everything but C2D.
+connection strings, and against real Azure.
 """
 
 from __future__ import annotations
@@ -55,9 +57,13 @@ class TelemetrySource(Protocol):
     def position(self) -> Any:
         """The current end: only messages after it are read."""
 
+    def close(self) -> None: ...
+
 
 class C2DSender(Protocol):
     def send(self, device_id: str, data: str, properties: dict[str, str] | None = None, **options: Any) -> str: ...
+
+    def close(self) -> None: ...
 
 
 class EmulatorTelemetry:
@@ -69,6 +75,9 @@ class EmulatorTelemetry:
     def read(self, after: int) -> tuple[list[dict], int]:
         page = self.rest.request("GET", f"/_emulator/telemetry?after={after}&limit=1000", api=HUB_API_VERSION)
         return page["messages"], page["last"]
+
+    def close(self) -> None:
+        pass
 
     def position(self) -> int:
         last = 0
@@ -90,6 +99,9 @@ class EmulatorC2D:
         body.update({k: v for k, v in options.items() if v is not None})
         out = self.rest.request("POST", f"/_emulator/c2d/{urllib.parse.quote(device_id, safe='')}", body, api=HUB_API_VERSION, ok=(201,))
         return out["messageId"]
+
+    def close(self) -> None:
+        pass
 
 
 # ---- near misses -------------------------------------------------------------------------------------
@@ -187,6 +199,12 @@ class HubService:
     def hub_host(self) -> str:
         """The hub host name devices use (without the service port)."""
         return self.hub.host
+
+    def close(self) -> None:
+        """Close the telemetry reader and the C2D sender (their connections)."""
+        self._telemetry.close()
+        if self._c2d is not None:
+            self._c2d.close()
 
     # identities
     def create_device(self, device_id: str, *, key: str | None = None, thumbprint: str | None = None, edge: bool = False,

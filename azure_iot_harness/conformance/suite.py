@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,7 +62,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(scope="session")
-def target(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Target:
+def target(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Target]:
     name = pytestconfig.getoption("target")
     work = tmp_path_factory.mktemp("conformance")
     if name == "emulator":
@@ -72,7 +73,9 @@ def target(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory
         t = azure_target(pytestconfig, work)
     if t.skip_reason:
         pytest.skip(t.skip_reason)
-    return t
+    yield t
+    if t.service is not None:
+        t.service.close()  # its AMQP connections, before the emulator stops
 
 
 # ---- output -----------------------------------------------------------------------------------------

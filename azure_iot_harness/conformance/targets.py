@@ -5,6 +5,7 @@ skip reason that every check reports."""
 from __future__ import annotations
 
 import os
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,10 +15,12 @@ from ..certs.chain import load as load_issuer
 from ..certs.pki import self_signed_cert
 from ..clients.dps_client import GLOBAL_HOST
 from ..config import WELL_KNOWN_EDGE_DEVICE
+from ..errors import HarnessError
 from ..running import connection_strings
+from .amqp import AMQPS_PORT, AmqpC2D, AmqpError, ServiceCredentials, event_hubs_connection_string
 from .credentials import DeviceCredentials, write_cert
 from .provisioning import DpsEndpoint, Registrant
-from .service import HubService
+from .service import C2DSender, HubService, TelemetrySource
 
 TARGETS = ("emulator", "external", "azure")
 
@@ -28,7 +31,8 @@ SETTINGS = {
     "id_scope": ("PROVISIONING_ID_SCOPE", "the DPS ID scope"),
     "ca_file": ("AZURE_IOT_CONFORMANCE_CA_FILE", "the CA file devices trust (external; default: the system's)"),
     "mqtt_port": ("AZURE_IOT_CONFORMANCE_MQTT_PORT", "the MQTT/TLS port of hub and DPS (external; default 8883)"),
-    "eventhub_connection_string": ("EVENTHUB_CONNECTION_STRING", "the hub's Event Hubs-compatible connection string (azure)"),
+    "amqp_port": ("AZURE_IOT_CONFORMANCE_AMQP_PORT", "the hub's AMQPS port (external; default 5671)"),
+    "eventhub_connection_string": ("EVENTHUB_CONNECTION_STRING", "the hub's Event Hubs-compatible connection string (default: the one IoT Hub's redirect names)"),
     "conformance_edge_host": ("AZURE_IOT_CONFORMANCE_EDGE_HOST", "the IoT Edge gateway's host name (GatewayHostName) for the edge path (external, azure)"),
     "conformance_edge_port": ("AZURE_IOT_CONFORMANCE_EDGE_PORT", "the IoT Edge gateway's MQTT/TLS port (default 8883)"),
     "conformance_edge_device": ("AZURE_IOT_CONFORMANCE_EDGE_DEVICE", "the IoT Edge device whose children leaf devices become (default edge-device1)"),
@@ -137,15 +141,38 @@ def edge_from_settings(config: Any, name: str) -> tuple[EdgeGateway | None, str]
     return EdgeGateway(host, port, setting(config, "conformance_edge_device") or WELL_KNOWN_EDGE_DEVICE), ""
 
 
+def amqp_back_end(hub_connection_string: str, ca_file: str | None, *, port: int = AMQPS_PORT,
+                  eventhub_connection_string: str | None = None) -> tuple[TelemetrySource, C2DSender]:
+    """Telemetry and C2D as a back end has them, the same for every target: azure-eventhub on the
+    Event Hubs-compatible endpoint (the one IoT Hub's redirect names, unless given) and C2D over
+    AMQP on `/messages/devicebound`."""
+    from .eventhub import EventHubTelemetry  # azure-eventhub
+
+    context = ssl.create_default_context(cafile=ca_file) if ca_file else ssl.create_default_context()
+    creds = ServiceCredentials.parse(hub_connection_string)
+    endpoint = None
+    try:
+        if not eventhub_connection_string:
+            eventhub_connection_string, endpoint = event_hubs_connection_string(creds, context, port=port)
+        telemetry = EventHubTelemetry(eventhub_connection_string, ca_file=ca_file, endpoint=endpoint)
+    except (OSError, AmqpError) as exc:
+        raise HarnessError(f"the hub's AMQP endpoint ({creds.host}:{port}) answered no back end: {exc}") from exc
+    return telemetry, AmqpC2D(creds, context, port=port)
+
+
 def emulator_target(factory: Any, work: Path) -> Target:
     # 8883/443 on a per-worker loopback address, the edge on 8883 of another: every variant can run
     thread = factory.get(standard_ports=True, edge=True)
     emu = thread.emulator
+    hub_cs = emu.connection_string(policy="iothubowner")
+    telemetry, c2d = amqp_back_end(hub_cs, str(emu.ca_file), port=emu.amqp_port)
     service = HubService(
-        hub_connection_string=emu.connection_string(policy="iothubowner"),
+        hub_connection_string=hub_cs,
         dps_connection_string=emu.dps_connection_string(),
         id_scope=emu.config.dps_id_scope,
         ca_file=str(emu.ca_file),
+        telemetry=telemetry,
+        c2d=c2d,
     )
     dps = DpsEndpoint(emu.host, emu.mqtt_port, emu.https_port, emu.config.dps_id_scope, str(emu.ca_file))
     edge = EdgeGateway(emu.edge.host, emu.edge.mqtt_port, emu.edge.device_id) if emu.edge is not None else None
@@ -161,8 +188,10 @@ def external_target(config: Any, work: Path) -> Target:
         return Target("external", skip_reason="target external: no hub connection string (--hub-connection-string or IOTHUB_CONNECTION_STRING)")
     ca = setting(config, "ca_file")
     port = int(setting(config, "mqtt_port") or 8883)
+    telemetry, c2d = amqp_back_end(hub_cs, ca, port=int(setting(config, "amqp_port") or AMQPS_PORT),
+                                   eventhub_connection_string=setting(config, "eventhub_connection_string"))
     service = HubService(hub_connection_string=hub_cs, dps_connection_string=setting(config, "dps_connection_string"),
-                         id_scope=setting(config, "id_scope"), ca_file=ca)
+                         id_scope=setting(config, "id_scope"), ca_file=ca, telemetry=telemetry, c2d=c2d)
     host = service.hub_host
     dps = None
     dps_cs = setting(config, "dps_connection_string")
@@ -175,18 +204,15 @@ def external_target(config: Any, work: Path) -> Target:
 
 
 def azure_target(config: Any, work: Path) -> Target:
-    names = ("hub_connection_string", "dps_connection_string", "id_scope", "eventhub_connection_string")
+    names = ("hub_connection_string", "dps_connection_string", "id_scope")
     missing = [SETTINGS[n][0] for n in names if not setting(config, n)]
     if missing:
         return Target("azure", skip_reason=f"target azure: missing settings {', '.join(missing)}")
-    try:
-        from .eventhub import EventHubTelemetry
-        telemetry = EventHubTelemetry(setting(config, "eventhub_connection_string") or "")
-    except ImportError:
-        return Target("azure", skip_reason="target azure: azure-eventhub is not installed (pip install 'azure-iot-harness[azure]')")
-    service = HubService(hub_connection_string=setting(config, "hub_connection_string") or "",
-                         dps_connection_string=setting(config, "dps_connection_string"),
-                         id_scope=setting(config, "id_scope"), ca_file=None, telemetry=telemetry, c2d=None)
+    hub_cs = setting(config, "hub_connection_string") or ""
+    # The same back end as the emulator target's: Azure's trust store, port 5671.
+    telemetry, c2d = amqp_back_end(hub_cs, None, eventhub_connection_string=setting(config, "eventhub_connection_string"))
+    service = HubService(hub_connection_string=hub_cs, dps_connection_string=setting(config, "dps_connection_string"),
+                         id_scope=setting(config, "id_scope"), ca_file=None, telemetry=telemetry, c2d=c2d)
     dps = DpsEndpoint(GLOBAL_HOST, 8883, 443, setting(config, "id_scope") or "", None)
     edge, why = edge_from_settings(config, "azure")
     chain_ca, chain_why = chain_ca_from_settings(config)

@@ -31,6 +31,7 @@ from ..config import (
 )
 from ..errors import ConfigError, FaultError, HarnessError, ServiceError
 from .amqp import AmqpService
+from .amqp.consumer_groups import ConsumerGroups
 from .ca_certificates import CaCertificates, ca_entries
 from .clock import SYSTEM_CLOCK, Clock
 from .dps.context import DpsContext
@@ -149,6 +150,8 @@ class Emulator:
         )
         # C2D delivery feedback, from the hub's C2D queues.
         self.feedback = Feedback(self.store, self.hub.c2d, self.clock, batch_seconds=cfg.c2d_feedback_batch_seconds)
+        # The Event Hubs-compatible endpoint's consumer groups (settings, and those created since).
+        self.consumer_groups = ConsumerGroups(self.store, self.clock, cfg.eventhub_consumer_groups)
         # The store opens; then each service loads (and seeds) its state.
         await self.store.start()
         try:
@@ -236,6 +239,7 @@ class Emulator:
             self.clock,
             c2d=self.hub.c2d,
             feedback=self.feedback,
+            consumer_groups=self.consumer_groups,
             tls=tls,
             server_certificate=ServerCertificate(tuple(self.pki.server_names), str(self.ca_file)),
             websocket_port=https_port,
@@ -273,7 +277,7 @@ class Emulator:
             ca_pem=self.pki.root_pem,
             faults=self.faults,
             trace=self.trace,
-            management=ManagementContext(self.config.hub_name, hub, self.hub.cas, self.dps, self.dps.cas),
+            management=ManagementContext(self.config.hub_name, hub, self.hub.cas, self.dps, self.dps.cas, self.consumer_groups),
         )
 
     def _explorer_context(self, web_app: Any) -> ExplorerContext:

@@ -1,12 +1,15 @@
 """The management plane's certificate routes, for the hub and for DPS, as Azure Resource Manager
-serves them to `az iot hub certificate` / `az iot dps certificate` and the management SDKs:
+serves them to `az iot hub certificate` / `az iot dps certificate` and the management SDKs, and
+the hub's consumer groups (`az iot hub consumer-group`):
 
     /subscriptions/{s}/resourceGroups/{g}/providers/Microsoft.Devices/IotHubs/{hub}/certificates[/{name}]
     /subscriptions/{s}/resourceGroups/{g}/providers/Microsoft.Devices/provisioningServices/{dps}/certificates[/{name}]
+    /subscriptions/{s}/resourceGroups/{g}/providers/Microsoft.Devices/IotHubs/{hub}/eventHubEndpoints/events/ConsumerGroups[/{name}]
 
 GET (one or the list), PUT (create or replace; body `{"properties": {"certificate", "isVerified"}}`,
 or DPS's older `{"certificate", "isVerified"}`), DELETE, and POST `…/generateVerificationCode`
 and `…/verify` (body `{"certificate"}`); all but GET and PUT need the etag in If-Match.
+Consumer groups: GET (one or the list), PUT (body `{"properties": {"name"}}`), DELETE.
 Resource Manager authenticates with Microsoft Entra ID, which the emulator does not have: it takes
 the service's own SAS token instead (`iothubowner` for the hub, `provisioningserviceowner` for
 DPS), as `SharedAccessSignature …` or as a bearer token (`Bearer SharedAccessSignature …`, what a
@@ -27,6 +30,8 @@ from starlette.routing import BaseRoute, Route
 
 from ..config import REGISTRY_WRITE
 from ..errors import ServiceError
+from .amqp import consumer_groups as cg
+from .amqp.consumer_groups import ConsumerGroups
 from .ca_certificates import CaCertificates
 from .dps.dps import Dps
 from .dps.service_rest import authorize as dps_authorize
@@ -67,6 +72,7 @@ class ManagementContext:
     hub_cas: CaCertificates
     dps: Dps
     dps_cas: CaCertificates
+    consumer_groups: ConsumerGroups | None = None  # the Event Hubs-compatible endpoint's
 
 
 def routes(ctx: ManagementContext) -> list[BaseRoute]:
@@ -118,13 +124,64 @@ def routes(ctx: ManagementContext) -> list[BaseRoute]:
         return JSONResponse(target.describe(record))
 
     base = _PARENT + "/certificates"
-    return [
+    return consumer_group_routes(ctx) + [
         Route(base, endpoint(list_all), methods=["GET"]),
         Route(base + "/{name}", endpoint(get), methods=["GET"]),
         Route(base + "/{name}", endpoint(put), methods=["PUT"]),
         Route(base + "/{name}", endpoint(delete), methods=["DELETE"]),
         Route(base + "/{name}/generateVerificationCode", endpoint(generate_code), methods=["POST"]),
         Route(base + "/{name}/verify", endpoint(verify), methods=["POST"]),
+    ]
+
+
+def consumer_group_routes(ctx: ManagementContext) -> list[BaseRoute]:
+    """`…/IotHubs/{hub}/eventHubEndpoints/events/ConsumerGroups[/{name}]`: list, GET, PUT, DELETE,
+    as `az iot hub consumer-group` and the management SDK call them."""
+    groups = ctx.consumer_groups
+    if groups is None:
+        return []
+    Handler = Callable[[Request, str], Awaitable[Response]]
+
+    def endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+        async def run(request: Request) -> Response:
+            try:
+                target = _resolve(request, ctx)
+                if target.dps:
+                    raise p.management_error(404, "ResourceNotFound", "provisioning services have no event hub endpoints")
+                if request.path_params["endpoint"].lower() != "events":
+                    raise p.management_error(404, "ResourceNotFound", f"no event hub endpoint {request.path_params['endpoint']!r}: IoT Hub has 'events'")
+                return await handler(request, target.parent_id)
+            except ServiceError as exc:
+                await drain(request)
+                log.info("%s %s -> %d %s: %s", request.method, request.url.path, exc.status, exc.error_code, exc.message)
+                body = p.error_body(exc)
+                if exc.error_code.isdigit():  # IoT Hub's numeric codes go out as numbers
+                    body["code"] = int(exc.error_code)
+                return JSONResponse(body, status_code=exc.status)
+
+        return run
+
+    async def list_all(request: Request, parent_id: str) -> Response:
+        return JSONResponse({"value": [cg.describe(r, parent_id) for r in groups.list()], "nextLink": None})
+
+    async def get(request: Request, parent_id: str) -> Response:
+        return JSONResponse(cg.describe(groups.get(request.path_params["name"]), parent_id))
+
+    async def put(request: Request, parent_id: str) -> Response:
+        cg.check_body(await _json(request), request.query_params["api-version"])
+        return JSONResponse(cg.describe(await groups.create(request.path_params["name"]), parent_id))
+
+    async def delete(request: Request, parent_id: str) -> Response:
+        await drain(request)
+        await groups.delete(request.path_params["name"])
+        return Response(status_code=200)
+
+    base = _PARENT + "/eventHubEndpoints/{endpoint}/ConsumerGroups"
+    return [
+        Route(base, endpoint(list_all), methods=["GET"]),
+        Route(base + "/{name}", endpoint(get), methods=["GET"]),
+        Route(base + "/{name}", endpoint(put), methods=["PUT"]),
+        Route(base + "/{name}", endpoint(delete), methods=["DELETE"]),
     ]
 
 

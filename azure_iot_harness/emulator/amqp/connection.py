@@ -4,11 +4,16 @@ Event Hubs-compatible partitions, the IoT Hub-host redirect, C2D sending and fee
 It drives an `Engine` (proton, sans-IO) and writes its output to a `Sink`; the work that needs
 the store (reading events, queueing a C2D message) runs in tasks, which change proton's state
 and flush when done. Everything runs on the emulator's event loop.
+
+A link attached on the strength of a token lives as long as some token covers it: when the last
+one expires without a renewal (a `$cbs` put-token before expiry, as the SDKs do), the link is
+detached with `amqp:unauthorized-access`, as Azure does.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import uuid
 from collections.abc import Callable
@@ -73,6 +78,8 @@ class AmqpConnection:
         self._tasks: set[asyncio.Task] = set()
         self._link_closers: dict[str, Callable[[], None]] = {}
         self._timer: asyncio.TimerHandle | None = None
+        self._guarded: dict[Link, str] = {}  # links attached on a token's authority → their path
+        self._expiry_timer: asyncio.TimerHandle | None = None
         self._busy = False  # inside proton's event processing
         self.closed = False
 
@@ -122,6 +129,9 @@ class AmqpConnection:
         self.closed = True
         if self._timer is not None:
             self._timer.cancel()
+        if self._expiry_timer is not None:
+            self._expiry_timer.cancel()
+        self._guarded.clear()
         for task in list(self._tasks):
             task.cancel()
         for closer in list(self._link_closers.values()):
@@ -168,6 +178,7 @@ class AmqpConnection:
             self._on_delivery(event.delivery)
 
     def _forget(self, link: Link) -> None:
+        self._guarded.pop(link, None)
         closer = self._link_closers.pop(getattr(link, "harness_key", ""), None)
         if closer is not None:
             closer()
@@ -205,6 +216,9 @@ class AmqpConnection:
         if not self.authorized(node.path):
             self.refuse(link, UNAUTHORIZED, f"Unauthorized access to '{node.path}': put a token with {SERVICE_CONNECT} on $cbs first.")
             return
+        if node.kind != "events":
+            self._guarded[link] = node.path
+            self._watch_expiry()
         if node.kind == "events":
             self._redirect(link, node)
         elif node.kind == "partition" and link.is_sender:
@@ -250,6 +264,38 @@ class AmqpConnection:
     def authorized(self, path: str) -> bool:
         now = self.service.clock.time()
         return any(c.covers(path, SERVICE_CONNECT, now) for c in self.claims)
+
+    # ---- token expiry ----------------------------------------------------------------------
+
+    def _covered_until(self, path: str, now: float) -> float:
+        """When the last token covering `path` expires (now or earlier: none covers it)."""
+        return max((c.expiry for c in self.claims if c.covers(path, SERVICE_CONNECT, now)), default=now)
+
+    def _watch_expiry(self) -> None:
+        """Set the timer for the next moment a link loses its last token (after an attach or a put-token)."""
+        if self._expiry_timer is not None:
+            self._expiry_timer.cancel()
+            self._expiry_timer = None
+        now = self.service.clock.time()
+        self.claims = [c for c in self.claims if c.expiry > now]
+        ends = [self._covered_until(path, now) for path in self._guarded.values()]
+        soonest = min((e for e in ends if e != float("inf")), default=None)
+        if soonest is not None and not self.closed:
+            # a little after the expiry, so the token is past `se` by the clock that judges it
+            self._expiry_timer = asyncio.get_running_loop().call_later(max(0.0, soonest - now) + 0.01, self._expire)
+
+    def _expire(self) -> None:
+        self._expiry_timer = None
+        now = self.service.clock.time()
+        for link, path in list(self._guarded.items()):
+            if not self.authorized(path):
+                expired = max((c.expiry for c in self.claims if c.covers(path, SERVICE_CONNECT, float("-inf"))), default=now)
+                when = dt.datetime.fromtimestamp(expired, dt.UTC).strftime("%m/%d/%Y %H:%M:%S")
+                log.info("AMQP %s: the token for %s expired; link %s detached", self.peer, path, link.name)
+                del self._guarded[link]
+                self.detach(link, UNAUTHORIZED, f"ExpiredToken: The token is expired. Expiration time: '{when}'.")
+        self._watch_expiry()
+        self.flush()
 
     def _redirect(self, link: Link, node: Node) -> None:
         """IoT Hub's answer to a receiver on `messages/events`: go to the Event Hubs-compatible
@@ -350,6 +396,7 @@ class AmqpConnection:
             return
         self.claims.append(claim)
         self.reply(req, status_message(200, "OK"), "cbs")
+        self._watch_expiry()
 
     async def _management(self, req: Message, node: Node) -> None:
         key = "management" if not node.entity else f"{node.entity.lower()}/$management"

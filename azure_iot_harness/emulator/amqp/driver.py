@@ -12,7 +12,7 @@ from ...errors import ServiceError
 from ..tls import TlsConnection
 from .claims import Claim, plain_claim
 from .connection import AmqpConnection
-from .sasl import SaslError, SaslFrontEnd, SaslResult
+from .sasl import PlainRefused, SaslError, SaslFrontEnd, SaslResult
 
 if TYPE_CHECKING:
     from .service import AmqpService
@@ -36,26 +36,32 @@ class _StreamSink:
         self._conn.close()
 
 
-def _claims(service: AmqpService, sasl: SaslResult, peer: str) -> list[Claim]:
+def _front_end(service: AmqpService) -> SaslFrontEnd:
+    """A SASL front end that judges PLAIN's credentials as the REST API judges a token."""
+
+    def judge(username: str, password: str) -> Claim:
+        try:
+            return plain_claim(username, password, hub_host=service.settings.host, policies=service.policies, now=service.clock.time())
+        except ServiceError as exc:
+            raise PlainRefused(exc.message) from None
+
+    return SaslFrontEnd(judge)
+
+
+def _claims(sasl: SaslResult) -> list[Claim]:
     """What SASL PLAIN's credentials allow (nothing for the other mechanisms: CBS follows)."""
-    if sasl.mechanism != "PLAIN" or sasl.username is None or sasl.password is None:
-        return []
-    try:
-        return [plain_claim(sasl.username, sasl.password, hub_host=service.settings.host, policies=service.policies, now=service.clock.time())]
-    except ServiceError as exc:
-        log.info("AMQP %s: SASL PLAIN credentials refused: %s", peer, exc.message)
-        return []
+    return [sasl.grant] if isinstance(sasl.grant, Claim) else []
 
 
 async def serve_stream(service: AmqpService, conn: TlsConnection, port: int) -> None:
     """One AMQP connection over a TLS (5671) or plain TCP connection."""
     peer = conn.peer_name
     sink = _StreamSink(conn)
-    front = SaslFrontEnd()
+    front = _front_end(service)
     sasl = await _run_sasl(front, lambda: conn.reader.read(READ_SIZE), sink.write, peer)
     if sasl is None:
         return
-    amqp = AmqpConnection(service, sink, peer=peer, port=port, claims=_claims(service, sasl, peer))
+    amqp = AmqpConnection(service, sink, peer=peer, port=port, claims=_claims(sasl))
     service.connections.add(amqp)
     try:
         amqp.data_received(front.remainder)
@@ -149,12 +155,12 @@ async def serve_websocket(service: AmqpService, scope: dict[str, Any], receive: 
             elif event["type"] == "websocket.disconnect":
                 return b""
 
-    front = SaslFrontEnd()
+    front = _front_end(service)
     sasl = await _run_sasl(front, read, sink.write, peer)
     if sasl is None:
         await sink.wait()
         return
-    amqp = AmqpConnection(service, sink, peer=peer, port=port, claims=_claims(service, sasl, peer))
+    amqp = AmqpConnection(service, sink, peer=peer, port=port, claims=_claims(sasl))
     service.connections.add(amqp)
     try:
         amqp.data_received(front.remainder)

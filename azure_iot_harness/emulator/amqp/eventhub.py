@@ -18,14 +18,12 @@ from proton import Endpoint, Link, Message, int32, timestamp
 from ..clock import Clock
 from .addresses import Node
 from .connection import ARGUMENT_ERROR, NOT_FOUND, OUT_OF_RANGE, STOLEN, AmqpConnection, status_message, string_array
+from .consumer_groups import ConsumerGroups
 from .eventlog import EventLog
 from .events import event_message
 from .positions import Position, PositionError
 
 log = logging.getLogger("azure_iot_harness.amqp")
-
-DEFAULT_GROUP = "$Default"
-
 
 @dataclass
 class _Reader:
@@ -38,13 +36,22 @@ class _Reader:
 
 
 class EventHubEndpoint:
-    def __init__(self, log_: EventLog, clock: Clock, *, name: str, consumer_groups: list[str], created_ms: int) -> None:
+    def __init__(self, log_: EventLog, clock: Clock, *, name: str, consumer_groups: ConsumerGroups, created_ms: int) -> None:
         self.events = log_
         self.clock = clock
         self.name = name
-        self.groups = {g.lower(): g for g in [DEFAULT_GROUP, *consumer_groups]}
+        self.groups = consumer_groups
         self.created_ms = created_ms
         self._readers: dict[tuple[str, int], list[_Reader]] = {}
+        consumer_groups.on_deleted(self._group_deleted)
+
+    def _group_deleted(self, group: str) -> None:
+        """A deleted group's receivers are detached, as its entity is gone."""
+        for (key, _), readers in list(self._readers.items()):
+            if key != group.lower():
+                continue
+            for reader in list(readers):
+                reader.conn.detach(reader.link, NOT_FOUND, f"The messaging entity '{self.name}/ConsumerGroups/{group}' could not be found: the consumer group was deleted.")
 
     # ---- $management ---------------------------------------------------------------------
 
@@ -89,7 +96,7 @@ class EventHubEndpoint:
         if node.entity.lower() != self.name.lower():
             conn.refuse(link, NOT_FOUND, f"The messaging entity '{node.entity}' could not be found.")
             return
-        group = self.groups.get(node.consumer_group.lower())
+        group = self.groups.name_of(node.consumer_group)
         if group is None:
             conn.refuse(link, NOT_FOUND, f"The messaging entity '{node.path}' could not be found (no consumer group '{node.consumer_group}').")
             return

@@ -2,16 +2,20 @@
 
 Proton's server offers only ANONYMOUS and EXTERNAL without Cyrus; Azure's clients use PLAIN
 (uamqp with `user:password@` in the address), MSSBCBS (.NET) and ANONYMOUS followed by a CBS
-put-token. This front end offers those three, accepts whichever the client picks — the
-credentials are judged later (PLAIN's password is a SAS token, checked like a CBS token) — and
-hands proton the bytes after the exchange, starting with the AMQP header. A client that skips
-SASL and sends the AMQP header at once (the Node service SDK) goes straight to proton.
+put-token. This front end offers those three and accepts whichever the client picks. PLAIN's
+credentials (a policy and a SAS token or key) are judged here by the `judge` given, and refused
+with the SASL outcome `auth` (then the connection closes), as Azure answers a wrong key; the
+other mechanisms carry no credentials, CBS follows. It hands proton the bytes after the exchange,
+starting with the AMQP header. A client that skips SASL and sends the AMQP header at once (the
+Node service SDK) goes straight to proton.
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from proton import UNDESCRIBED, Array, Data, Described, symbol, ubyte, ulong
 
@@ -21,6 +25,15 @@ MECHANISMS = ("MSSBCBS", "PLAIN", "ANONYMOUS")  # never EXTERNAL: proton-style c
 _SASL_FRAME = 1
 _SASL_INIT = 0x41
 _MAX_SASL_FRAME = 64 * 1024
+OUTCOME_OK = 0
+OUTCOME_AUTH = 1  # authentication failed: bad credentials
+
+# PLAIN's user name and password → what they grant; raises PlainRefused to refuse them.
+PlainJudge = Callable[[str, str], Any]
+
+
+class PlainRefused(Exception):
+    """Raised by a judge: the credentials grant nothing (the message says why, for the log)."""
 
 
 @dataclass(frozen=True)
@@ -28,6 +41,7 @@ class SaslResult:
     mechanism: str | None  # None: the client skipped SASL
     username: str | None = None  # PLAIN only
     password: str | None = None
+    grant: Any = None  # what the judge made of PLAIN's credentials
 
 
 class SaslError(Exception):
@@ -57,7 +71,8 @@ class SaslFrontEnd:
     """Feed it the client's first bytes until `result` is set; send `output()` each time.
     `remainder` then holds what proton must get (from the AMQP header on)."""
 
-    def __init__(self) -> None:
+    def __init__(self, judge: PlainJudge | None = None) -> None:
+        self._judge = judge
         self._buffer = b""
         self._out = b""
         self._state = "header"  # header → init → amqp-header → done
@@ -107,8 +122,14 @@ class SaslFrontEnd:
             return False
         fr, self._buffer = buf[:size], buf[size:]
         doff = fr[4]
-        self._pending = _parse_init(bytes(fr[doff * 4 :]))
-        self._out += outcome_frame(0)
+        init = _parse_init(bytes(fr[doff * 4 :]))
+        if self._judge is not None and init.username is not None and init.password is not None:
+            try:
+                init = SaslResult(init.mechanism, init.username, init.password, self._judge(init.username, init.password))
+            except PlainRefused as exc:
+                raise SaslError(f"SASL PLAIN credentials refused: {exc}", outcome_frame(OUTCOME_AUTH)) from None
+        self._pending = init
+        self._out += outcome_frame(OUTCOME_OK)
         self._state = "amqp-header"
         return True
 

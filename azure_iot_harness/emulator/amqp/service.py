@@ -15,6 +15,7 @@ from ..store import Store
 from ..tls import ServerCertificate, ServerContext, TlsConnection, TlsListener
 from .c2d import C2DSender
 from .connection import AmqpConnection
+from .consumer_groups import ConsumerGroups
 from .driver import serve_stream, serve_websocket
 from .eventhub import EventHubEndpoint
 from .eventlog import EventLog
@@ -32,6 +33,7 @@ class AmqpService:
         *,
         c2d: C2DQueues,
         feedback: Feedback,
+        consumer_groups: ConsumerGroups,
         tls: ServerContext,
         server_certificate: ServerCertificate | None = None,
         websocket_port: Any = None,
@@ -41,9 +43,8 @@ class AmqpService:
         self.clock = clock
         self.policies: tuple[Policy, ...] = settings.policies
         self.events = EventLog(store, clock, partitions=settings.partitions, retention_seconds=settings.retention_seconds)
-        self.eventhub = EventHubEndpoint(
-            self.events, clock, name=settings.eventhub_name, consumer_groups=list(settings.consumer_groups), created_ms=int(clock.time() * 1000)
-        )
+        self.consumer_groups = consumer_groups
+        self.eventhub = EventHubEndpoint(self.events, clock, name=settings.eventhub_name, consumer_groups=consumer_groups, created_ms=int(clock.time() * 1000))
         self.c2d_sender = C2DSender(c2d, clock)
         self.feedback = FeedbackSender(feedback, settings.host.split(".", 1)[0])
         self.connections: set[AmqpConnection] = set()
@@ -55,6 +56,7 @@ class AmqpService:
 
     async def start(self) -> None:
         await self.events.load()
+        await self.consumer_groups.load()
         await self.tls_listener.start()
         try:
             await self.plain_listener.start()

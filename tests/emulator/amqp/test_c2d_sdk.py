@@ -149,3 +149,31 @@ def test_iot_hub_form_redirects_uamqp_to_the_event_hubs_endpoint(standard_ports_
     done = _run_sdk(overlay, script)
     assert f"redirect {emu.host} 5671 amqps://{emu.host}:5671/{emu.eventhub_name}/ConsumerGroups/$Default/Partitions/0" in done.stdout, done.stdout + done.stderr
     assert "partitions ['0', '1', '2', '3']" in done.stdout, done.stdout + done.stderr
+
+
+
+def test_a_wrong_key_over_sasl_plain_fails_sasl(standard_ports_emulator: Emulator, overlay: Path) -> None:
+    """uamqp with the credentials in the address (the az CLI's and the samples' redirect) sends
+    SASL PLAIN: a token signed with a wrong key is answered with the SASL outcome `auth`, which
+    uamqp reports as a failed authentication before any link is attached."""
+    emu = standard_ports_emulator
+    token = sas.generate(emu.host, "A" * 43 + "=", key_name="service")
+    script = f"""
+        import urllib.parse
+        from uamqp import ReceiveClient, Source
+        user = urllib.parse.quote_plus("service@sas.root.{emu.config.hub_name}")
+        uri = "amqps://" + user + ":" + urllib.parse.quote_plus({token!r}) + "@{emu.host}/messages/events/ConsumerGroups/$Default/Partitions/0"
+        client = ReceiveClient(Source(uri))
+        try:
+            client.receive_message_batch(max_batch_size=1)
+            print("no error")
+        except Exception as exc:
+            print("failed", type(exc).__name__, exc)
+        finally:
+            client.close()
+    """
+    done = _run_sdk(overlay, script)
+    # uamqp words a failed SASL outcome as a closed connection "in an unexpected error state"
+    # (what `az iot hub monitor-events --login` users see with a wrong key); a refusal at attach
+    # would be a LinkDetach naming UnauthorizedAccess.
+    assert "failed ConnectionClose" in done.stdout, done.stdout + done.stderr

@@ -7,7 +7,7 @@ from __future__ import annotations
 import urllib.parse
 
 import pytest
-from proton import symbol
+from proton import ConnectionException, symbol
 from proton.reactor import Filter
 from proton.utils import BlockingConnection, LinkDetached
 
@@ -50,6 +50,18 @@ def test_unknown_partition_and_bad_filter(emu: Emulator) -> None:
         conn.create_receiver(f"{emu.eventhub_name}/ConsumerGroups/$Default/Partitions/0").close()
     finally:
         conn.close()
+
+
+def test_wrong_sasl_plain_credentials_fail_the_sasl_exchange(emu: Emulator) -> None:
+    user = urllib.parse.quote(f"service@sas.root.{emu.config.hub_name}", safe="")
+    key = next(p for p in emu.policies if p.name == "service").key
+    wrong_key, expired = sas.generate(emu.host, "A" * 43 + "=", key_name="service"), sas.generate(emu.host, key, key_name="service", ttl=-60)
+    for password in (wrong_key, expired, "not-the-key"):
+        url = f"amqp://{user}:{urllib.parse.quote(password, safe='')}@127.0.0.1:{emu.amqp_plain_port}"
+        with pytest.raises(ConnectionException) as err:
+            BlockingConnection(url, allowed_mechs="PLAIN", allow_insecure_mechs=True, timeout=10)
+        assert "amqp:unauthorized-access" in str(err.value) and "Authentication failed" in str(err.value)
+    _connect(emu).close()  # the right ones still pass
 
 
 def test_attach_without_a_token_is_unauthorized(emu: Emulator) -> None:

@@ -14,7 +14,7 @@ from azure_iot_harness.emulator.amqp import addresses, positions
 from azure_iot_harness.emulator.amqp.claims import plain_claim, token_claim
 from azure_iot_harness.emulator.amqp.framing import AMQP_HEADER, SASL_HEADER, OutputFramer, pad_performative
 from azure_iot_harness.emulator.amqp.partitioning import hash_code, partition_of
-from azure_iot_harness.emulator.amqp.sasl import SaslError, SaslFrontEnd
+from azure_iot_harness.emulator.amqp.sasl import PlainRefused, SaslError, SaslFrontEnd, outcome_frame
 from azure_iot_harness.emulator.protocol import sas
 from azure_iot_harness.errors import ServiceError
 
@@ -62,6 +62,25 @@ def test_sasl_plain_then_amqp() -> None:
     assert front.result.username == "service@sas.root.hub" and front.result.password == "SharedAccessSignature sr=x"
     assert front.output().endswith(b"\x00\x53\x44\xc0\x02\x01\x50\x00") or front.result is not None
     assert front.remainder == AMQP_HEADER + b"rest"
+
+
+def test_sasl_plain_judged_in_the_exchange() -> None:
+    def judge(user: str, password: str) -> str:
+        if password != "right":
+            raise PlainRefused("wrong")
+        return "granted"
+
+    front = SaslFrontEnd(judge)
+    front.feed(SASL_HEADER + _sasl_init("PLAIN", b"\0service@sas.root.hub\0right") + AMQP_HEADER)
+    assert front.result is not None and front.result.grant == "granted"
+    front = SaslFrontEnd(judge)
+    front.feed(SASL_HEADER)
+    with pytest.raises(SaslError) as err:
+        front.feed(_sasl_init("PLAIN", b"\0service@sas.root.hub\0wrong"))
+    assert err.value.answer == outcome_frame(1) and err.value.answer.endswith(b"\x50\x01")  # sasl-outcome, code 1 (auth)
+    front = SaslFrontEnd(judge)
+    front.feed(SASL_HEADER + _sasl_init("ANONYMOUS", None) + AMQP_HEADER)  # nothing to judge: CBS follows
+    assert front.result is not None and front.result.grant is None
 
 
 def test_sasl_skipped_and_refused() -> None:
