@@ -50,6 +50,9 @@ def add_parser(verbs: argparse._SubParsersAction, data: argparse.ArgumentParser)
     g.add_argument("--host", metavar="NAME", help="the hub's host name devices use (default: localhost, or the --bind address)")
     g.add_argument("--mqtt-port", type=int, default=8883, metavar="N", help="MQTT/TLS port (default: 8883; 0 picks a free one)")
     g.add_argument("--https-port", type=int, default=443, metavar="N", help="HTTPS port (default: 443; 0 picks a free one)")
+    g.add_argument("--edge-bind", default="127.0.0.2", metavar="ADDR",
+                   help="the edge profile: where the edge gateway listens; its address is the GatewayHostName (default: 127.0.0.2)")
+    g.add_argument("--edge-mqtt-port", type=int, default=8883, metavar="N", help="the edge gateway's MQTT/TLS port (default: 8883)")
     g.add_argument("--work-dir", metavar="DIR", help="where the device's files go (default: a temporary folder)")
     p.set_defaults(func=cmd_certify)
 
@@ -82,7 +85,7 @@ def cmd_certify(args: argparse.Namespace) -> int:
         checks=args.check, methods=args.method, without=args.without, telemetry_interval=args.telemetry_interval,
         duration=args.duration, timeouts=_timeouts(args.timeout), use_running=args.use_running, data_dir=args.data_dir,
         bind=args.bind, host=args.host, mqtt_port=args.mqtt_port, https_port=args.https_port, work_dir=args.work_dir,
-        connect_timeout=args.connect_timeout,
+        connect_timeout=args.connect_timeout, edge_bind=args.edge_bind, edge_mqtt_port=args.edge_mqtt_port,
     )
     try:
         report = run(options)

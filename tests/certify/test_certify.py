@@ -48,6 +48,13 @@ def test_reference_paho_device_through_dps() -> None:
     assert set(results(report).values()) == {"PASS"}, explain(report)
 
 
+def test_reference_paho_device_through_the_edge_gateway() -> None:
+    report = certify(reference_command(), "ref-edge", profile="edge")
+    got = results(report)
+    assert list(got) == [c for c in catalogue.ids() if c in profiles.EDGE]
+    assert set(got.values()) == {"PASS"}, explain(report)
+
+
 @LONG
 def test_reference_paho_device_with_x509() -> None:
     report = certify(reference_command(), "ref-x509", auth="x509", checks=BASIC)
@@ -95,6 +102,9 @@ BROKEN = [
     ("dps_constant_retry", ["provisioning.registers", "provisioning.backoff"], {"provisioning.backoff"}, DPS, True),
     ("never_reprovisions", ["provisioning.registers", "provisioning.reprovision"], {"provisioning.reprovision"}, DPS, True),
     ("wrong_dps_username", ["connect.connects", "provisioning.registers"], {"provisioning.registers"}, DPS, True),
+    ("hub_server_name", ["connect.connects", "edge.connects"], {"edge.connects"}, (), False),
+    ("ignores_gateway", ["connect.connects", "edge.connects"], {"connect.connects", "edge.connects"}, NO_CONNECT, True),
+    ("no_telemetry", ["edge.connects", "edge.store-and-forward"], {"edge.store-and-forward"}, (), True),
 ]
 
 

@@ -50,7 +50,7 @@ def _wait_connect(ctx: Context) -> list[Event]:
 def _device_conn_events(ctx: Context) -> dict[int, list[Event]]:
     out: dict[int, list[Event]] = {}
     for e in ctx.device_events():
-        if e.conn is not None and (e.listener or "hub") == "hub":
+        if e.conn is not None and (e.listener or "hub") == ctx.listener:
             out.setdefault(e.conn, []).append(e)
     return out
 
@@ -181,7 +181,7 @@ def will(ctx: Context) -> Verdict:
 
 
 def tls_version(ctx: Context) -> Verdict:
-    tls = [e for e in ctx.device_events() if e.type == "TLS" and (e.listener or "hub") == "hub"]
+    tls = [e for e in ctx.device_events() if e.type == "TLS" and (e.listener or "hub") == ctx.listener]
     if not tls:
         if not ctx.accepted():
             return Verdict.failed("no TLS handshake with the hub completed (the endpoint speaks TLS 1.2 and 1.3 only)")
