@@ -42,6 +42,7 @@ ORDER = (
     "provisioning.retry-after",
     "provisioning.backoff",
     "provisioning.reprovision",
+    "provisioning.follows-hub",
     "tls.rejects-wrong-host",
     "tls.rejects-unknown-root",
     "tls.rejects-expired",

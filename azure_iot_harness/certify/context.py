@@ -41,6 +41,8 @@ class Context:
         self.timeout = 30.0
         self._faults: list[str] = []
         self.foreign: set[int] = set()  # connections the harness opened itself (as a duplicate device)
+        # The hub's host names the device may use: more once DPS has assigned it to "another hub".
+        self.hub_hosts: set[str] = {lab.hub_host.lower()}
 
     @property
     def device_id(self) -> str:

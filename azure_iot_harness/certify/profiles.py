@@ -39,7 +39,7 @@ RESILIENCE = BASIC + (
     "resilience.reconnect-delay", "telemetry.resend-dup", "telemetry.no-loss", "c2d.queued", "twin.reconcile", "twin.throttled",
     "credentials.token-renewal", "resilience.azure-faults", "resilience.dead-link", "resilience.backoff",
     "resilience.connack-timeout", "resilience.takeover", "credentials.permanent-refusal", "provisioning.retry-after",
-    "provisioning.backoff", "provisioning.reprovision",
+    "provisioning.backoff", "provisioning.reprovision", "provisioning.follows-hub",
 )  # fmt: skip
 FULL = RESILIENCE + tuple(c for c in catalogue.ids() if c.startswith("tls.") or c.startswith("soak."))
 # The device as a leaf of an IoT Edge gateway: basic's checks through it, and the gateway's own.

@@ -3,7 +3,7 @@ project's reference for `azure-iot-harness certify`.
 
 It reads the certify environment (`AZURE_IOT_CERTIFY_*`, see certify/device.py) or the flags:
 provisions through DPS when told to (waiting retry-after, backing off on 5xx, provisioning
-again when the hub refuses it), connects with clean session 0 and a fresh SAS token each time
+again when the hub refuses it, and then connecting to the hub DPS names), connects with clean session 0 and a fresh SAS token each time
 (renewed before it expires), subscribes to C2D, methods and the twin, GETs the twin after every
 connect and reports back each desired property (Plug and Play `ac`/`av` with `--model-id`),
 answers the methods it was given (404 for others), sends JSON telemetry at QoS 1 every
@@ -347,6 +347,8 @@ class ReferenceDevice:
                 except OSError:
                     pass
             if state is not None:
+                if state["assignedHub"].lower() != self.s.host.lower():  # another hub: reach it by its name
+                    self.s.address = state["assignedHub"]
                 self.s.host, self.s.device_id = state["assignedHub"], state["deviceId"]
                 self.say(f"provisioned: {self.s.device_id} on {self.s.host}")
                 return

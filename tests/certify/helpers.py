@@ -18,7 +18,8 @@ TIMEOUTS = {
     "telemetry.no-loss": 20, "c2d.queued": 25, "twin.reconcile": 25, "twin.throttled": 15, "credentials.token-renewal": 20,
     "resilience.azure-faults": 60, "resilience.dead-link": 30, "resilience.backoff": 45, "resilience.connack-timeout": 40,
     "resilience.takeover": 12, "credentials.permanent-refusal": 12, "provisioning.registers": 20,
-    "provisioning.retry-after": 30, "provisioning.backoff": 40, "provisioning.reprovision": 40, "edge.connects": 15,
+    "provisioning.retry-after": 30, "provisioning.backoff": 40, "provisioning.reprovision": 40, "provisioning.follows-hub": 40,
+    "edge.connects": 15,
     "edge.store-and-forward": 20,
 }  # fmt: skip
 DEVICE_FLAGS = ("--keep-alive", "4")  # so that a dead link is noticed within seconds

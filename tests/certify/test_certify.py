@@ -44,7 +44,7 @@ def test_reference_paho_device_copes_with_hostile_tls() -> None:
 def test_reference_paho_device_through_dps() -> None:
     report = certify(reference_command(), "ref-dps", provisioning="dps",
                      checks=["connect.connects", "provisioning.registers", "telemetry.publishes", "provisioning.retry-after",
-                             "provisioning.backoff", "provisioning.reprovision"])
+                             "provisioning.backoff", "provisioning.reprovision", "provisioning.follows-hub", "credentials.username"])
     assert set(results(report).values()) == {"PASS"}, explain(report)
 
 
@@ -102,6 +102,7 @@ BROKEN = [
     ("dps_constant_retry", ["provisioning.registers", "provisioning.backoff"], {"provisioning.backoff"}, DPS, True),
     ("never_reprovisions", ["provisioning.registers", "provisioning.reprovision"], {"provisioning.reprovision"}, DPS, True),
     ("wrong_dps_username", ["connect.connects", "provisioning.registers"], {"provisioning.registers"}, DPS, True),
+    ("keeps_cached_hub", ["provisioning.registers", "provisioning.follows-hub"], {"provisioning.follows-hub"}, DPS, True),
     ("hub_server_name", ["connect.connects", "edge.connects"], {"edge.connects"}, (), False),
     ("ignores_gateway", ["connect.connects", "edge.connects"], {"connect.connects", "edge.connects"}, NO_CONNECT, True),
     ("no_telemetry", ["edge.connects", "edge.store-and-forward"], {"edge.store-and-forward"}, (), True),

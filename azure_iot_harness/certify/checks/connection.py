@@ -93,11 +93,15 @@ def username(ctx: Context) -> Verdict:
     connects = _wait_connect(ctx)
     if not connects:
         return Verdict.failed("no CONNECT to judge")
+    def hub_of(e: Event) -> str:  # the host it names, when that is one of the hub's (another hub DPS assigned)
+        named = str(e.get("username", "")).split("/", 1)[0]
+        return named if named.lower() in ctx.hub_hosts else ctx.lab.hub_host
+
     for e in connects:
-        errors, warnings = username_problems(str(e.get("username", "")), ctx.lab.hub_host, ctx.device_id)
+        errors, warnings = username_problems(str(e.get("username", "")), hub_of(e), ctx.device_id)
         if errors:
             return Verdict.failed(f"username {e.get('username')!r}: {'; '.join(errors)}", Evidence([e]))
-    _, warnings = username_problems(str(connects[-1].get("username", "")), ctx.lab.hub_host, ctx.device_id)
+    _, warnings = username_problems(str(connects[-1].get("username", "")), hub_of(connects[-1]), ctx.device_id)
     return Verdict.passed("username {host}/{device}/?api-version=… on every CONNECT", Evidence(connects[:1]), warnings)
 
 
