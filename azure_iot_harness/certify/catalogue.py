@@ -55,6 +55,7 @@ ORDER = (
     "mqtt.connect-first",
     "mqtt.client-id",
     "credentials.username",
+    "credentials.sas-token",
     "mqtt.keep-alive",
     "mqtt.no-qos2",
     "mqtt.subscriptions",

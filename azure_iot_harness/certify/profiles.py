@@ -32,7 +32,7 @@ from . import catalogue
 BASIC = (
     "connect.connects", "provisioning.registers", "telemetry.publishes", "twin.get", "twin.desired", "twin.reported",
     "c2d.receive", "methods.answer", "methods.unknown", "mqtt.connect-first", "mqtt.client-id", "credentials.username",
-    "mqtt.keep-alive", "mqtt.no-qos2", "mqtt.subscriptions", "mqtt.topics", "mqtt.will", "telemetry.property-bag",
+    "credentials.sas-token", "mqtt.keep-alive", "mqtt.no-qos2", "mqtt.subscriptions", "mqtt.topics", "mqtt.will", "telemetry.property-bag",
     "tls.version", "tls.cipher",
 )  # fmt: skip
 RESILIENCE = BASIC + (

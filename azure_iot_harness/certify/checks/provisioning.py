@@ -190,9 +190,9 @@ def follows_hub(ctx: Context) -> Verdict:
         if back is not None:
             evidence.timings["closed to connected to the new hub"] = back.time - close.time
             return Verdict.passed(f"provisioned again and connected to the newly assigned hub {other} (was {old})", evidence)
-        stale = [e for e in later if _host_named(e) != other]
-        if stale:
-            return Verdict.failed(f"DPS assigned {other}, but the device connected to {_host_named(stale[0])} (its cached hub)", evidence)
+        cached = [e for e in later if _host_named(e) != other]
+        if cached:
+            return Verdict.failed(f"DPS assigned {other}, but the device connected to {_host_named(cached[0])} (its cached hub)", evidence)
         return Verdict.failed(f"DPS assigned {other}, but the device did not connect there within {ctx.timeout:g} s", evidence)
     finally:
         _back_home(ctx)
