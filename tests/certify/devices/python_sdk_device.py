@@ -19,9 +19,9 @@ from azure.iot.device import X509, IoTHubDeviceClient, Message, MethodResponse
 ENV = os.environ
 
 
-def make_client() -> IoTHubDeviceClient:
+def make_client(keep_alive: int) -> IoTHubDeviceClient:
     ca = open(ENV["AZURE_IOT_CERTIFY_CA_FILE"]).read()
-    options: dict[str, Any] = {"server_verification_cert": ca, "connection_retry": False, "keep_alive": 30}
+    options: dict[str, Any] = {"server_verification_cert": ca, "connection_retry": False, "keep_alive": keep_alive}
     if ENV.get("AZURE_IOT_CERTIFY_AUTH") == "x509":
         x509 = X509(ENV["AZURE_IOT_CERTIFY_CERT_FILE"], ENV["AZURE_IOT_CERTIFY_KEY_FILE"])
         return IoTHubDeviceClient.create_from_x509_certificate(
@@ -33,7 +33,8 @@ def make_client() -> IoTHubDeviceClient:
 def main() -> int:
     methods = {m for m in ENV.get("AZURE_IOT_CERTIFY_METHODS", "").split(",") if m}
     interval = float(ENV.get("AZURE_IOT_CERTIFY_TELEMETRY_INTERVAL", "5"))
-    client = make_client()
+    keep_alive = int(sys.argv[sys.argv.index("--keep-alive") + 1]) if "--keep-alive" in sys.argv else 30
+    client = make_client(keep_alive)
 
     def report(desired: dict[str, Any]) -> None:
         patch = {k: v for k, v in desired.items() if not k.startswith("$")}
