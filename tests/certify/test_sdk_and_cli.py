@@ -28,6 +28,14 @@ def test_python_device_sdk_sample_passes_the_basic_profile() -> None:
     assert {k for k, v in got.items() if v != "PASS"} == {"provisioning.registers"}, explain(report)
 
 
+@pytest.mark.certify_long
+def test_python_device_sdk_sample_passes_the_resilience_profile() -> None:
+    report = _on_8883(python_command(str(DEVICES / "python_sdk_device.py"), "--keep-alive", "4"), "sdk-resilience", profile="resilience")
+    got = results(report)
+    assert {k for k, v in got.items() if v != "PASS"} == {c for c in profiles.RESILIENCE if c.startswith("provisioning.")}, explain(report)
+    assert {got[c] for c in profiles.RESILIENCE if c.startswith("provisioning.")} == {"SKIP"}
+
+
 def _cli(tmp_path: Path, command: str, *args: str) -> subprocess.CompletedProcess[str]:
     timeouts = [f"--timeout={k}={v}" for k, v in TIMEOUTS.items()]
     return subprocess.run(

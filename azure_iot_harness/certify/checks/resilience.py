@@ -379,5 +379,6 @@ CHECKS = (
           "Azure IoT SDKs' fault injection (AzIoTHub_FaultOperationType) in their end-to-end tests", azure_faults, timeout=120,
           fault_kinds=("drop", "refuse-connect")),
     Check("resilience.takeover", "No reconnect storm on a duplicate id", "While another connection with the device's id keeps taking over, the device's reconnects slow down (no more than one per 2 s on average).",
-          D_MQTT + " (one connection per device id: 400027 ConnectionForcefullyClosedOnNewConnection)", takeover, timeout=60, needs=("key",)),
+          D_MQTT + " (one connection per device id: 400027 ConnectionForcefullyClosedOnNewConnection)", takeover, timeout=60, needs=("key",),
+          restart_after=True),  # a device that slowed down as asked may be in a long back-off: wait for it, else restart it
 )
