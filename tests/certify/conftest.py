@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from ..node.test_node_sdks import node  # noqa: F401 -- the fixture that installs the Node.js SDKs (node_sdk_device.js)
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if "certify_long" in (config.option.markexpr or ""):

@@ -18,7 +18,7 @@ from azure_iot_harness.certify.device import python_command
 from azure_iot_harness.certify.runner import free_loopback_address
 from azure_iot_harness.errors import ConfigError
 
-from ..node.test_node_sdks import SDKS, node  # noqa: F401 -- the fixture that installs the Node.js SDKs
+from ..node.test_node_sdks import SDKS
 from .helpers import DEVICES, TIMEOUTS, broken_command, certify, explain, reference_command, results
 
 
@@ -61,12 +61,12 @@ def test_cli_certifies_a_device_and_writes_three_reports(tmp_path: Path) -> None
 
 
 def test_cli_exit_code_is_1_when_a_mandatory_check_fails(tmp_path: Path) -> None:
-    done = _cli(tmp_path, broken_command("wrong_rid"), "--check", "methods.answer")
+    done = _cli(tmp_path, broken_command("qos2"), "--check", "mqtt.no-qos2")
     assert done.returncode == 1, done.stdout + done.stderr
     assert "NOT CERTIFIED" in done.stdout
     failure = ET.parse(tmp_path / "r.xml").getroot().find("testcase/failure")
     assert failure is not None and "FAIL (mandatory)" in failure.get("message", "")
-    assert "$iothub/methods/POST/reboot" in (failure.text or "")
+    assert "qos=2" in (failure.text or "")  # the trace excerpt that decided it
 
 
 def test_cli_usage_errors(tmp_path: Path) -> None:
