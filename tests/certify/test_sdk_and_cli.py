@@ -114,11 +114,24 @@ def _on_8883(command: str, device_id: str, **options: object) -> Report:
     raise AssertionError(f"no free loopback address: {last}")
 
 
+def _node_command(node: str) -> str:
+    return f"NODE_PATH={shlex.quote(str(SDKS / 'node_modules'))} {shlex.quote(node)} {shlex.quote(str(DEVICES / 'node_sdk_device.js'))}"
+
+
 def test_node_device_sdk_sample_passes_the_basic_profile_but_unknown_methods(node: str) -> None:
     """The Node.js SDK as shipped has no catch-all method handler: a method nobody registered
     with onDeviceMethod is never answered (the service call times out), so methods.unknown fails."""
-    command = f"NODE_PATH={shlex.quote(str(SDKS / 'node_modules'))} {shlex.quote(node)} {shlex.quote(str(DEVICES / 'node_sdk_device.js'))}"
-    report = _on_8883(command, "node-sdk-basic")
+    report = _on_8883(_node_command(node), "node-sdk-basic")
     got = results(report)
     assert {k: v for k, v in got.items() if v != "PASS"} == {"provisioning.registers": "SKIP", "methods.unknown": "FAIL"}, explain(report)
     assert "no answer" in report.result("methods.unknown").message or "silence" in report.result("methods.unknown").message
+
+
+@pytest.mark.certify_long
+@pytest.mark.parametrize("sdk", ["python", "node"])
+def test_device_sdk_samples_through_the_edge_gateway(sdk: str, request: pytest.FixtureRequest) -> None:
+    """The SDKs reach a gateway on 8883 only: the edge listens on 8883 of a loopback address of its own."""
+    command = _node_command(request.getfixturevalue("node")) if sdk == "node" else python_command(str(DEVICES / "python_sdk_device.py"))
+    report = _on_8883(command, f"{sdk}-sdk-edge", profile="edge", edge_bind=free_loopback_address(), edge_mqtt_port=8883)
+    failing = {"methods.unknown"} if sdk == "node" else set()  # as on the basic profile
+    assert {k for k, v in results(report).items() if v != "PASS"} == failing, explain(report)
