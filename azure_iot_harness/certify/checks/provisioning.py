@@ -1,8 +1,11 @@
 """The Device Provisioning Service (with --provisioning dps): registering, waiting as told,
-backing off, provisioning again when the hub no longer knows the device."""
+backing off, provisioning again when the hub no longer knows the device, and following DPS to
+another hub."""
 
 from __future__ import annotations
 
+import ipaddress
+import random
 import re
 
 from ..context import Context
@@ -131,9 +134,6 @@ def reprovision(ctx: Context) -> Verdict:
 def _other_hub(ctx: Context) -> str:
     """A name for "another hub": a second loopback address, where the emulator's hub also listens
     (the dps-assign-hub fault) with a certificate for it."""
-    import ipaddress
-    import random
-
     try:
         loopback = ipaddress.ip_address(ctx.lab.address).is_loopback
     except ValueError:
