@@ -27,6 +27,7 @@ class Settings:
     telemetry_interval: float = 5.0  # what the device is told (AZURE_IOT_CERTIFY_TELEMETRY_INTERVAL)
     duration: float = 0.0  # the long run's length (soak profile)
     gateway: bool = False  # the edge profile: the device connects through the edge gateway
+    module_id: str | None = None  # the device under test is this module of the edge device (--module-id)
 
 
 class Context:
@@ -47,6 +48,15 @@ class Context:
     @property
     def device_id(self) -> str:
         return self.device.device_id
+
+    @property
+    def module_id(self) -> str | None:
+        return self.settings.module_id
+
+    @property
+    def client_id(self) -> str:
+        """What the device's CONNECT must say: `{device}` or `{device}/{module}`."""
+        return f"{self.device_id}/{self.module_id}" if self.module_id else self.device_id
 
     @property
     def listener(self) -> str:

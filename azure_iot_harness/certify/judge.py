@@ -154,7 +154,7 @@ SHORT_TOKEN = 60  # a token with less left than this at CONNECT leaves no time t
 
 
 def sas_problems(sas: dict, connected_at: float, hubs: AbstractSet[str], device_id: str,
-                 gateways: AbstractSet[str] = frozenset()) -> tuple[list[str], list[str]]:
+                 gateways: AbstractSet[str] = frozenset(), module_id: str | None = None) -> tuple[list[str], list[str]]:
     """(errors, warnings) for a CONNECT's SAS token claims {sr, se, skn} (never the signature):
     the audience must cover `{hub}/devices/{device}` for one of the hub's names (a gateway's name
     is accepted by edgeHub, with a warning), the expiry must lie ahead and within 30 days."""
@@ -167,18 +167,18 @@ def sas_problems(sas: dict, connected_at: float, hubs: AbstractSet[str], device_
         if audience.lower().startswith(scheme):
             audience = audience[len(scheme):]
     host, _, path = audience.partition("/")
-    own = ["devices", device_id]
+    own = ["devices", device_id, *(["modules", module_id] if module_id else [])]
     segments = [s for s in path.split("/") if s]
-    covers = segments == own[: len(segments)] and len(segments) in (0, 2)
+    covers = segments == own[: len(segments)] and len(segments) in (0, 2, len(own))
     if host.lower() not in hubs and host.lower() not in gateways:
         errors.append(f"audience {audience!r} names {host!r}, not the hub ({', '.join(sorted(hubs))})")
     elif not covers:
-        errors.append(f"audience {audience!r} does not cover {host}/devices/{device_id}")
+        errors.append(f"audience {audience!r} does not cover {host}/{'/'.join(own)}")
     else:
         if host.lower() in gateways and host.lower() not in hubs:
             warnings.append(f"audience names the gateway {host!r}: edgeHub takes it, IoT Hub itself would not")
         if not segments:
-            warnings.append(f"audience {audience!r} is the whole hub: {host}/devices/{device_id} is enough")
+            warnings.append(f"audience {audience!r} is the whole hub: {host}/{'/'.join(own)} is enough")
     if sas.get("skn"):
         warnings.append(f"signed with shared access policy {sas['skn']!r}: a device should use its own key")
     try:

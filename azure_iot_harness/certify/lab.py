@@ -29,6 +29,10 @@ def _q(text: str) -> str:
     return urllib.parse.quote(text, safe="")
 
 
+def _twin_path(device_id: str, module_id: str | None) -> str:
+    return f"/twins/{_q(device_id)}" + (f"/modules/{_q(module_id)}" if module_id else "")
+
+
 class Lab:
     """One emulator as certify drives it. `info` is its endpoints document (`info` verb)."""
 
@@ -169,6 +173,16 @@ class Lab:
             doc.update(deviceScope=parent_scope, parentScopes=[parent_scope])
         self.call("PUT", f"/devices/{_q(device_id)}", doc, api=HUB_API_VERSION)
 
+    def create_sas_module(self, device_id: str, module_id: str) -> str:
+        """A SAS module identity of `device_id` with fresh keys (replacing any of that id); its primary key."""
+        key = base64.b64encode(os.urandom(32)).decode()
+        path = f"/devices/{_q(device_id)}/modules/{_q(module_id)}"
+        self.call("DELETE", path, api=HUB_API_VERSION, ok=(200, 204, 404), headers={"If-Match": "*"})
+        doc = {"deviceId": device_id, "moduleId": module_id,
+               "authentication": {"type": "sas", "symmetricKey": {"primaryKey": key, "secondaryKey": base64.b64encode(os.urandom(32)).decode()}}}
+        self.call("PUT", path, doc, api=HUB_API_VERSION, ok=(200, 201))
+        return key
+
     def delete_device(self, device_id: str) -> None:
         self.call("DELETE", f"/devices/{_q(device_id)}", api=HUB_API_VERSION, ok=(200, 204, 404), headers={"If-Match": "*"})
 
@@ -202,22 +216,23 @@ class Lab:
 
     # ---- twins, methods, C2D ------------------------------------------------------------------
 
-    def twin(self, device_id: str) -> dict[str, Any]:
-        doc: dict[str, Any] = self.call("GET", f"/twins/{_q(device_id)}", api=HUB_API_VERSION).body()
+    def twin(self, device_id: str, module_id: str | None = None) -> dict[str, Any]:
+        doc: dict[str, Any] = self.call("GET", _twin_path(device_id, module_id), api=HUB_API_VERSION).body()
         return doc
 
-    def patch_desired(self, device_id: str, desired: dict[str, Any]) -> dict[str, Any]:
+    def patch_desired(self, device_id: str, desired: dict[str, Any], module_id: str | None = None) -> dict[str, Any]:
         answer = self.call(
-            "PATCH", f"/twins/{_q(device_id)}", {"properties": {"desired": desired}}, api=HUB_API_VERSION, headers={"If-Match": "*"}
+            "PATCH", _twin_path(device_id, module_id), {"properties": {"desired": desired}}, api=HUB_API_VERSION,
+            headers={"If-Match": "*"},
         )
         doc: dict[str, Any] = answer.body()
         return doc
 
-    def invoke_method(self, device_id: str, name: str, payload: Any, timeout: int) -> Answer:
+    def invoke_method(self, device_id: str, name: str, payload: Any, timeout: int, module_id: str | None = None) -> Answer:
         """The hub's answer as it is: 200 with the device's status, or 404/504 when it did not answer."""
         body = {"methodName": name, "payload": payload, "responseTimeoutInSeconds": timeout, "connectTimeoutInSeconds": 0}
         return self.call(
-            "POST", f"/twins/{_q(device_id)}/methods", body, api=HUB_API_VERSION, ok=tuple(range(200, 600)), timeout=timeout + 30
+            "POST", _twin_path(device_id, module_id) + "/methods", body, api=HUB_API_VERSION, ok=tuple(range(200, 600)), timeout=timeout + 30
         )
 
     def send_c2d(self, device_id: str, data: str, **options: Any) -> str:

@@ -33,6 +33,7 @@ FEATURES = ("telemetry", "c2d", "twin", "methods")
 @dataclass
 class RunOptions:
     device_id: str
+    module_id: str | None = None  # the edge profile: the device under test is this module of the edge device (device_id: its id)
     auth: str = "sas"  # sas | x509
     provisioning: str = "none"  # dps | none
     run: str | None = None  # the device program (a shell command); None: an external device
@@ -99,6 +100,11 @@ class Runner:
         )
         if settings.gateway and o.provisioning == "dps":
             raise ConfigError("the edge checks take a device created as the gateway's child: not with --provisioning dps")
+        if o.module_id:
+            if not settings.gateway or o.auth != "sas":
+                raise ConfigError("--module-id: a module of the edge device, through the gateway (the edge profile) with SAS")
+            settings.module_id = o.module_id
+            settings.unsupported.add("c2d")  # IoT Hub sends no cloud-to-device messages to modules
         return settings
 
     # ---- the run -------------------------------------------------------------------------------
@@ -122,12 +128,14 @@ class Runner:
                                   edge_bind=o.edge_bind if self.settings.gateway else None, edge_mqtt_port=o.edge_mqtt_port)
                 lab = own.start()
             self.out(f"emulator: mqtts://{lab.address}:{lab.mqtt_port} (hub {lab.hub_host}), CA {lab.ca_file}")
+            if o.module_id and (lab.edge or {}).get("deviceId") != o.device_id:
+                raise ConfigError(f"--module-id: --device-id must be the emulator's edge device ({(lab.edge or {}).get('deviceId')})")
             lab.capture_payloads(True)
             self._try(lab.clear_faults)
             self._try(lab.clear_trace)
             identity = create_identity(lab, o.device_id, auth=o.auth, provisioning=o.provisioning, work=work,
                                        methods=self.settings.methods, telemetry_interval=self.settings.telemetry_interval,
-                                       gateway=self.settings.gateway)
+                                       gateway=self.settings.gateway, module_id=o.module_id)
             via = f", through the edge gateway {lab.edge['host']}" if self.settings.gateway and lab.edge else ""
             self.out(f"device {o.device_id}: {o.auth}, provisioning {o.provisioning}{via}; settings in {work / 'device.env'}")
             device = DeviceProgram(identity, o.run, work, self.out) if o.run else ExternalDevice(identity, self.out)

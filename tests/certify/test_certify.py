@@ -56,6 +56,21 @@ def test_reference_paho_device_through_the_edge_gateway() -> None:
     assert set(got.values()) == {"PASS"}, explain(report)
 
 
+def test_reference_paho_device_as_an_edge_module() -> None:
+    report = certify(reference_command(), "edge-device1", module_id="filter", profile="edge")
+    got = results(report)
+    assert {k for k, v in got.items() if v != "PASS"} == {"c2d.receive"}, explain(report)
+    assert got["c2d.receive"] == "SKIP"  # IoT Hub sends no cloud-to-device messages to modules
+
+
+@LONG
+def test_edge_module_that_ignores_its_module_id_fails_the_identity_checks() -> None:
+    checks = ["connect.connects", "mqtt.client-id", "credentials.username"]
+    report = certify(broken_command("ignores_module_id"), "edge-device1", module_id="filter", checks=[*checks, "edge.connects"],
+                     connect_timeout=4)
+    assert {k for k, v in results(report).items() if v == "FAIL"} == {*checks, "edge.connects"}, explain(report)
+
+
 @LONG
 def test_reference_paho_device_with_x509() -> None:
     report = certify(reference_command(), "ref-x509", auth="x509", checks=BASIC)

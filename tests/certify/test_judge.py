@@ -67,3 +67,10 @@ def test_sas_token_claims() -> None:
     errors, warnings = judge.sas_problems({"sr": "gw/devices/dev", "se": 4600}, 1000, hubs, "dev", {"gw"})
     assert errors == [] and "gateway" in warnings[0]
     assert "not a SAS token" in judge.sas_problems({"error": "bad"}, 0, hubs, "dev")[0][0]
+
+
+def test_sas_token_claims_of_a_module() -> None:
+    ok = judge.sas_problems({"sr": "hub%2Fdevices%2Fgw%2Fmodules%2Ff", "se": 4600}, 1000, {"hub"}, "gw", module_id="f")
+    assert ok == ([], [])
+    errors, _ = judge.sas_problems({"sr": "hub/devices/gw/modules/other", "se": 4600}, 1000, {"hub"}, "gw", module_id="f")
+    assert "does not cover hub/devices/gw/modules/f" in errors[0]

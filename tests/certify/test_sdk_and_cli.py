@@ -73,6 +73,9 @@ def test_cli_usage_errors(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "azure_iot_harness", "certify", "--device-id", "d", "--check", "no.such"],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "no check no.such" in done.stderr
+    done = subprocess.run([sys.executable, "-m", "azure_iot_harness", "certify", "--device-id", "d", "--module-id", "m"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "--module-id: a module of the edge device" in done.stderr
     profile = tmp_path / "p.toml"
     profile.write_text('base = "basic"\nremove = ["methods.unknown"]\noptional = ["twin.get"]\n[timeouts]\n"c2d.receive" = 3\n')
     loaded = profiles.load(str(profile))

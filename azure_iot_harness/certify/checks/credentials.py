@@ -79,7 +79,7 @@ def sas_token(ctx: Context) -> Verdict:
     gateways = {str(ctx.lab.edge["host"]).lower()} if ctx.settings.gateway and ctx.lab.edge else set()
     warnings: list[str] = []
     for c in connects:
-        errors, more = sas_problems(c.get("sas"), c.time, ctx.hub_hosts, ctx.device_id, gateways)
+        errors, more = sas_problems(c.get("sas"), c.time, ctx.hub_hosts, ctx.device_id, gateways, ctx.module_id)
         if errors:
             return Verdict.failed(f"SAS token of connection c{c.conn}: {'; '.join(errors)}", Evidence([c, *_answer(ctx, c)]))
         warnings += [w for w in more if w not in warnings]
