@@ -1,22 +1,23 @@
 """Every check, in the order a run takes them (fixed and documented: the README's catalogue is
 generated from this list by `azure-iot-harness certify --catalogue`).
 
-The order: the first connection (and provisioning), the features driven from the service
+The order: the first connection (and provisioning, or the edge gateway), the features driven from the service
 side, what goes wrong (drops, refusals, withheld answers, faults at DPS), hostile TLS, the long
 run, and last the rules judged over everything the device sent during the run.
 """
 
 from __future__ import annotations
 
-from .checks import connection, credentials, features, provisioning, resilience, soak, tls
+from .checks import connection, credentials, edge, features, provisioning, resilience, soak, tls
 from .model import Check
 
 _BY_ID = {c.id: c for c in (*connection.CHECKS, *features.CHECKS, *resilience.CHECKS, *credentials.CHECKS, *provisioning.CHECKS,
-                            *tls.CHECKS, *soak.CHECKS)}
+                            *tls.CHECKS, *soak.CHECKS, *edge.CHECKS)}
 
 ORDER = (
     "connect.connects",
     "provisioning.registers",
+    "edge.connects",
     "telemetry.publishes",
     "twin.get",
     "twin.desired",
@@ -27,6 +28,7 @@ ORDER = (
     "resilience.reconnect-delay",
     "telemetry.resend-dup",
     "telemetry.no-loss",
+    "edge.store-and-forward",
     "c2d.queued",
     "twin.reconcile",
     "twin.throttled",
@@ -40,6 +42,7 @@ ORDER = (
     "provisioning.retry-after",
     "provisioning.backoff",
     "provisioning.reprovision",
+    "provisioning.follows-hub",
     "tls.rejects-wrong-host",
     "tls.rejects-unknown-root",
     "tls.rejects-expired",
@@ -52,6 +55,7 @@ ORDER = (
     "mqtt.connect-first",
     "mqtt.client-id",
     "credentials.username",
+    "credentials.sas-token",
     "mqtt.keep-alive",
     "mqtt.no-qos2",
     "mqtt.subscriptions",

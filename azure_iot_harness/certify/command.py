@@ -28,6 +28,7 @@ def add_parser(verbs: argparse._SubParsersAction, data: argparse.ArgumentParser)
                          formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--catalogue", action="store_true", help="print the check catalogue (Markdown) and exit")
     p.add_argument("--device-id", metavar="ID", help="the device's id (created in the emulator)")
+    p.add_argument("--module-id", metavar="ID", help="the edge profile: certify this module of the edge device --device-id (SAS)")
     p.add_argument("--auth", choices=["sas", "x509"], default="sas", help="symmetric key (default) or a CA-signed certificate")
     p.add_argument("--provisioning", choices=["dps", "none"], default="none", help="register through DPS first (an enrollment is created)")
     p.add_argument("--run", metavar="COMMAND", help="the device program, run by the shell with the AZURE_IOT_CERTIFY_* variables; "
@@ -50,6 +51,9 @@ def add_parser(verbs: argparse._SubParsersAction, data: argparse.ArgumentParser)
     g.add_argument("--host", metavar="NAME", help="the hub's host name devices use (default: localhost, or the --bind address)")
     g.add_argument("--mqtt-port", type=int, default=8883, metavar="N", help="MQTT/TLS port (default: 8883; 0 picks a free one)")
     g.add_argument("--https-port", type=int, default=443, metavar="N", help="HTTPS port (default: 443; 0 picks a free one)")
+    g.add_argument("--edge-bind", default="127.0.0.2", metavar="ADDR",
+                   help="the edge profile: where the edge gateway listens; its address is the GatewayHostName (default: 127.0.0.2)")
+    g.add_argument("--edge-mqtt-port", type=int, default=8883, metavar="N", help="the edge gateway's MQTT/TLS port (default: 8883)")
     g.add_argument("--work-dir", metavar="DIR", help="where the device's files go (default: a temporary folder)")
     p.set_defaults(func=cmd_certify)
 
@@ -78,11 +82,11 @@ def cmd_certify(args: argparse.Namespace) -> int:
     # The emulator's own log lines (refusals the checks provoke) would drown the progress lines.
     logging.getLogger("azure_iot_harness").addHandler(logging.NullHandler())
     options = RunOptions(
-        device_id=args.device_id, auth=args.auth, provisioning=args.provisioning, run=args.run, profile=args.profile,
+        device_id=args.device_id, module_id=args.module_id, auth=args.auth, provisioning=args.provisioning, run=args.run, profile=args.profile,
         checks=args.check, methods=args.method, without=args.without, telemetry_interval=args.telemetry_interval,
         duration=args.duration, timeouts=_timeouts(args.timeout), use_running=args.use_running, data_dir=args.data_dir,
         bind=args.bind, host=args.host, mqtt_port=args.mqtt_port, https_port=args.https_port, work_dir=args.work_dir,
-        connect_timeout=args.connect_timeout,
+        connect_timeout=args.connect_timeout, edge_bind=args.edge_bind, edge_mqtt_port=args.edge_mqtt_port,
     )
     try:
         report = run(options)

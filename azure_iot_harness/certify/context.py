@@ -26,6 +26,8 @@ class Settings:
     auth: str = "sas"  # sas | x509
     telemetry_interval: float = 5.0  # what the device is told (AZURE_IOT_CERTIFY_TELEMETRY_INTERVAL)
     duration: float = 0.0  # the long run's length (soak profile)
+    gateway: bool = False  # the edge profile: the device connects through the edge gateway
+    module_id: str | None = None  # the device under test is this module of the edge device (--module-id)
 
 
 class Context:
@@ -40,10 +42,26 @@ class Context:
         self.timeout = 30.0
         self._faults: list[str] = []
         self.foreign: set[int] = set()  # connections the harness opened itself (as a duplicate device)
+        # The hub's host names the device may use: more once DPS has assigned it to "another hub".
+        self.hub_hosts: set[str] = {lab.hub_host.lower()}
 
     @property
     def device_id(self) -> str:
         return self.device.device_id
+
+    @property
+    def module_id(self) -> str | None:
+        return self.settings.module_id
+
+    @property
+    def client_id(self) -> str:
+        """What the device's CONNECT must say: `{device}` or `{device}/{module}`."""
+        return f"{self.device_id}/{self.module_id}" if self.module_id else self.device_id
+
+    @property
+    def listener(self) -> str:
+        """Where the device connects: the hub, or the edge gateway in the edge profile."""
+        return "edge" if self.settings.gateway else "hub"
 
     # ---- the trace ---------------------------------------------------------------------------
 
@@ -66,10 +84,13 @@ class Context:
     def device_events(self, since: int = -1) -> list[Event]:
         """Events of the device's connections: those that name it, and every event of a
         connection that does (its TLS handshake precedes the CONNECT); device-less connections
-        on the device listeners count too (the run's emulator serves only the device under test)."""
+        on the device listeners count too (the run's emulator serves only the device under test).
+        Through the gateway the hub's connections are the edge's upstream links, not the device's."""
         conns = self.device_connections()
         out = []
         for e in self.since(since):
+            if self.settings.gateway and (e.listener or "hub") == "hub":
+                continue
             if e.device_id == self.device_id or (e.conn is not None and e.conn in conns):
                 out.append(e)
             elif e.device_id is None and e.listener in DEVICE_LISTENERS and e.conn not in self.foreign:
@@ -97,15 +118,17 @@ class Context:
 
     # ---- connections -------------------------------------------------------------------------
 
-    def connects(self, since: int = -1, listener: str = "hub") -> list[Event]:
-        """The device's CONNECT packets after `since` on one listener."""
-        return [e for e in self.device_events(since) if e.is_in("CONNECT") and (e.listener or "hub") == listener]
+    def connects(self, since: int = -1, listener: str | None = None) -> list[Event]:
+        """The device's CONNECT packets after `since` on one listener (default: where it connects)."""
+        where = listener or self.listener
+        return [e for e in self.device_events(since) if e.is_in("CONNECT") and (e.listener or "hub") == where]
 
-    def accepted(self, since: int = -1, listener: str = "hub") -> list[Event]:
+    def accepted(self, since: int = -1, listener: str | None = None) -> list[Event]:
         """CONNACK 0 sent to the device after `since`."""
+        where = listener or self.listener
         return [
             e for e in self.device_events(since)
-            if e.is_out("CONNACK") and e.get("return_code", 0) == 0 and (e.listener or "hub") == listener
+            if e.is_out("CONNACK") and e.get("return_code", 0) == 0 and (e.listener or "hub") == where
         ]
 
     def closed(self, conn: int | None) -> Event | None:

@@ -9,9 +9,11 @@ external devices):
 |---|---|
 | `AZURE_IOT_CERTIFY_CONNECTION_STRING` | the device connection string (`…;SharedAccessKey=…` or `…;x509=true`) |
 | `AZURE_IOT_CERTIFY_HOST` | the hub host name (username, SAS audience, TLS server name) |
-| `AZURE_IOT_CERTIFY_ADDRESS` | where to open the TCP connection (the emulator's address) |
-| `AZURE_IOT_CERTIFY_PORT` | the MQTT/TLS port |
-| `AZURE_IOT_CERTIFY_DEVICE_ID` | the device id |
+| `AZURE_IOT_CERTIFY_ADDRESS` | where to open the TCP connection (the emulator's address; the gateway's in the edge profile) |
+| `AZURE_IOT_CERTIFY_PORT` | the MQTT/TLS port (the gateway's in the edge profile) |
+| `AZURE_IOT_CERTIFY_GATEWAY_HOST` | edge profile only: the gateway's host name (`GatewayHostName`: TCP, TLS server name); the username and SAS audience keep the hub's host |
+| `AZURE_IOT_CERTIFY_DEVICE_ID` | the device id (with `--module-id`: the edge device's) |
+| `AZURE_IOT_CERTIFY_MODULE_ID` | with `--module-id` only: the module under test, a module of the edge device |
 | `AZURE_IOT_CERTIFY_AUTH` | `sas` or `x509` |
 | `AZURE_IOT_CERTIFY_DEVICE_KEY` | the symmetric key (SAS) |
 | `AZURE_IOT_CERTIFY_CERT_FILE`, `…_KEY_FILE`, `…_CHAIN_FILE` | the device certificate, its key, the issuing CA (X.509) |
@@ -56,16 +58,20 @@ class DeviceIdentity:
     key_file: Path | None = None
     chain_file: Path | None = None
     env: dict[str, str] = field(default_factory=dict)
+    module_id: str | None = None  # a module of the edge device `device_id` (the edge profile)
 
 
 def create_identity(lab: Lab, device_id: str, *, auth: str, provisioning: str, work: Path, methods: list[str],
-                    telemetry_interval: float) -> DeviceIdentity:
+                    telemetry_interval: float, gateway: bool = False, module_id: str | None = None) -> DeviceIdentity:
     """The device's identity in the emulator (or its DPS enrollment), its files in `work`, and
-    the environment that tells a device program all of it."""
+    the environment that tells a device program all of it. `gateway`: the device is a child of
+    the emulator's edge device and is told to connect through the edge gateway; `module_id`: the
+    device under test is that module of the edge device `device_id` (SAS), through the gateway."""
     work.mkdir(parents=True, exist_ok=True)
     ca = work / "ca.pem"
     shutil.copyfile(lab.device_ca_file, ca)
-    ident = DeviceIdentity(device_id, auth, provisioning)
+    ident = DeviceIdentity(device_id, auth, provisioning, module_id=module_id)
+    parent = lab.edge_scope() if gateway and not module_id else None
     if auth == "x509":
         ident.cert_file, ident.key_file, ident.chain_file = lab.issue_device_cert(device_id, work)
     if provisioning == "dps":
@@ -78,11 +84,15 @@ def create_identity(lab: Lab, device_id: str, *, auth: str, provisioning: str, w
 
             ident.key = base64.b64encode(os.urandom(32)).decode()
             lab.create_enrollment(device_id, key=ident.key)
+    elif module_id:
+        ident.key = lab.create_sas_module(device_id, module_id)
     elif auth == "x509":
-        lab.create_ca_device(device_id)
+        lab.create_ca_device(device_id, parent_scope=parent)
     else:
-        ident.key = lab.create_sas_device(device_id)
-    cs = connection_strings.device_string(lab.hub_host, device_id, key=ident.key)
+        ident.key = lab.create_sas_device(device_id, parent_scope=parent)
+    edge = lab.edge if gateway else None
+    gateway_host = str(edge["host"]) if edge else None
+    cs = connection_strings.device_string(lab.hub_host, device_id, module_id=module_id, key=ident.key, gateway=gateway_host)
     env = {
         "CONNECTION_STRING": cs,
         "HOST": lab.hub_host,
@@ -96,6 +106,10 @@ def create_identity(lab: Lab, device_id: str, *, auth: str, provisioning: str, w
         "TELEMETRY_INTERVAL": f"{telemetry_interval:g}",
         "WORK_DIR": str(work),
     }
+    if module_id:
+        env["MODULE_ID"] = module_id
+    if edge:  # through the gateway: TCP and TLS to it, the hub's host name in the username and token
+        env.update(ADDRESS=str(edge["host"]), PORT=str(edge["mqtt"]["port"]), GATEWAY_HOST=str(edge["host"]))
     if ident.key:
         env["DEVICE_KEY"] = ident.key
     if ident.cert_file:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import urllib.parse
+from collections.abc import Set as AbstractSet
 
 MAX_KEEP_ALIVE = 1177  # 1.5 × this stays under Azure's load balancer's 1767 s idle cap
 LOAD_BALANCER_IDLE = 1767
@@ -146,3 +147,48 @@ def storm_problems(connects: int, window: float, *, limit: int) -> list[str]:
     if connects > limit:
         return [f"{connects} connection attempts in {window:.0f} s (more than {limit}): a reconnect storm"]
     return []
+
+
+MAX_TOKEN_LIFETIME = 30 * 24 * 3600  # beyond this a device token is a standing credential (the SDKs make 1-hour tokens)
+SHORT_TOKEN = 60  # a token with less left than this at CONNECT leaves no time to work
+
+
+def sas_problems(sas: dict, connected_at: float, hubs: AbstractSet[str], device_id: str,
+                 gateways: AbstractSet[str] = frozenset(), module_id: str | None = None) -> tuple[list[str], list[str]]:
+    """(errors, warnings) for a CONNECT's SAS token claims {sr, se, skn} (never the signature):
+    the audience must cover `{hub}/devices/{device}` for one of the hub's names (a gateway's name
+    is accepted by edgeHub, with a warning), the expiry must lie ahead and within 30 days."""
+    errors: list[str] = []
+    warnings: list[str] = []
+    if "error" in sas:
+        return [f"the password is not a SAS token: {sas['error']}"], []
+    audience = urllib.parse.unquote(str(sas.get("sr", "")))
+    for scheme in ("https://", "http://", "amqps://"):
+        if audience.lower().startswith(scheme):
+            audience = audience[len(scheme):]
+    host, _, path = audience.partition("/")
+    own = ["devices", device_id, *(["modules", module_id] if module_id else [])]
+    segments = [s for s in path.split("/") if s]
+    covers = segments == own[: len(segments)] and len(segments) in (0, 2, len(own))
+    if host.lower() not in hubs and host.lower() not in gateways:
+        errors.append(f"audience {audience!r} names {host!r}, not the hub ({', '.join(sorted(hubs))})")
+    elif not covers:
+        errors.append(f"audience {audience!r} does not cover {host}/{'/'.join(own)}")
+    else:
+        if host.lower() in gateways and host.lower() not in hubs:
+            warnings.append(f"audience names the gateway {host!r}: edgeHub takes it, IoT Hub itself would not")
+        if not segments:
+            warnings.append(f"audience {audience!r} is the whole hub: {host}/{'/'.join(own)} is enough")
+    if sas.get("skn"):
+        warnings.append(f"signed with shared access policy {sas['skn']!r}: a device should use its own key")
+    try:
+        left = float(sas.get("se", 0)) - connected_at
+    except (TypeError, ValueError):
+        return [*errors, f"expiry se={sas.get('se')!r} is not a number"], warnings
+    if left <= 0:
+        errors.append(f"the token had expired {-left:.0f} s before the CONNECT (se={sas.get('se')})")
+    elif left > MAX_TOKEN_LIFETIME:
+        errors.append(f"the token is valid for {left / 86400:.0f} days: a leaked token works that long (Azure's SDKs make 1-hour tokens and renew them)")
+    elif left < SHORT_TOKEN:
+        warnings.append(f"the token had {left:.0f} s left at CONNECT")
+    return errors, warnings

@@ -29,6 +29,10 @@ def _q(text: str) -> str:
     return urllib.parse.quote(text, safe="")
 
 
+def _twin_path(device_id: str, module_id: str | None) -> str:
+    return f"/twins/{_q(device_id)}" + (f"/modules/{_q(module_id)}" if module_id else "")
+
+
 class Lab:
     """One emulator as certify drives it. `info` is its endpoints document (`info` verb)."""
 
@@ -70,6 +74,22 @@ class Lab:
     @property
     def id_scope(self) -> str:
         return str(self.info["dps"]["idScope"])
+
+    @property
+    def edge(self) -> dict[str, Any] | None:
+        """The edge gateway (`serve --edge`): deviceId, host (the GatewayHostName), mqtt port; or None."""
+        edge: dict[str, Any] | None = self.info.get("edge")
+        return edge
+
+    def edge_scope(self) -> str:
+        """The edge device's `deviceScope`: a leaf with it in `parentScopes` is the edge's child."""
+        edge = self.edge
+        if edge is None:
+            raise CheckError("this emulator runs without an edge gateway (serve --edge)")
+        scope = self.call("GET", f"/devices/{_q(edge['deviceId'])}", api=HUB_API_VERSION).body().get("deviceScope")
+        if not scope:
+            raise CheckError(f"the edge device {edge['deviceId']} has no deviceScope")
+        return str(scope)
 
     # ---- calls -----------------------------------------------------------------------------
 
@@ -134,21 +154,34 @@ class Lab:
 
     # ---- identities ---------------------------------------------------------------------------
 
-    def create_sas_device(self, device_id: str) -> str:
-        """A SAS device with fresh keys (replacing any of that id); its primary key."""
+    def create_sas_device(self, device_id: str, *, parent_scope: str | None = None) -> str:
+        """A SAS device with fresh keys (replacing any of that id); its primary key. With
+        `parent_scope` (an edge device's `deviceScope`) a child of that edge device."""
         key = base64.b64encode(os.urandom(32)).decode()
         auth = {"type": "sas", "symmetricKey": {"primaryKey": key, "secondaryKey": base64.b64encode(os.urandom(32)).decode()}}
-        self._put_device(device_id, auth)
+        self._put_device(device_id, auth, parent_scope)
         return key
 
-    def create_ca_device(self, device_id: str) -> None:
+    def create_ca_device(self, device_id: str, *, parent_scope: str | None = None) -> None:
         """An X.509 device authenticated by the development device CA (CN = device id)."""
-        self._put_device(device_id, {"type": "certificateAuthority"})
+        self._put_device(device_id, {"type": "certificateAuthority"}, parent_scope)
 
-    def _put_device(self, device_id: str, auth: dict[str, Any]) -> None:
+    def _put_device(self, device_id: str, auth: dict[str, Any], parent_scope: str | None = None) -> None:
         self.delete_device(device_id)
         doc = {"deviceId": device_id, "status": "enabled", "authentication": auth, "capabilities": {"iotEdge": False}}
+        if parent_scope:
+            doc.update(deviceScope=parent_scope, parentScopes=[parent_scope])
         self.call("PUT", f"/devices/{_q(device_id)}", doc, api=HUB_API_VERSION)
+
+    def create_sas_module(self, device_id: str, module_id: str) -> str:
+        """A SAS module identity of `device_id` with fresh keys (replacing any of that id); its primary key."""
+        key = base64.b64encode(os.urandom(32)).decode()
+        path = f"/devices/{_q(device_id)}/modules/{_q(module_id)}"
+        self.call("DELETE", path, api=HUB_API_VERSION, ok=(200, 204, 404), headers={"If-Match": "*"})
+        doc = {"deviceId": device_id, "moduleId": module_id,
+               "authentication": {"type": "sas", "symmetricKey": {"primaryKey": key, "secondaryKey": base64.b64encode(os.urandom(32)).decode()}}}
+        self.call("PUT", path, doc, api=HUB_API_VERSION, ok=(200, 201))
+        return key
 
     def delete_device(self, device_id: str) -> None:
         self.call("DELETE", f"/devices/{_q(device_id)}", api=HUB_API_VERSION, ok=(200, 204, 404), headers={"If-Match": "*"})
@@ -183,22 +216,23 @@ class Lab:
 
     # ---- twins, methods, C2D ------------------------------------------------------------------
 
-    def twin(self, device_id: str) -> dict[str, Any]:
-        doc: dict[str, Any] = self.call("GET", f"/twins/{_q(device_id)}", api=HUB_API_VERSION).body()
+    def twin(self, device_id: str, module_id: str | None = None) -> dict[str, Any]:
+        doc: dict[str, Any] = self.call("GET", _twin_path(device_id, module_id), api=HUB_API_VERSION).body()
         return doc
 
-    def patch_desired(self, device_id: str, desired: dict[str, Any]) -> dict[str, Any]:
+    def patch_desired(self, device_id: str, desired: dict[str, Any], module_id: str | None = None) -> dict[str, Any]:
         answer = self.call(
-            "PATCH", f"/twins/{_q(device_id)}", {"properties": {"desired": desired}}, api=HUB_API_VERSION, headers={"If-Match": "*"}
+            "PATCH", _twin_path(device_id, module_id), {"properties": {"desired": desired}}, api=HUB_API_VERSION,
+            headers={"If-Match": "*"},
         )
         doc: dict[str, Any] = answer.body()
         return doc
 
-    def invoke_method(self, device_id: str, name: str, payload: Any, timeout: int) -> Answer:
+    def invoke_method(self, device_id: str, name: str, payload: Any, timeout: int, module_id: str | None = None) -> Answer:
         """The hub's answer as it is: 200 with the device's status, or 404/504 when it did not answer."""
         body = {"methodName": name, "payload": payload, "responseTimeoutInSeconds": timeout, "connectTimeoutInSeconds": 0}
         return self.call(
-            "POST", f"/twins/{_q(device_id)}/methods", body, api=HUB_API_VERSION, ok=tuple(range(200, 600)), timeout=timeout + 30
+            "POST", _twin_path(device_id, module_id) + "/methods", body, api=HUB_API_VERSION, ok=tuple(range(200, 600)), timeout=timeout + 30
         )
 
     def send_c2d(self, device_id: str, data: str, **options: Any) -> str:
@@ -211,7 +245,7 @@ class OwnEmulator:
     named, the standard ports unless told otherwise (the Python device SDK reaches only 8883)."""
 
     def __init__(self, *, data_dir: str | None, bind: str, host: str | None, mqtt_port: int, https_port: int,
-                 host_names: list[str] | None = None) -> None:
+                 host_names: list[str] | None = None, edge_bind: str | None = None, edge_mqtt_port: int = 8883) -> None:
         self._tmp = None if data_dir else tempfile.TemporaryDirectory(prefix="azure-iot-certify-")
         folder = Path(data_dir) if data_dir else Path(self._tmp.name) / "data"  # type: ignore[union-attr]  # set when no data_dir
         names = list(host_names or [])
@@ -222,6 +256,8 @@ class OwnEmulator:
             # ring per connection (the run reads the trace as it goes, but a soak is long).
             trace_payloads=True, trace_per_connection=4096,
         )
+        if edge_bind:  # the edge profile: an edgeHub on its own address (the GatewayHostName devices are given)
+            self.config = self.config.with_overrides(edge=True, edge_bind=edge_bind, edge_mqtt_port=edge_mqtt_port)
         self.thread: Any = None
 
     def start(self) -> Lab:

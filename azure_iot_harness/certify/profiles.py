@@ -2,7 +2,8 @@
 
 Built in: `basic` (connection, features, IoT Hub's rules), `resilience` (basic plus drops,
 refusals, withheld answers, DPS faults), `full` (resilience plus hostile TLS and the long
-run). A FILE is TOML:
+run), `edge` (basic's checks with the device as a leaf of the emulator's edge gateway, plus
+the gateway's own checks). A FILE is TOML:
 
     base = "basic"                     # start from a built-in profile (default: none)
     checks = ["connect.connects", …]   # or list the checks outright
@@ -31,19 +32,21 @@ from . import catalogue
 BASIC = (
     "connect.connects", "provisioning.registers", "telemetry.publishes", "twin.get", "twin.desired", "twin.reported",
     "c2d.receive", "methods.answer", "methods.unknown", "mqtt.connect-first", "mqtt.client-id", "credentials.username",
-    "mqtt.keep-alive", "mqtt.no-qos2", "mqtt.subscriptions", "mqtt.topics", "mqtt.will", "telemetry.property-bag",
+    "credentials.sas-token", "mqtt.keep-alive", "mqtt.no-qos2", "mqtt.subscriptions", "mqtt.topics", "mqtt.will", "telemetry.property-bag",
     "tls.version", "tls.cipher",
 )  # fmt: skip
 RESILIENCE = BASIC + (
     "resilience.reconnect-delay", "telemetry.resend-dup", "telemetry.no-loss", "c2d.queued", "twin.reconcile", "twin.throttled",
     "credentials.token-renewal", "resilience.azure-faults", "resilience.dead-link", "resilience.backoff",
     "resilience.connack-timeout", "resilience.takeover", "credentials.permanent-refusal", "provisioning.retry-after",
-    "provisioning.backoff", "provisioning.reprovision",
+    "provisioning.backoff", "provisioning.reprovision", "provisioning.follows-hub",
 )  # fmt: skip
 FULL = RESILIENCE + tuple(c for c in catalogue.ids() if c.startswith("tls.") or c.startswith("soak."))
+# The device as a leaf of an IoT Edge gateway: basic's checks through it, and the gateway's own.
+EDGE = tuple(c for c in catalogue.ids() if c in {*BASIC, "edge.connects", "edge.store-and-forward"} - {"provisioning.registers"})
 # Optional everywhere unless a profile file says otherwise: expectations beyond Azure's documented rules.
 OPTIONAL = frozenset({"tls.cipher", "resilience.connack-timeout", "resilience.takeover", "soak.accounting"})
-BUILT_IN = {"basic": BASIC, "resilience": RESILIENCE, "full": FULL}
+BUILT_IN = {"basic": BASIC, "resilience": RESILIENCE, "full": FULL, "edge": EDGE}
 
 
 @dataclass
@@ -83,7 +86,7 @@ def load(name_or_file: str) -> Profile:
     try:
         doc = tomllib.loads(path.read_text())
     except FileNotFoundError:
-        raise ConfigError(f"--profile: {name_or_file!r} is neither basic, resilience, full nor a file") from None
+        raise ConfigError(f"--profile: {name_or_file!r} is neither {', '.join(BUILT_IN)} nor a file") from None
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"--profile {path}: {exc}") from None
     unknown = sorted(set(doc) - {"base", "checks", "add", "remove", "optional", "mandatory", "timeouts", "device"})

@@ -6,8 +6,9 @@ certifies its device in its own CI with one test.
         assert report.passed, report.summary()
 
 `azure_iot_certify(**options)` runs `certify` with its own emulator (ephemeral ports on
-127.0.0.1 unless `standard_ports=True`, which gives it 8883/443 on a loopback address of its
-own, for devices that cannot change port) and returns the `Report`. Options are
+127.0.0.1, the edge profile's gateway on an ephemeral port of another loopback address, unless
+`standard_ports=True`, which gives it 8883/443 on a loopback address of its own, for devices that
+cannot change port) and returns the `Report`. Options are
 `RunOptions` fields; the command-line options below give defaults, and `--azure-iot-certify-reports
 DIR` writes each run's JUnit, JSON and HTML there.
 """
@@ -68,12 +69,15 @@ def azure_iot_certify(request: pytest.FixtureRequest, tmp_path: Path) -> Iterato
 
 def _run(options: dict[str, Any], standard_ports: bool, out: Callable[[str], None]) -> Report:
     if not standard_ports:
-        return run(RunOptions(**{"mqtt_port": 0, "https_port": 0, **options}), out)
+        # The edge profile's gateway too: an ephemeral port on a loopback address of its own.
+        edge = {"edge_bind": free_loopback_address(), "edge_mqtt_port": 0}
+        return run(RunOptions(**{"mqtt_port": 0, "https_port": 0, **edge, **options}), out)
     last: Exception | None = None
     for _ in range(20):  # 8883/443 on a random loopback address: parallel runs never collide
         address = free_loopback_address()
         try:
-            return run(RunOptions(**{"bind": address, "host": address, "mqtt_port": 8883, "https_port": 443, **options}), out)
+            ports = {"bind": address, "host": address, "mqtt_port": 8883, "https_port": 443, "edge_bind": free_loopback_address()}
+            return run(RunOptions(**{**ports, **options}), out)
         except ConfigError as exc:
             if "cannot bind" not in str(exc):
                 raise

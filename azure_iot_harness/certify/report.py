@@ -183,7 +183,8 @@ def _iso(t: float) -> str:
 
 def catalogue_markdown() -> str:
     """The check catalogue: one row per check in run order, with the profiles it is in."""
-    head = "| # | Check | Rule | Source | basic | resilience | full |\n|---|---|---|---|---|---|---|\n"
+    names = list(profiles.BUILT_IN)
+    head = f"| # | Check | Rule | Source | {' | '.join(names)} |\n|{'---|' * (4 + len(names))}\n"
     rows = []
     for n, check in enumerate(catalogue.CHECKS, 1):
         marks = []

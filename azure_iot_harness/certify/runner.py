@@ -33,6 +33,7 @@ FEATURES = ("telemetry", "c2d", "twin", "methods")
 @dataclass
 class RunOptions:
     device_id: str
+    module_id: str | None = None  # the edge profile: the device under test is this module of the edge device (device_id: its id)
     auth: str = "sas"  # sas | x509
     provisioning: str = "none"  # dps | none
     run: str | None = None  # the device program (a shell command); None: an external device
@@ -50,6 +51,9 @@ class RunOptions:
     host: str | None = None
     mqtt_port: int = 8883
     https_port: int = 443
+    # The edge gateway (profiles with edge.* checks): its address and MQTT port.
+    edge_bind: str = "127.0.0.2"
+    edge_mqtt_port: int = 8883
     work_dir: str | None = None
     connect_timeout: float | None = None  # how long to wait for the first connection (connect.connects)
 
@@ -79,20 +83,29 @@ class Runner:
             profile = profile.only(o.checks)
         profile.timeouts.update(o.timeouts)
         if o.connect_timeout is not None:
-            profile.timeouts["connect.connects"] = o.connect_timeout
+            profile.timeouts["connect.connects"] = profile.timeouts["edge.connects"] = o.connect_timeout
         return profile
 
     def _settings(self) -> Settings:
         o, dev = self.options, self.profile.device
         interval = o.telemetry_interval if o.telemetry_interval is not None else float(dev.get("telemetry_interval", 5.0))
-        return Settings(
+        settings = Settings(
             methods=list(o.methods or dev.get("methods", [])),
             unsupported=set(o.without or dev.get("without", [])),
             provisioning=o.provisioning,
             auth=o.auth,
             telemetry_interval=interval,
             duration=o.duration,
+            gateway=any("edge" in catalogue.get(c).needs for c in self.profile.checks),
         )
+        if settings.gateway and o.provisioning == "dps":
+            raise ConfigError("the edge checks take a device created as the gateway's child: not with --provisioning dps")
+        if o.module_id:
+            if not settings.gateway or o.auth != "sas":
+                raise ConfigError("--module-id: a module of the edge device, through the gateway (the edge profile) with SAS")
+            settings.module_id = o.module_id
+            settings.unsupported.add("c2d")  # IoT Hub sends no cloud-to-device messages to modules
+        return settings
 
     # ---- the run -------------------------------------------------------------------------------
 
@@ -111,15 +124,20 @@ class Runner:
             if o.use_running:
                 lab = running_lab(o.data_dir)
             else:
-                own = OwnEmulator(data_dir=o.data_dir, bind=o.bind, host=o.host, mqtt_port=o.mqtt_port, https_port=o.https_port)
+                own = OwnEmulator(data_dir=o.data_dir, bind=o.bind, host=o.host, mqtt_port=o.mqtt_port, https_port=o.https_port,
+                                  edge_bind=o.edge_bind if self.settings.gateway else None, edge_mqtt_port=o.edge_mqtt_port)
                 lab = own.start()
             self.out(f"emulator: mqtts://{lab.address}:{lab.mqtt_port} (hub {lab.hub_host}), CA {lab.ca_file}")
+            if o.module_id and (lab.edge or {}).get("deviceId") != o.device_id:
+                raise ConfigError(f"--module-id: --device-id must be the emulator's edge device ({(lab.edge or {}).get('deviceId')})")
             lab.capture_payloads(True)
             self._try(lab.clear_faults)
             self._try(lab.clear_trace)
             identity = create_identity(lab, o.device_id, auth=o.auth, provisioning=o.provisioning, work=work,
-                                       methods=self.settings.methods, telemetry_interval=self.settings.telemetry_interval)
-            self.out(f"device {o.device_id}: {o.auth}, provisioning {o.provisioning}; settings in {work / 'device.env'}")
+                                       methods=self.settings.methods, telemetry_interval=self.settings.telemetry_interval,
+                                       gateway=self.settings.gateway, module_id=o.module_id)
+            via = f", through the edge gateway {lab.edge['host']}" if self.settings.gateway and lab.edge else ""
+            self.out(f"device {o.device_id}: {o.auth}, provisioning {o.provisioning}{via}; settings in {work / 'device.env'}")
             device = DeviceProgram(identity, o.run, work, self.out) if o.run else ExternalDevice(identity, self.out)
             device.start()
             ctx = Context(lab, device, self.settings, self.out)

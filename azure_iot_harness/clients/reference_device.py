@@ -3,7 +3,7 @@ project's reference for `azure-iot-harness certify`.
 
 It reads the certify environment (`AZURE_IOT_CERTIFY_*`, see certify/device.py) or the flags:
 provisions through DPS when told to (waiting retry-after, backing off on 5xx, provisioning
-again when the hub refuses it), connects with clean session 0 and a fresh SAS token each time
+again when the hub refuses it, and then connecting to the hub DPS names), connects with clean session 0 and a fresh SAS token each time
 (renewed before it expires), subscribes to C2D, methods and the twin, GETs the twin after every
 connect and reports back each desired property (Plug and Play `ac`/`av` with `--model-id`),
 answers the methods it was given (404 for others), sends JSON telemetry at QoS 1 every
@@ -63,6 +63,7 @@ class DeviceSettings:
     connack_timeout: float = 10.0
     stable_seconds: float = 2.0
     model_id: str | None = None
+    module_id: str | None = None  # a module identity of the device (an edge module): `{device}/{module}`
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -118,6 +119,7 @@ def settings_from(args: argparse.Namespace | None = None, env: dict[str, str] | 
         stable_seconds=getattr(a, "stable_seconds", 2.0),
         connack_timeout=getattr(a, "connack_timeout", 10.0),
         model_id=getattr(a, "model_id", None),
+        module_id=pick("MODULE_ID"),
     )
 
 
@@ -156,18 +158,25 @@ class ReferenceDevice:
         if not self.s.key:
             return None
         self.token_expires = time.time() + self.s.token_ttl
-        return sas.generate(f"{self.s.host}/devices/{self.s.device_id}", self.s.key, ttl=self.s.token_ttl)
+        return sas.generate(f"{self.s.host}/devices/{self.identity_path()}", self.s.key, ttl=self.s.token_ttl)
+
+    def identity_path(self) -> str:
+        """`{device}` or `{device}/modules/{module}`: the token's resource and the telemetry topic's."""
+        return self.s.device_id + (f"/modules/{self.s.module_id}" if self.s.module_id else "")
+
+    def client_id(self) -> str:
+        return self.s.device_id + (f"/{self.s.module_id}" if self.s.module_id else "")
 
     def username(self) -> str:
         query = f"api-version={API_VERSION}&DeviceClientType={urllib.parse.quote('azure-iot-harness-reference/1', safe='')}"
         if self.s.model_id:
             query += "&model-id=" + urllib.parse.quote(self.s.model_id, safe="")
-        return f"{self.s.host}/{self.s.device_id}/?{query}"
+        return f"{self.s.host}/{self.client_id()}/?{query}"
 
     # ---- the connection ------------------------------------------------------------------------
 
     def new_client(self) -> Any:
-        client = paho_client(self.s.device_id, clean_session=self.clean_session)
+        client = paho_client(self.client_id(), clean_session=self.clean_session)
         client.tls_set_context(self.tls())
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
@@ -231,12 +240,8 @@ class ReferenceDevice:
     # ---- after CONNACK 0 -------------------------------------------------------------------------
 
     def subscriptions(self) -> list[tuple[str, int]]:
-        return [
-            (f"devices/{self.s.device_id}/messages/devicebound/#", 1),
-            ("$iothub/methods/POST/#", 0),
-            ("$iothub/twin/res/#", 0),
-            ("$iothub/twin/PATCH/properties/desired/#", 0),
-        ]
+        c2d = [] if self.s.module_id else [(f"devices/{self.s.device_id}/messages/devicebound/#", 1)]  # modules get no C2D
+        return [*c2d, ("$iothub/methods/POST/#", 0), ("$iothub/twin/res/#", 0), ("$iothub/twin/PATCH/properties/desired/#", 0)]
 
     def on_connected(self) -> None:
         self.client.subscribe(self.subscriptions())
@@ -253,7 +258,7 @@ class ReferenceDevice:
         self.client.publish(full, payload, qos=0)
 
     def telemetry_topic(self) -> str:
-        return f"devices/{self.s.device_id}/messages/events/$.ct=application%2Fjson&$.ce=utf-8"
+        return f"devices/{self.identity_path()}/messages/events/$.ct=application%2Fjson&$.ce=utf-8"
 
     def send_telemetry(self) -> None:
         self.seq += 1
@@ -347,6 +352,8 @@ class ReferenceDevice:
                 except OSError:
                     pass
             if state is not None:
+                if state["assignedHub"].lower() != self.s.host.lower():  # another hub: reach it by its name
+                    self.s.address = state["assignedHub"]
                 self.s.host, self.s.device_id = state["assignedHub"], state["deviceId"]
                 self.say(f"provisioned: {self.s.device_id} on {self.s.host}")
                 return

@@ -1,8 +1,9 @@
 """certify against real devices: the conformant reference devices PASS every check; each
 deliberately broken device fails exactly the checks of the rule it breaks.
 
-Quick runs are in the default suite; the ones that wait for back-offs, storms, DPS or the soak
-are marked `certify_long` (pytest -m certify_long tests/certify)."""
+A short slice is in the default suite (the reference devices on the basic and edge profiles, and
+the broken devices judged within seconds); the runs that wait for back-offs, storms, DPS, the
+soak or a check's whole timeout are marked `certify_long` (pytest -m certify_long tests/certify)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ def test_reference_paho_device_passes_the_basic_profile() -> None:
     assert list(got) == BASIC  # the catalogue's order
     assert {k for k, v in got.items() if v not in ("PASS",)} == {"provisioning.registers"}, explain(report)
     assert got["provisioning.registers"] == "SKIP" and report.exit_code == 0
-    assert any(line.startswith("[ 1/20] connect.connects PASS") for line in lines)
+    assert any(line.startswith(f"[ 1/{len(BASIC)}] connect.connects PASS") for line in lines)
 
 
 @LONG
@@ -44,14 +45,38 @@ def test_reference_paho_device_copes_with_hostile_tls() -> None:
 def test_reference_paho_device_through_dps() -> None:
     report = certify(reference_command(), "ref-dps", provisioning="dps",
                      checks=["connect.connects", "provisioning.registers", "telemetry.publishes", "provisioning.retry-after",
-                             "provisioning.backoff", "provisioning.reprovision"])
+                             "provisioning.backoff", "provisioning.reprovision", "provisioning.follows-hub", "credentials.username"])
     assert set(results(report).values()) == {"PASS"}, explain(report)
+
+
+def test_reference_paho_device_through_the_edge_gateway() -> None:
+    report = certify(reference_command(), "ref-edge", profile="edge")
+    got = results(report)
+    assert list(got) == [c for c in catalogue.ids() if c in profiles.EDGE]
+    assert set(got.values()) == {"PASS"}, explain(report)
+
+
+def test_reference_paho_device_as_an_edge_module() -> None:
+    report = certify(reference_command(), "edge-device1", module_id="filter", profile="edge")
+    got = results(report)
+    assert {k for k, v in got.items() if v != "PASS"} == {"c2d.receive"}, explain(report)
+    assert got["c2d.receive"] == "SKIP"  # IoT Hub sends no cloud-to-device messages to modules
+
+
+@LONG
+def test_edge_module_that_ignores_its_module_id_fails_the_identity_checks() -> None:
+    checks = ["connect.connects", "mqtt.client-id", "credentials.username"]
+    report = certify(broken_command("ignores_module_id"), "edge-device1", module_id="filter", checks=[*checks, "edge.connects"],
+                     connect_timeout=4)
+    assert {k for k, v in results(report).items() if v == "FAIL"} == {*checks, "edge.connects"}, explain(report)
 
 
 @LONG
 def test_reference_paho_device_with_x509() -> None:
     report = certify(reference_command(), "ref-x509", auth="x509", checks=BASIC)
-    assert {k for k, v in results(report).items() if v != "PASS"} == {"provisioning.registers"}, explain(report)
+    got = results(report)
+    assert {k for k, v in got.items() if v != "PASS"} == {"provisioning.registers", "credentials.sas-token"}, explain(report)
+    assert got["credentials.sas-token"] == "SKIP"
 
 
 # (device, checks to run, the checks that must FAIL, extra device flags, long)
@@ -61,20 +86,20 @@ DPS = ("provisioning", "dps")  # devices that never get a connection accepted: j
 RESILIENCE = ["resilience.reconnect-delay", "resilience.backoff", "resilience.takeover", "credentials.permanent-refusal"]
 BROKEN = [
     ("c2d_no_puback", ["c2d.receive"], {"c2d.receive"}, (), False),
-    ("wrong_rid", ["methods.answer", "methods.unknown"], {"methods.answer", "methods.unknown"}, (), False),
-    ("silent_unknown_method", ["methods.answer", "methods.unknown"], {"methods.unknown"}, (), False),
+    ("wrong_rid", ["methods.answer", "methods.unknown"], {"methods.answer", "methods.unknown"}, (), True),
+    ("silent_unknown_method", ["methods.answer", "methods.unknown"], {"methods.unknown"}, (), True),
     ("qos2", ["connect.connects", "mqtt.no-qos2"], {"mqtt.no-qos2"}, (), False),
     ("subscribes_all", ["connect.connects", "mqtt.subscriptions"], {"mqtt.subscriptions"}, (), False),
-    ("no_twin_get", ["twin.get", "twin.desired"], {"twin.get"}, (), False),
-    ("no_reported", ["twin.get", "twin.desired", "twin.reported"], {"twin.desired", "twin.reported"}, (), False),
-    ("no_telemetry", ["telemetry.publishes", "twin.get"], {"telemetry.publishes"}, (), False),
+    ("no_twin_get", ["twin.get", "twin.desired"], {"twin.get"}, (), True),
+    ("no_reported", ["twin.get", "twin.desired", "twin.reported"], {"twin.desired", "twin.reported"}, (), True),
+    ("no_telemetry", ["telemetry.publishes", "twin.get"], {"telemetry.publishes"}, (), True),
     ("bad_model_id", ["connect.connects", "credentials.username"], {"credentials.username"}, (), False),
     ("unencoded_properties", ["connect.connects", "telemetry.property-bag"], {"telemetry.property-bag"}, (), False),
     ("foreign_topic", ["connect.connects", "mqtt.topics"], {"mqtt.topics"}, (), False),
-    ("will_elsewhere", ["connect.connects", "mqtt.will"], {"connect.connects", "mqtt.will"}, NO_CONNECT, False),
+    ("will_elsewhere", ["connect.connects", "mqtt.will"], {"connect.connects", "mqtt.will"}, NO_CONNECT, True),
     ("wrong_client_id", ["connect.connects", "mqtt.client-id"], {"connect.connects", "mqtt.client-id"}, NO_CONNECT, False),
-    ("ping_before_connect", ["connect.connects", "mqtt.connect-first"], {"connect.connects", "mqtt.connect-first"}, NO_CONNECT, False),
-    ("tls_1_1", ["connect.connects", "tls.version"], {"connect.connects", "tls.version"}, NO_CONNECT, False),
+    ("ping_before_connect", ["connect.connects", "mqtt.connect-first"], {"connect.connects", "mqtt.connect-first"}, NO_CONNECT, True),
+    ("tls_1_1", ["connect.connects", "tls.version"], {"connect.connects", "tls.version"}, NO_CONNECT, True),
     ("chacha_only", ["connect.connects", "tls.cipher"], {"tls.cipher"}, (), False),
     ("long_keep_alive", ["mqtt.keep-alive", "resilience.dead-link"], {"mqtt.keep-alive", "resilience.dead-link"}, (), False),
     ("reconnect_at_once", RESILIENCE, set(RESILIENCE), (), True),
@@ -95,6 +120,13 @@ BROKEN = [
     ("dps_constant_retry", ["provisioning.registers", "provisioning.backoff"], {"provisioning.backoff"}, DPS, True),
     ("never_reprovisions", ["provisioning.registers", "provisioning.reprovision"], {"provisioning.reprovision"}, DPS, True),
     ("wrong_dps_username", ["connect.connects", "provisioning.registers"], {"provisioning.registers"}, DPS, True),
+    ("audience_is_address", ["connect.connects", "credentials.sas-token"], {"connect.connects", "credentials.sas-token"}, NO_CONNECT, True),
+    ("long_lived_token", ["connect.connects", "credentials.sas-token"], {"credentials.sas-token"}, (), False),
+    ("renews_when_closed", ["connect.connects", "credentials.sas-token"], {"credentials.sas-token"}, ("--token-ttl", "2"), True),
+    ("keeps_cached_hub", ["provisioning.registers", "provisioning.follows-hub"], {"provisioning.follows-hub"}, DPS, True),
+    ("hub_server_name", ["connect.connects", "edge.connects"], {"edge.connects"}, (), False),
+    ("ignores_gateway", ["connect.connects", "edge.connects"], {"connect.connects", "edge.connects"}, NO_CONNECT, True),
+    ("no_telemetry", ["edge.connects", "edge.store-and-forward"], {"edge.store-and-forward"}, (), True),
 ]
 
 

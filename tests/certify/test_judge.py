@@ -49,3 +49,28 @@ def test_backoff_shapes() -> None:
     assert "no jitter" in warnings[0]
     errors, _ = judge.backoff_problems([1.0, 2.0])
     assert "not enough" in errors[0]
+
+
+def test_sas_token_claims() -> None:
+    hubs = {"hub"}
+    assert judge.sas_problems({"sr": "hub%2Fdevices%2Fdev", "se": 4600, "skn": None}, 1000, hubs, "dev") == ([], [])
+    errors, _ = judge.sas_problems({"sr": "127.0.0.1%2Fdevices%2Fdev", "se": 4600}, 1000, hubs, "dev")
+    assert "not the hub" in errors[0]
+    errors, _ = judge.sas_problems({"sr": "hub%2Fdevices%2Fother", "se": 4600}, 1000, hubs, "dev")
+    assert "does not cover hub/devices/dev" in errors[0]
+    errors, _ = judge.sas_problems({"sr": "hub/devices/dev", "se": 999}, 1000, hubs, "dev")
+    assert "had expired" in errors[0]
+    errors, _ = judge.sas_problems({"sr": "hub/devices/dev", "se": 1000 + 400 * 86400}, 1000, hubs, "dev")
+    assert "valid for 400 days" in errors[0]
+    errors, warnings = judge.sas_problems({"sr": "https://hub", "se": 1030, "skn": "device"}, 1000, hubs, "dev")
+    assert errors == [] and len(warnings) == 3  # the whole hub, a policy key, 30 s left
+    errors, warnings = judge.sas_problems({"sr": "gw/devices/dev", "se": 4600}, 1000, hubs, "dev", {"gw"})
+    assert errors == [] and "gateway" in warnings[0]
+    assert "not a SAS token" in judge.sas_problems({"error": "bad"}, 0, hubs, "dev")[0][0]
+
+
+def test_sas_token_claims_of_a_module() -> None:
+    ok = judge.sas_problems({"sr": "hub%2Fdevices%2Fgw%2Fmodules%2Ff", "se": 4600}, 1000, {"hub"}, "gw", module_id="f")
+    assert ok == ([], [])
+    errors, _ = judge.sas_problems({"sr": "hub/devices/gw/modules/other", "se": 4600}, 1000, {"hub"}, "gw", module_id="f")
+    assert "does not cover hub/devices/gw/modules/f" in errors[0]

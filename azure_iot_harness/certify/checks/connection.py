@@ -50,7 +50,7 @@ def _wait_connect(ctx: Context) -> list[Event]:
 def _device_conn_events(ctx: Context) -> dict[int, list[Event]]:
     out: dict[int, list[Event]] = {}
     for e in ctx.device_events():
-        if e.conn is not None and (e.listener or "hub") == "hub":
+        if e.conn is not None and (e.listener or "hub") == ctx.listener:
             out.setdefault(e.conn, []).append(e)
     return out
 
@@ -81,11 +81,11 @@ def connect_first(ctx: Context) -> Verdict:
 
 def client_id(ctx: Context) -> Verdict:
     connects = _wait_connect(ctx)
-    wrong = [e for e in connects if e.get("client_id") != ctx.device_id]
+    wrong = [e for e in connects if e.get("client_id") != ctx.client_id]
     if not connects:
         return Verdict.failed("no CONNECT to judge")
     if wrong:
-        return Verdict.failed(f"client id {wrong[0].get('client_id')!r} is not the device id {ctx.device_id!r}", Evidence(wrong[:3]))
+        return Verdict.failed(f"client id {wrong[0].get('client_id')!r} is not {ctx.client_id!r}", Evidence(wrong[:3]))
     return Verdict.passed(f"client id = device id on {len(connects)} CONNECTs", Evidence(connects[:1]))
 
 
@@ -93,11 +93,15 @@ def username(ctx: Context) -> Verdict:
     connects = _wait_connect(ctx)
     if not connects:
         return Verdict.failed("no CONNECT to judge")
+    def hub_of(e: Event) -> str:  # the host it names, when that is one of the hub's (another hub DPS assigned)
+        named = str(e.get("username", "")).split("/", 1)[0]
+        return named if named.lower() in ctx.hub_hosts else ctx.lab.hub_host
+
     for e in connects:
-        errors, warnings = username_problems(str(e.get("username", "")), ctx.lab.hub_host, ctx.device_id)
+        errors, warnings = username_problems(str(e.get("username", "")), hub_of(e), ctx.device_id, ctx.module_id)
         if errors:
             return Verdict.failed(f"username {e.get('username')!r}: {'; '.join(errors)}", Evidence([e]))
-    _, warnings = username_problems(str(connects[-1].get("username", "")), ctx.lab.hub_host, ctx.device_id)
+    _, warnings = username_problems(str(connects[-1].get("username", "")), hub_of(connects[-1]), ctx.device_id, ctx.module_id)
     return Verdict.passed("username {host}/{device}/?api-version=… on every CONNECT", Evidence(connects[:1]), warnings)
 
 
@@ -143,7 +147,7 @@ def subscriptions(ctx: Context) -> Verdict:
     for e in subs:
         for entry in e.get("topics", []):
             topic_filter = entry[0]
-            if not documented_filter(topic_filter, ctx.device_id):
+            if not documented_filter(topic_filter, ctx.device_id, ctx.module_id):
                 return Verdict.failed(f"subscribes to {topic_filter!r}, not a filter IoT Hub documents", Evidence([e, *_closes(ctx, [e])]))
             per_conn.setdefault(e.conn, set()).add(topic_filter)
     most = max(per_conn.values(), key=len)
@@ -154,7 +158,7 @@ def subscriptions(ctx: Context) -> Verdict:
 
 def topics(ctx: Context) -> Verdict:
     pubs = ctx.wait(lambda: [e for e in ctx.device_events() if e.is_in("PUBLISH")]) or []
-    bad = [e for e in pubs if not documented_publish(e.topic, ctx.device_id)]
+    bad = [e for e in pubs if not documented_publish(e.topic, ctx.device_id, ctx.module_id)]
     if bad:
         return Verdict.failed(f"publishes to {bad[0].topic!r}, not a topic IoT Hub documents", Evidence(bad[:3] + _closes(ctx, bad[:1])))
     if not pubs:
@@ -175,13 +179,13 @@ def will(ctx: Context) -> Verdict:
 
     for e in connects:
         topic = e.get("will_topic") or (e.get("will") or {}).get("topic")
-        if topic and not is_telemetry(str(topic), ctx.device_id):
+        if topic and not is_telemetry(str(topic), ctx.device_id, ctx.module_id):
             return Verdict.failed(f"will message on {topic!r}: IoT Hub allows it on the telemetry topic only", Evidence([e]))
     return Verdict.passed("no will message outside the telemetry topic")
 
 
 def tls_version(ctx: Context) -> Verdict:
-    tls = [e for e in ctx.device_events() if e.type == "TLS" and (e.listener or "hub") == "hub"]
+    tls = [e for e in ctx.device_events() if e.type == "TLS" and (e.listener or "hub") == ctx.listener]
     if not tls:
         if not ctx.accepted():
             return Verdict.failed("no TLS handshake with the hub completed (the endpoint speaks TLS 1.2 and 1.3 only)")

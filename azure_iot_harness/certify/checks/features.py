@@ -20,7 +20,7 @@ PROBE = "certifyProbe"  # the desired property the twin checks change
 
 
 def telemetry_events(ctx: Context, since: int = -1) -> list[Event]:
-    return [e for e in ctx.device_events(since) if e.is_in("PUBLISH") and is_telemetry(e.topic, ctx.device_id)]
+    return [e for e in ctx.device_events(since) if e.is_in("PUBLISH") and is_telemetry(e.topic, ctx.device_id, ctx.module_id)]
 
 
 def acked(ctx: Context, publish: Event) -> Event | None:
@@ -56,12 +56,12 @@ def property_bags(ctx: Context) -> Verdict:
         return Verdict.failed("no telemetry to judge")
     warnings: list[str] = []
     for e in msgs:
-        bag = property_bag(e.topic, ctx.device_id)
+        bag = property_bag(e.topic, ctx.device_id, ctx.module_id)
         problems = property_bag_problems(bag)
         if problems:
             return Verdict.failed(f"property bag {bag!r}: {'; '.join(problems)}", Evidence([e]))
     last = msgs[-1]
-    values = bag_values(property_bag(last.topic, ctx.device_id))
+    values = bag_values(property_bag(last.topic, ctx.device_id, ctx.module_id))
     payload = last.get("payload")
     if payload is not None and "$.ct" not in values:
         import base64
@@ -139,7 +139,7 @@ def _twin_answer(ctx: Context, request: Event) -> Event | None:
 
 def _reported_value(ctx: Context, value: int) -> tuple[bool, dict, list[str]]:
     """Whether the twin's reported properties acknowledge desired `PROBE` = value; the twin; problems."""
-    twin = ctx.lab.twin(ctx.device_id)
+    twin = ctx.lab.twin(ctx.device_id, ctx.module_id)
     reported = (twin.get("properties") or {}).get("reported") or {}
     got = reported.get(PROBE)
     problems: list[str] = []
@@ -159,7 +159,7 @@ def twin_desired(ctx: Context) -> Verdict:
     mark = ctx.mark()
     value = int(time.time() * 1000) % 1_000_000_000
     start = time.monotonic()
-    version = ctx.lab.patch_desired(ctx.device_id, {PROBE: value}).get("properties", {}).get("desired", {}).get("$version")
+    version = ctx.lab.patch_desired(ctx.device_id, {PROBE: value}, ctx.module_id).get("properties", {}).get("desired", {}).get("$version")
     done = ctx.wait(lambda: _reported_value(ctx, value)[0], interval=0.25)
     notify = [e for e in ctx.device_events(mark) if e.is_out("PUBLISH") and e.topic.startswith("$iothub/twin/PATCH/properties/desired/")]
     patches = twin_requests(ctx, mark, "reported")
@@ -219,7 +219,7 @@ def methods_answer(ctx: Context) -> Verdict:
     for name in ctx.settings.methods:
         mark = ctx.mark()
         start = time.monotonic()
-        answer = ctx.lab.invoke_method(ctx.device_id, name, {"certify": True}, timeout=max(5, int(ctx.remaining())))
+        answer = ctx.lab.invoke_method(ctx.device_id, name, {"certify": True}, timeout=max(5, int(ctx.remaining())), module_id=ctx.module_id)
         ctx.refresh()
         evidence.events += _method_events(ctx, mark, name)
         evidence.timings[f"{name}: call to answer"] = time.monotonic() - start
@@ -233,7 +233,7 @@ def methods_unknown(ctx: Context) -> Verdict:
     ctx.require_online()
     name = "certifyUnknownMethod"
     mark = ctx.mark()
-    answer = ctx.lab.invoke_method(ctx.device_id, name, None, timeout=max(5, int(ctx.remaining()) - 1))
+    answer = ctx.lab.invoke_method(ctx.device_id, name, None, timeout=max(5, int(ctx.remaining()) - 1), module_id=ctx.module_id)
     ctx.refresh()
     evidence = Evidence(_method_events(ctx, mark, name))
     if answer.status == 504:

@@ -1,8 +1,11 @@
 """The Device Provisioning Service (with --provisioning dps): registering, waiting as told,
-backing off, provisioning again when the hub no longer knows the device."""
+backing off, provisioning again when the hub no longer knows the device, and following DPS to
+another hub."""
 
 from __future__ import annotations
 
+import ipaddress
+import random
 import re
 
 from ..context import Context
@@ -128,6 +131,81 @@ def reprovision(ctx: Context) -> Verdict:
     return Verdict.passed("provisioned again after the hub no longer knew it, then connected", evidence)
 
 
+def _other_hub(ctx: Context) -> str:
+    """A name for "another hub": a second loopback address, where the emulator's hub also listens
+    (the dps-assign-hub fault) with a certificate for it."""
+    try:
+        loopback = ipaddress.ip_address(ctx.lab.address).is_loopback
+    except ValueError:
+        loopback = ctx.lab.address == "localhost"
+    if not loopback:
+        raise CheckError("a change of assigned hub needs the emulator on a loopback address (the other hub is a second one)")
+    taken = {ctx.lab.address, str((ctx.lab.edge or {}).get("host"))}
+    while True:
+        other = f"127.{random.randint(1, 254)}.{random.randint(0, 255)}.{random.randint(1, 254)}"
+        if other not in taken:
+            return other
+
+
+def _host_named(e: Event) -> str:
+    """The hub host a CONNECT names: its username's first part, else its SAS token's audience."""
+    named = str(e.get("username", "")).split("/", 1)[0]
+    if not named:
+        named = str((e.get("sas") or {}).get("sr", "")).split("/", 1)[0]
+    return named.lower()
+
+
+def follows_hub(ctx: Context) -> Verdict:
+    ack = settle(ctx)
+    old = _host_named(next((e for e in ctx.connection_events(ack.conn) if e.is_in("CONNECT")), ack)) or ctx.lab.hub_host.lower()
+    other = _other_hub(ctx)
+    fault = ctx.fault("dps-assign-hub", device_id=ctx.device_id, hostName=other)
+    ctx.hub_hosts.add(other)
+    mark = ctx.mark()
+    ctx.lab.delete_device(ctx.device_id)  # the old hub no longer knows it (a migration): it must ask DPS again
+    if ctx.wait(lambda: ctx.closed(ack.conn), timeout=2) is None:
+        ctx.fault("drop", device_id=ctx.device_id, how="close")
+    close = ctx.wait(lambda: ctx.closed(ack.conn), timeout=10)
+    if close is None:
+        raise CheckError("the device's connection stayed open after it was deleted and dropped")
+
+    def on_new_hub() -> Event | None:
+        return next((a for a in ctx.accepted(mark) if any(_host_named(c) == other for c in ctx.connection_events(a.conn) if c.is_in("CONNECT"))), None)
+
+    def stale() -> list[Event]:  # accepted at a hub other than the assigned one, after registering again
+        dps = [e for e in dps_events(ctx, mark) if e.is_in("CONNECT")]
+        return [a for a in ctx.accepted(dps[0].seq) if not any(_host_named(c) == other for c in ctx.connection_events(a.conn)
+                                                                if c.is_in("CONNECT"))] if dps else []
+
+    ctx.wait(lambda: on_new_hub() or stale())
+    back = on_new_hub()
+    again = [e for e in dps_events(ctx, mark) if e.is_in("CONNECT")]
+    answers = [e for e in _answers(ctx, mark) if "/res/200/" in e.topic]
+    later = [e for e in ctx.connects(mark) if not again or e.seq > again[0].seq]
+    evidence = Evidence([close, *again[:1], *answers[:1], *later[:3], *([back] if back else [])])
+    ctx.remove_fault(fault)
+    try:
+        if not again:
+            return Verdict.failed("did not provision again after the hub it knew refused it", evidence)
+        if back is not None:
+            evidence.timings["closed to connected to the new hub"] = back.time - close.time
+            return Verdict.passed(f"provisioned again and connected to the newly assigned hub {other} (was {old})", evidence)
+        cached = [e for e in later if _host_named(e) != other]
+        if cached:
+            return Verdict.failed(f"DPS assigned {other}, but the device connected to {_host_named(cached[0])} (its cached hub)", evidence)
+        return Verdict.failed(f"DPS assigned {other}, but the device did not connect there within {ctx.timeout:g} s", evidence)
+    finally:
+        _back_home(ctx)
+
+
+def _back_home(ctx: Context) -> None:
+    """Later checks expect the device on the run's hub: a fresh start provisions it there."""
+    if not ctx.device.external:
+        mark = ctx.mark()
+        ctx.device.restart()
+        ctx.wait(lambda: ctx.online(mark), timeout=30)
+
+
 CHECKS = (
     Check("provisioning.registers", "Registers with DPS", "The device registers with DPS (username {scope}/registrations/{id}/api-version=…, client id = registration id) and connects to the hub it is assigned to.",
           D_DPS, registers, timeout=60, needs=("dps",)),
@@ -137,4 +215,7 @@ CHECKS = (
           D_DPS_RETRY, backoff_5xx, timeout=90, needs=("dps", "restart"), fault_kinds=("dps-error",)),
     Check("provisioning.reprovision", "Provisions again when the hub does not know it", "When the assigned hub refuses the device (not authorized, device not found) it registers with DPS again.",
           D_DPS_RETRY, reprovision, timeout=90, needs=("dps",), fault_kinds=("drop",), restart_after=True),
+    Check("provisioning.follows-hub", "Follows a change of assigned hub", "When DPS assigns the device to another hub (after its hub refused it), the device connects to the hub DPS named, not to the one it had cached.",
+          D_DPS_RETRY + "; Azure docs: How to reprovision devices (hub migration)", follows_hub, timeout=90, needs=("dps",),
+          fault_kinds=("dps-assign-hub", "drop")),
 )

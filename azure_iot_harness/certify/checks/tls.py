@@ -16,7 +16,7 @@ D_ROOT = "Azure docs: IoT Hub's migration to DigiCert Global Root G2 (devices mu
 
 
 def _tls_events(ctx: Context, since: int) -> list[Event]:
-    return [e for e in ctx.device_events(since) if e.type == "TLS" and (e.listener or "hub") == "hub"]
+    return [e for e in ctx.device_events(since) if e.type == "TLS" and (e.listener or "hub") == ctx.listener]
 
 
 def refuses(certificate: str) -> Callable[[Context], Verdict]:

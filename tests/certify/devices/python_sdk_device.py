@@ -1,6 +1,7 @@
 """A conformant device on the official Python device SDK (azure-iot-device): a small sample app
 reading certify's environment. The SDK connects, sends, answers; the app adds what Azure's
-guidance asks of it: GET the twin after every connect and report desired properties back,
+guidance asks of it: GET the twin after every connect and report desired properties back
+(again after a throttled answer: the SDK raises on it),
 answer unknown methods with 404, and reconnect with exponential back-off and jitter (the SDK's
 own retry is a fixed interval, so it is turned off)."""
 
@@ -19,9 +20,9 @@ from azure.iot.device import X509, IoTHubDeviceClient, Message, MethodResponse
 ENV = os.environ
 
 
-def make_client() -> IoTHubDeviceClient:
+def make_client(keep_alive: int) -> IoTHubDeviceClient:
     ca = open(ENV["AZURE_IOT_CERTIFY_CA_FILE"]).read()
-    options: dict[str, Any] = {"server_verification_cert": ca, "connection_retry": False, "keep_alive": 30}
+    options: dict[str, Any] = {"server_verification_cert": ca, "connection_retry": False, "keep_alive": keep_alive}
     if ENV.get("AZURE_IOT_CERTIFY_AUTH") == "x509":
         x509 = X509(ENV["AZURE_IOT_CERTIFY_CERT_FILE"], ENV["AZURE_IOT_CERTIFY_KEY_FILE"])
         return IoTHubDeviceClient.create_from_x509_certificate(
@@ -33,12 +34,20 @@ def make_client() -> IoTHubDeviceClient:
 def main() -> int:
     methods = {m for m in ENV.get("AZURE_IOT_CERTIFY_METHODS", "").split(",") if m}
     interval = float(ENV.get("AZURE_IOT_CERTIFY_TELEMETRY_INTERVAL", "5"))
-    client = make_client()
+    keep_alive = int(sys.argv[sys.argv.index("--keep-alive") + 1]) if "--keep-alive" in sys.argv else 30
+    client = make_client(keep_alive)
 
     def report(desired: dict[str, Any]) -> None:
         patch = {k: v for k, v in desired.items() if not k.startswith("$")}
-        if patch:
-            client.patch_twin_reported_properties(patch)
+        for attempt in range(1, 6):  # the SDK raises on an error status (429 throttled): try again later
+            if not patch:
+                return
+            try:
+                client.patch_twin_reported_properties(patch)
+                return
+            except Exception as exc:
+                print(f"reported patch failed ({type(exc).__name__}: {exc}): again in {attempt} s", flush=True)
+                time.sleep(attempt * random.uniform(1.0, 1.25))
 
     def on_method(request: Any) -> None:
         status = 200 if request.name in methods else 404
