@@ -32,6 +32,7 @@ from ..config import (
 from ..errors import ConfigError, FaultError, HarnessError, ServiceError
 from .amqp import AmqpService
 from .ca_certificates import CaCertificates, ca_entries
+from .certification import CertificationReports
 from .clock import SYSTEM_CLOCK, Clock
 from .dps.context import DpsContext
 from .dps.dps import Dps
@@ -97,6 +98,7 @@ class Emulator:
         self.explorer: HttpsServer | None = None  # the explorer page (Config.explorer)
         self.feedback: Feedback
         self.amqp: AmqpService
+        self.certification: CertificationReports  # certify's reports (/_emulator/certification)
         self._started = False
 
     # ---- life cycle ---------------------------------------------------------------------
@@ -149,6 +151,8 @@ class Emulator:
         )
         # C2D delivery feedback, from the hub's C2D queues.
         self.feedback = Feedback(self.store, self.hub.c2d, self.clock, batch_seconds=cfg.c2d_feedback_batch_seconds)
+        # Certification reports certify posts after its runs (the explorer shows them).
+        self.certification = CertificationReports(self.store)
         # The store opens; then each service loads (and seeds) its state.
         await self.store.start()
         try:
@@ -274,6 +278,7 @@ class Emulator:
             faults=self.faults,
             trace=self.trace,
             management=ManagementContext(self.config.hub_name, hub, self.hub.cas, self.dps, self.dps.cas),
+            certification=self.certification,
         )
 
     def _explorer_context(self, web_app: Any) -> ExplorerContext:
