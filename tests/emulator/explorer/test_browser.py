@@ -1,20 +1,27 @@
 """The explorer page in a real browser against a running emulator, with paho devices on the
-other side: what a device does shows on the page, and what the page does reaches the device."""
+other side: what a device does shows on the page, and what the page does reaches the device.
+Certification reports come from real certify runs with device programs."""
 
 from __future__ import annotations
 
 import json
 import re
 import urllib.parse
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, Page, expect
 
 from azure_iot_harness.certs import self_signed_cert
 from azure_iot_harness.emulator.app import Emulator, EmulatorThread
+from azure_iot_harness.emulator.certification_api import PATH as REPORTS
 from azure_iot_harness.emulator.protocol import sas
+from tests.certify.helpers import broken_command, certify, explain, reference_command, results
 from tests.emulator.dps.helpers import group_key
 from tests.emulator.edge.edge_helpers import connected_leaf
+from tests.emulator.explorer.conftest import open_page
 from tests.helpers import PahoDevice, https, sas_device, wait_for
 
 
@@ -408,3 +415,81 @@ def test_bad_actions_show_azures_error_and_the_page_keeps_working(page: Page, ex
 
     page.goto("/edge")
     expect(page.locator("#edge-error")).to_be_hidden()
+
+
+# ---- certification reports ------------------------------------------------------------------
+# Real certify runs with real device programs: one on an emulator of its own over a data folder,
+# one against the emulator running there; the page lists both, shows each report (certify's own
+# page: the summary matrix and each check's evidence), and lists them after a restart.
+
+
+@contextmanager
+def explorer_on(data: Path, browser: Browser) -> Iterator[tuple[Emulator, Page]]:
+    thread = EmulatorThread(data_dir=data, in_memory=False, mqtt_port=0, https_port=0, explorer=True, durability="normal")
+    emu = thread.start()
+    try:
+        with open_page(browser, emu) as page:
+            yield emu, page
+    finally:
+        thread.stop()
+
+
+def test_certify_runs_are_listed_shown_and_kept(browser: Browser, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    # certify on an emulator of its own over the folder: a device that breaks the username rule.
+    broken = certify(broken_command("bad_model_id"), "cert-broken", data_dir=str(data), checks=["connect.connects", "credentials.username"])
+    assert results(broken) == {"connect.connects": "PASS", "credentials.username": "FAIL"}, explain(broken)
+
+    with explorer_on(data, browser) as (emu, page):
+        page.goto("/certification")
+        runs = page.locator("#certification-runs tbody tr")
+        first = page.locator("#certification-runs tr[data-device-id='cert-broken']")
+        expect(first.locator(".verdict")).to_have_text("NOT CERTIFIED")
+        expect(first.locator(".profile")).to_have_text("basic")
+        expect(first.locator(".counts")).to_have_text("1 PASS1 FAIL")
+        expect(page.locator("#certification-empty")).to_be_hidden()
+
+        # certify against the emulator running there: its run appears on the open page.
+        lines: list[str] = []
+        passed = certify(reference_command(), "cert-ref", use_running=True, data_dir=str(data),
+                         checks=["connect.connects", "telemetry.publishes"], without=["twin"], lines=lines)  # fmt: skip
+        assert passed.exit_code == 0, explain(passed)
+        [stored] = [line for line in lines if line.startswith("report stored in the emulator: ")]
+        assert re.fullmatch(re.escape(f"report stored in the emulator: {emu.explorer_url}certification/") + r"\d+", stored)
+        second = page.locator("#certification-runs tr[data-device-id='cert-ref']")
+        expect(second.locator(".verdict")).to_have_text("CERTIFIED")
+        expect(second.locator(".counts")).to_have_text("2 PASS")
+        expect(runs).to_have_count(2)
+        expect(runs.first).to_have_attribute("data-device-id", "cert-ref")  # the newest first
+
+        # One run: certify's own page, with its matrix and each check's evidence.
+        second.locator("a").click()
+        expect(page).to_have_url(stored.rsplit(": ", 1)[1])
+        expect(page.locator("#report-verdict")).to_have_text("CERTIFIED")
+        expect(page.locator("[data-fact='Device']")).to_have_text("cert-ref (sas, provisioning none)")
+        report = page.frame_locator("#report-frame")
+        expect(report.locator("h1")).to_contain_text("CERTIFIED: cert-ref, profile basic: 2 PASS")
+        expect(report.locator("tr.PASS td.res")).to_have_count(2)
+        evidence = report.locator("section[id='telemetry.publishes']")
+        expect(evidence).to_contain_text("Trace excerpt")
+        expect(evidence).to_contain_text("PUBLISH")
+
+        page.goto("/certification")
+        first.locator("a").click()
+        expect(page.locator("#report-verdict")).to_have_text("NOT CERTIFIED")
+        failed = report.locator("section[id='credentials.username']")
+        expect(failed.locator("h2")).to_have_text("credentials.username — FAIL")
+        expect(failed).to_contain_text(broken.result("credentials.username").message)
+        with page.expect_download() as download:
+            page.click("#report-downloads button.download-json")
+        assert json.loads(Path(download.value.path()).read_text()) == json.loads(json.dumps(broken.to_json()))
+
+    # The runs are in the data folder: a restarted emulator lists them still.
+    with explorer_on(data, browser) as (emu, page):
+        page.goto("/certification")
+        expect(page.locator("#certification-runs tbody tr")).to_have_count(2)
+        page.locator("#certification-runs tr[data-device-id='cert-broken'] button.delete").click()
+        expect(page.locator("#certification-runs tbody tr")).to_have_count(1)
+        assert [r["deviceId"] for r in https(emu, "GET", REPORTS)[2]] == ["cert-ref"]
+        page.goto("/certification/12345")
+        expect(page.locator("#report-error")).to_contain_text("404 NotFound")
