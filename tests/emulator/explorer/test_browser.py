@@ -480,6 +480,9 @@ def test_certify_runs_are_listed_shown_and_kept(browser: Browser, tmp_path: Path
         failed = report.locator("section[id='credentials.username']")
         expect(failed.locator("h2")).to_have_text("credentials.username — FAIL")
         expect(failed).to_contain_text(broken.result("credentials.username").message)
+        report.locator("a[href='#credentials.username']").click()  # the matrix leads to the check's evidence
+        expect(failed.locator("h2")).to_be_in_viewport()
+        expect(report.locator("h1")).to_contain_text("NOT CERTIFIED: cert-broken")
         with page.expect_download() as download:
             page.click("#report-downloads button.download-json")
         assert json.loads(Path(download.value.path()).read_text()) == json.loads(json.dumps(broken.to_json()))

@@ -912,6 +912,13 @@ async function download(path, name, type) {
   setTimeout(() => URL.revokeObjectURL(url), 10_000);
 }
 
+// A page shown in a srcdoc frame resolves its links against the explorer's address: its links to
+// its own sections (#check) would load the explorer into the frame. Its own base keeps them in it.
+function ownBase(html) {
+  const base = '<base href="about:srcdoc">';
+  return /<head[^>]*>/i.test(html) ? html.replace(/<head[^>]*>/i, (head) => head + base) : base + html;
+}
+
 function certificationReportPage() {
   const id = document.body.dataset.reportId;
   const errorBox = $("#report-error");
@@ -934,7 +941,7 @@ function certificationReportPage() {
       onclick: () => guarded(errorBox, () => download(f === "json" ? `${REPORTS}/${id}` : `${REPORTS}/${id}/${f}`, `${base}.${files[f][1]}`, files[f][0])) },
       f === "junit" ? "JUnit XML" : f.toUpperCase())));
     if (summary.formats.includes("html")) {
-      $("#report-frame").srcdoc = await apiText(`${REPORTS}/${id}/html`);
+      $("#report-frame").srcdoc = ownBase(await apiText(`${REPORTS}/${id}/html`));
     } else {
       $("#report-frame").hidden = true;
       $("#report-json").textContent = pretty(report);
