@@ -714,7 +714,11 @@ function edgePage() {
     $("#edge-queues tbody").replaceChildren(...Object.entries(status.queues || {}).map(([name, q]) => el("tr", { "data-endpoint": name },
       el("td", {}, name), el("td", { class: "depth" }, String(q.messages)), el("td", {}, JSON.stringify(q.byPriority)))));
     facts($("#edge-store"), status.store || {});
-    $("#edge-routes tbody").replaceChildren(...Object.entries(routes.routes || {}).map(([name, text]) => el("tr", {}, el("td", {}, name), el("td", {}, el("code", {}, text)))));
+    $("#edge-routes tbody").replaceChildren(
+      ...Object.entries(routes.routes || {}).map(([name, text]) => el("tr", { "data-route": name }, el("td", {}, name), el("td", {}, el("code", {}, text)))),
+      // A route edgeHub refused: the others keep working, this one says why it does not.
+      ...Object.entries(routes.errors || {}).map(([name, error]) => el("tr", { "data-route": name, class: "refused" },
+        el("td", {}, name, " ", badge("refused", "disconnected")), el("td", {}, error))));
     const rest = { ...status };
     delete rest.upstream; delete rest.queues; delete rest.store;
     $("#edge-status").textContent = pretty(rest);
