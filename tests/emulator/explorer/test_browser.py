@@ -468,6 +468,39 @@ def test_a_fault_started_on_the_page_fires_and_the_trace_shows_the_connection(pa
     assert emu.faults.list() == []
 
 
+# ---- beyond loopback ------------------------------------------------------------------------
+
+
+def test_beyond_loopback_the_page_asks_for_the_iothubowner_connection_string(browser: Browser) -> None:
+    thread = EmulatorThread(in_memory=True, mqtt_port=0, https_port=0, explorer=True, explorer_bind="0.0.0.0")
+    emu = thread.start()
+    try:
+        with open_page(browser, emu) as page:
+            page.goto("/devices")
+            expect(page).to_have_url(re.compile(r"/login$"))
+            expect(page.locator("nav")).to_have_count(0)
+            page.fill("#connection-string-input", emu.connection_string(policy="service"))  # not the owner's
+            page.click("form button[type=submit]")
+            expect(page.locator("[role=alert]")).to_contain_text("not this hub's iothubowner connection string")
+            page.goto("/certification")
+            expect(page).to_have_url(re.compile(r"/login$"))  # every page, not only the first
+
+            page.fill("#connection-string-input", emu.connection_string(policy="iothubowner"))
+            page.click("form button[type=submit]")
+            expect(page).to_have_url(re.compile(r"/devices$"))
+            expect(page.locator("tr[data-device-id='device1'] .connection")).to_have_text("Disconnected")
+            expect(page.locator("#devices-error")).to_be_hidden()
+            page.goto("/certification")
+            expect(page.locator("#certification-empty")).to_be_visible()  # signed in, and no runs yet
+
+            page.click("form.signout button")
+            expect(page).to_have_url(re.compile(r"/login$"))
+            page.goto("/devices")
+            expect(page).to_have_url(re.compile(r"/login$"))
+    finally:
+        thread.stop()
+
+
 # ---- errors ---------------------------------------------------------------------------------
 
 

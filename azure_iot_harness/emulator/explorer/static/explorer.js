@@ -933,10 +933,10 @@ function certificationReportPage() {
     const verdict = summary.verdict || { 0: "CERTIFIED", 1: "NOT CERTIFIED", 2: "INCOMPLETE" }[report.exitCode];
     $("#report-verdict").replaceChildren(verdictBadge(verdict));
     const d = report.device || {};
+    // What the list shows; the rest (command, times, tool, exit code) heads certify's own page below.
     const facts = {
       Device: `${d.deviceId} (${d.auth}, provisioning ${d.provisioning})`, Profile: report.profile,
-      Started: when(report.started), Finished: when(report.finished), Checks: countBadges(report.counts),
-      "Exit code": String(report.exitCode), Command: d.command || "external device", Tool: report.tool || "",
+      Started: when(report.started), Checks: countBadges(report.counts),
     };
     $("#report-facts").replaceChildren(...Object.entries(facts).flatMap(([k, v]) => [el("dt", {}, k), el("dd", { "data-fact": k }, v)]));
     const base = `certify-${d.deviceId}-${id}`;
