@@ -116,8 +116,12 @@ def test_device_page_shows_connection_string_thumbprints_and_modules(page: Page,
     page.context.grant_permissions(["clipboard-read", "clipboard-write"])
     page.click("#copy-connection-string")
     assert wait_for(lambda: page.evaluate("navigator.clipboard.readText()") == expected, what="the connection string on the clipboard")
+    page.click("#delete-identity")  # the module's, from its page
+    expect(page).to_have_url(re.compile(r"/devices/thumb-dev$"))
+    expect(page.locator("tr[data-module-id='mod-a']")).to_have_count(0)
+    assert emu.registry.get("thumb-dev", "mod-a") is None
     page.goto("/devices")
-    expect(page.locator("tr[data-device-id='thumb-dev'] .modules")).to_have_text("1")
+    expect(page.locator("tr[data-device-id='thumb-dev'] .modules")).to_have_text("0")
     expect(page.locator("tr[data-device-id='device1'] .modules")).to_have_text("1")  # the well-known module1
 
 
