@@ -33,5 +33,8 @@ def publish(lab: Lab, report: Report, out: Callable[[str], None]) -> str | None:
     report_id = json.loads(answer.raw)["id"]
     explorer = lab.info.get("explorer") or {}
     where = f"{explorer['url']}certification/{report_id}" if explorer.get("url") else f"{PATH}/{report_id}"
-    out(f"report stored in the emulator: {where}")
+    hint = ""
+    if lab.emulator is not None and lab.info.get("dataDir"):  # certify's own emulator: gone after the run
+        hint = f" (`azure-iot-harness serve --data-dir {lab.info['dataDir']}` shows it in the explorer)"
+    out(f"report stored in the emulator: {where}{hint}")
     return where

@@ -567,8 +567,10 @@ def explorer_on(data: Path, browser: Browser) -> Iterator[tuple[Emulator, Page]]
 def test_certify_runs_are_listed_shown_and_kept(browser: Browser, tmp_path: Path) -> None:
     data = tmp_path / "data"
     # certify on an emulator of its own over the folder: a device that breaks the username rule.
-    broken = certify(broken_command("bad_model_id"), "cert-broken", data_dir=str(data), checks=["connect.connects", "credentials.username"])
+    own: list[str] = []
+    broken = certify(broken_command("bad_model_id"), "cert-broken", data_dir=str(data), checks=["connect.connects", "credentials.username"], lines=own)
     assert results(broken) == {"connect.connects": "PASS", "credentials.username": "FAIL"}, explain(broken)
+    assert f"report stored in the emulator: {REPORTS}/1 (`azure-iot-harness serve --data-dir {data}` shows it in the explorer)" in own
 
     with explorer_on(data, browser) as (emu, page):
         page.goto("/certification")
