@@ -920,7 +920,8 @@ async function download(path, name, type) {
 // its own sections (#check) would load the explorer into the frame. Its own base keeps them in it.
 function ownBase(html) {
   const base = '<base href="about:srcdoc">';
-  return /<head[^>]*>/i.test(html) ? html.replace(/<head[^>]*>/i, (head) => head + base) : base + html;
+  const head = /<head(\s[^>]*)?>/i; // not <header>
+  return head.test(html) ? html.replace(head, (tag) => tag + base) : base + html;
 }
 
 function certificationReportPage() {
@@ -929,9 +930,8 @@ function certificationReportPage() {
   guarded(errorBox, async () => {
     const { body: report } = await api("GET", `${REPORTS}/${id}`);
     const { body: runs } = await api("GET", REPORTS);
-    const summary = runs.find((r) => String(r.id) === id) || { formats: ["json"] };
-    const verdict = summary.verdict || { 0: "CERTIFIED", 1: "NOT CERTIFIED", 2: "INCOMPLETE" }[report.exitCode];
-    $("#report-verdict").replaceChildren(verdictBadge(verdict));
+    const summary = runs.find((r) => String(r.id) === id) || { verdict: "deleted", formats: ["json"] }; // deleted meanwhile
+    $("#report-verdict").replaceChildren(verdictBadge(summary.verdict));
     const d = report.device || {};
     // What the list shows; the rest (command, times, tool, exit code) heads certify's own page below.
     const facts = {
