@@ -593,6 +593,9 @@ def test_certify_runs_are_listed_shown_and_kept(browser: Browser, tmp_path: Path
         expect(second.locator(".counts")).to_have_text("2 PASS")
         expect(runs).to_have_count(2)
         expect(runs.first).to_have_attribute("data-device-id", "cert-ref")  # the newest first
+        stored_id = stored.rsplit("/", 1)[1]
+        assert https(emu, "GET", f"{REPORTS}/{stored_id}")[2] == json.loads(json.dumps(passed.to_json()))  # as certify made them
+        assert https(emu, "GET", f"{REPORTS}/{stored_id}/html")[2] == passed.to_html()
 
         # One run: certify's own page, with its matrix and each check's evidence.
         second.locator("a").click()
