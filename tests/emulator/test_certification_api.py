@@ -1,5 +1,6 @@
 """`/_emulator/certification/reports`: certify's reports kept by the emulator (what the explorer
-lists). A real certify run posts to a running emulator; the API refuses what is not a report."""
+lists; real certify runs posting them are in the explorer's browser test). The API refuses what
+is not a report; `certify --no-publish` posts nothing."""
 
 from __future__ import annotations
 
