@@ -84,8 +84,9 @@ def cmd_certify(args: argparse.Namespace) -> int:
         checks=args.check, methods=args.method, without=args.without, telemetry_interval=args.telemetry_interval,
         duration=args.duration, timeouts=_timeouts(args.timeout), use_running=args.use_running, data_dir=args.data_dir,
         bind=args.bind, host=args.host, mqtt_port=args.mqtt_port, https_port=args.https_port, work_dir=args.work_dir,
-        connect_timeout=args.connect_timeout, publish=args.publish,
+        connect_timeout=args.connect_timeout,
     )
+    options.publish = args.publish
     try:
         report = run(options)
     except ConfigError as exc:
