@@ -121,6 +121,8 @@ class Emulator:
         write_bundle(self.ca_file.parent, self.server_roots())
         # The store; the services below add their tables to it before it opens.
         self.store = Store(None) if cfg.in_memory else Store(cfg.data_dir / "state.sqlite3", durability=cfg.durability)
+        # Certification reports certify posts after its runs (the explorer shows them).
+        self.certification = CertificationReports(self.store)
         # IoT Hub: identity registry, twins, C2D queues, sessions, direct methods.
         self.hub = Hub(HubSettings.of(cfg), self.store, self.clock, device_ca=self.pki.device_ca_cert, faults=self.faults)
         self.registry = self.hub.registry
@@ -151,8 +153,6 @@ class Emulator:
         )
         # C2D delivery feedback, from the hub's C2D queues.
         self.feedback = Feedback(self.store, self.hub.c2d, self.clock, batch_seconds=cfg.c2d_feedback_batch_seconds)
-        # Certification reports certify posts after its runs (the explorer shows them).
-        self.certification = CertificationReports(self.store)
         # The store opens; then each service loads (and seeds) its state.
         await self.store.start()
         try:
@@ -271,6 +271,7 @@ class Emulator:
             ),
             mqtt_router=self.front_door,
             feedback=self.feedback,
+            certification=self.certification,
             amqp_websocket=self.amqp.serve_websocket,
             max_idle_seconds=self.config.max_idle_seconds,
             connect_timeout=self.config.connect_timeout,
@@ -278,7 +279,6 @@ class Emulator:
             faults=self.faults,
             trace=self.trace,
             management=ManagementContext(self.config.hub_name, hub, self.hub.cas, self.dps, self.dps.cas),
-            certification=self.certification,
         )
 
     def _explorer_context(self, web_app: Any) -> ExplorerContext:
