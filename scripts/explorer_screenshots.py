@@ -1,6 +1,7 @@
 """The README's pictures of the explorer page: an in-process emulator with an edge, paho devices
-doing what devices do (telemetry, reported properties, C2D), and Debian's chromium taking a
-screenshot of each main view into docs/. Run from the repository: bash scripts/explorer-screenshots."""
+doing what devices do (telemetry, reported properties, C2D), the reports of two certify runs,
+and Debian's chromium taking a screenshot of each main view into docs/. Run from the repository:
+bash scripts/explorer-screenshots."""
 
 from __future__ import annotations
 
@@ -15,15 +16,27 @@ sys.path.insert(0, str(ROOT))
 
 from playwright.sync_api import sync_playwright  # noqa: E402
 
+from azure_iot_harness.certify.lab import Lab  # noqa: E402
+from azure_iot_harness.certify.publish import publish  # noqa: E402
 from azure_iot_harness.certs import self_signed_cert  # noqa: E402
-from azure_iot_harness.emulator.app import EmulatorThread  # noqa: E402
+from azure_iot_harness.emulator.app import Emulator, EmulatorThread  # noqa: E402
 from azure_iot_harness.emulator.protocol import sas  # noqa: E402
+from tests.certify.helpers import broken_command, certify, reference_command  # noqa: E402
 from tests.emulator.dps.helpers import group_key  # noqa: E402
 from tests.emulator.edge.edge_helpers import connected_leaf  # noqa: E402
 from tests.emulator.explorer.conftest import CHROMIUM, CHROMIUM_FLAGS  # noqa: E402
 from tests.helpers import https, sas_device  # noqa: E402
 
 OUT = ROOT / "docs"
+CHECKS = ["connect.connects", "credentials.username", "telemetry.publishes", "twin.get", "twin.desired", "twin.reported", "methods.answer"]
+
+
+def certification_runs(emu: Emulator) -> None:
+    """Two certify runs (each on an emulator of its own), their reports kept by `emu` as certify
+    keeps them in the emulator it ran against."""
+    lab = Lab(emu.info(), emulator=emu)
+    for command, device_id in ((reference_command(), "thermostat-7"), (broken_command("bad_model_id"), "pump-2")):
+        publish(lab, certify(command, device_id, checks=CHECKS), lambda line: None)
 
 
 def main() -> None:
@@ -57,6 +70,7 @@ def main() -> None:
             token = sas.generate(f"{scope}/registrations/{rid}", group_key(rid), key_name="registration")
             https(emu, "PUT", f"/{scope}/registrations/{rid}/register?api-version=2021-06-01", {"registrationId": rid}, token=token)
         leaf = connected_leaf(thread, emu, "leaf-device1")
+        certification_runs(emu)
 
         def send() -> None:
             n = 0
@@ -99,6 +113,14 @@ def main() -> None:
             page.wait_for_selector("#trace-table tbody tr")
             page.set_viewport_size({"width": 1280, "height": 1100})
             page.screenshot(path=str(OUT / "explorer-faults.png"))
+            page.set_viewport_size({"width": 1280, "height": 800})
+            page.goto("/certification")
+            page.wait_for_selector("#certification-runs tr[data-device-id='pump-2']")
+            page.screenshot(path=str(OUT / "explorer-certification.png"))
+            page.goto("/certification/2")
+            page.frame_locator("#report-frame").locator("section").first.wait_for()
+            page.set_viewport_size({"width": 1280, "height": 1100})
+            page.screenshot(path=str(OUT / "explorer-certification-report.png"))
             browser.close()
         stop.set()
         sender.join()

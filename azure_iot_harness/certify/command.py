@@ -45,6 +45,8 @@ def add_parser(verbs: argparse._SubParsersAction, data: argparse.ArgumentParser)
     p.add_argument("--junit", metavar="FILE", help="write a JUnit XML report")
     p.add_argument("--json", metavar="FILE", help="write a JSON report")
     p.add_argument("--html", metavar="FILE", help="write a self-contained HTML report")
+    p.add_argument("--no-publish", dest="publish", action="store_false",
+                   help="keep the report from the emulator (by default an emulator with a data folder keeps it; its explorer shows it)")
     g = p.add_argument_group("the emulator")
     g.add_argument("--use-running", action="store_true", help="use the emulator running with --data-dir instead of starting one")
     g.add_argument("--bind", default="127.0.0.1", metavar="ADDR", help="where to listen, e.g. 0.0.0.0 for a board on the LAN (default: 127.0.0.1)")
@@ -88,6 +90,7 @@ def cmd_certify(args: argparse.Namespace) -> int:
         bind=args.bind, host=args.host, mqtt_port=args.mqtt_port, https_port=args.https_port, work_dir=args.work_dir,
         connect_timeout=args.connect_timeout, edge_bind=args.edge_bind, edge_mqtt_port=args.edge_mqtt_port,
     )
+    options.publish = args.publish
     try:
         report = run(options)
     except ConfigError as exc:

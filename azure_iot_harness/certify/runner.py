@@ -25,6 +25,7 @@ from .device import DeviceProgram, DeviceUnderTest, ExternalDevice, create_ident
 from .lab import OwnEmulator, running_lab
 from .model import Check, CheckError, CheckResult, DeviceFailure, Result, Verdict
 from .profiles import Profile, load
+from .publish import publish
 from .report import Report
 
 FEATURES = ("telemetry", "c2d", "twin", "methods")
@@ -56,6 +57,7 @@ class RunOptions:
     edge_mqtt_port: int = 8883
     work_dir: str | None = None
     connect_timeout: float | None = None  # how long to wait for the first connection (connect.connects)
+    publish: bool = True  # the report to the emulator (kept in its data folder, shown by its explorer)
 
 
 def emit_stdout(line: str) -> None:
@@ -143,6 +145,12 @@ class Runner:
             ctx = Context(lab, device, self.settings, self.out)
             results = self._checks(ctx)
             device_log = device.output_tail(40)
+            report = Report(
+                device_id=o.device_id, auth=o.auth, provisioning=o.provisioning, profile=self.profile.name,
+                command=o.run, started=started, finished=time.time(), version=__version__, results=results, device_log=device_log,
+            )
+            if o.publish and (o.use_running or o.data_dir):  # an emulator that outlives the run keeps it
+                publish(lab, report, self.out)
         finally:
             if device is not None:
                 device.stop()
@@ -150,10 +158,6 @@ class Runner:
                 own.stop()
             if tmp is not None:
                 tmp.cleanup()
-        report = Report(
-            device_id=o.device_id, auth=o.auth, provisioning=o.provisioning, profile=self.profile.name,
-            command=o.run, started=started, finished=time.time(), version=__version__, results=results, device_log=device_log,
-        )
         self.out(report.summary_line())
         return report
 

@@ -33,6 +33,7 @@ from ..errors import ConfigError, FaultError, HarnessError, ServiceError
 from .amqp import AmqpService
 from .amqp.consumer_groups import ConsumerGroups
 from .ca_certificates import CaCertificates, ca_entries
+from .certification import CertificationReports
 from .clock import SYSTEM_CLOCK, Clock
 from .dps.context import DpsContext
 from .dps.dps import Dps
@@ -98,6 +99,7 @@ class Emulator:
         self.explorer: HttpsServer | None = None  # the explorer page (Config.explorer)
         self.feedback: Feedback
         self.amqp: AmqpService
+        self.certification: CertificationReports  # certify's reports (/_emulator/certification)
         self._started = False
 
     # ---- life cycle ---------------------------------------------------------------------
@@ -120,6 +122,8 @@ class Emulator:
         write_bundle(self.ca_file.parent, self.server_roots())
         # The store; the services below add their tables to it before it opens.
         self.store = Store(None) if cfg.in_memory else Store(cfg.data_dir / "state.sqlite3", durability=cfg.durability)
+        # Certification reports certify posts after its runs (the explorer shows them).
+        self.certification = CertificationReports(self.store)
         # IoT Hub: identity registry, twins, C2D queues, sessions, direct methods.
         self.hub = Hub(HubSettings.of(cfg), self.store, self.clock, device_ca=self.pki.device_ca_cert, faults=self.faults)
         self.registry = self.hub.registry
@@ -271,6 +275,7 @@ class Emulator:
             ),
             mqtt_router=self.front_door,
             feedback=self.feedback,
+            certification=self.certification,
             amqp_websocket=self.amqp.serve_websocket,
             max_idle_seconds=self.config.max_idle_seconds,
             connect_timeout=self.config.connect_timeout,

@@ -21,7 +21,8 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from ..config import SERVICE_CONNECT
 from ..errors import ServiceError
-from . import azure_paths, emulator_api, faults_api, management_rest
+from . import azure_paths, certification_api, emulator_api, faults_api, management_rest
+from .certification import CertificationReports
 from .dps import rest as dps_rest
 from .dps import service_rest as dps_service_rest
 from .dps.context import DpsContext
@@ -58,6 +59,7 @@ class WebContext:
     feedback: Feedback | None = None  # C2D feedback batches (REST feedback routes)
     # AMQP over WebSocket (subprotocol AMQPWSB10) on /$servicebus/websocket and /$iothub/websocket
     amqp_websocket: Callable[[dict, Any, Any], Awaitable[None]] | None = None
+    certification: CertificationReports | None = None  # /_emulator/certification/reports
 
 
 def build_app(ctx: WebContext) -> HttpAnswers:
@@ -72,6 +74,7 @@ def build_app(ctx: WebContext) -> HttpAnswers:
         Route("/_emulator/ca.pem", lambda request: Response(ctx.ca_pem, media_type="application/x-pem-file")),
         *emulator_api.routes(ctx.api),
         *_faults_routes(ctx),
+        *_certification_routes(ctx),
         *hub_rest.routes(ctx.hub),
         *twin_rest.routes(ctx.hub),
         *(feedback_rest.routes(ctx.hub, ctx.feedback) if ctx.feedback is not None else []),
@@ -94,12 +97,22 @@ def build_app(ctx: WebContext) -> HttpAnswers:
 def _faults_routes(ctx: WebContext) -> list[BaseRoute]:
     if ctx.faults is None or ctx.trace is None:
         return []
-    hub = ctx.hub
+    return faults_api.routes(ctx.faults, ctx.trace, _service_connect(ctx.hub))
+
+
+def _certification_routes(ctx: WebContext) -> list[BaseRoute]:
+    if ctx.certification is None:
+        return []
+    return certification_api.routes(ctx.certification, _service_connect(ctx.hub))
+
+
+def _service_connect(hub: HubContext) -> Callable[[Request], None]:
+    """The check of the `/_emulator` routes: a service token with ServiceConnect, as Azure's."""
 
     def authorize(request: Request) -> None:
         require(request, hub_host=hub.host, policies=hub.policies, permission=SERVICE_CONNECT, now=hub.clock.time())
 
-    return faults_api.routes(ctx.faults, ctx.trace, authorize)
+    return authorize
 
 
 # Path prefixes of Azure REST APIs (IoT Hub service, DPS) the emulator does not answer yet.

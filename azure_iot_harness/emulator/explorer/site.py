@@ -103,6 +103,8 @@ def build_explorer(ctx: ExplorerContext) -> ASGIApp:
         Route("/dps", page("dps")),
         Route("/edge", page("edge")),
         Route("/faults", page("faults")),
+        Route("/certification", page("certification")),
+        Route("/certification/{report_id:int}", page("certification_report")),
         Route("/login", login_form, methods=["GET"]),
         Route("/login", login, methods=["POST"]),
         Route("/logout", logout, methods=["POST"]),

@@ -61,22 +61,23 @@ def authorize(request: Request, hub: HubContext, permissions: tuple[str, ...]) -
     raise first
 
 
-async def json_object(request: Request) -> dict:
+async def json_object(request: Request, limit: int = MAX_BODY_BYTES) -> dict:
     """The request body as a JSON object, or a 400 that says what is wrong with it."""
-    body = await json_body(request)
+    body = await json_body(request, limit)
     if not isinstance(body, dict):
         raise hub_error("ArgumentInvalid", f"the request body must be a JSON object, not {type(body).__name__}")
     return body
 
 
-async def json_body(request: Request) -> object:
-    """The request body as JSON of any shape, or a 400 that says what is wrong with it."""
+async def json_body(request: Request, limit: int = MAX_BODY_BYTES) -> object:
+    """The request body as JSON of any shape (at most `limit` bytes), or a 400 that says what
+    is wrong with it."""
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise hub_error("RequestEntityTooLarge", f"the request body is larger than {MAX_BODY_BYTES} bytes")
+        if size > limit:
+            raise hub_error("RequestEntityTooLarge", f"the request body is larger than {limit} bytes")
         chunks.append(chunk)
     raw = b"".join(chunks)
     if not raw.strip():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
@@ -76,8 +77,15 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def page(browser: Browser, explorer_emulator: Emulator) -> Iterator[Page]:
-    """A page in a fresh browser context, failing the test on a script error in the page."""
-    context = browser.new_context(base_url=explorer_emulator.explorer_url, viewport={"width": 1280, "height": 900})
+    with open_page(browser, explorer_emulator) as pg:
+        yield pg
+
+
+@contextmanager
+def open_page(browser: Browser, emulator: Emulator) -> Iterator[Page]:
+    """A page of the emulator's explorer in a fresh browser context, failing the test on a script
+    error in the page."""
+    context = browser.new_context(base_url=emulator.explorer_url, viewport={"width": 1280, "height": 900})
     context.set_default_timeout(15_000)
     pg = context.new_page()
     errors: list[str] = []

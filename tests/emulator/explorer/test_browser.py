@@ -1,21 +1,29 @@
 """The explorer page in a real browser against a running emulator, with paho devices on the
-other side: what a device does shows on the page, and what the page does reaches the device."""
+other side: what a device does shows on the page, and what the page does reaches the device.
+Certification reports come from real certify runs with device programs."""
 
 from __future__ import annotations
 
 import json
 import re
+import struct
 import urllib.parse
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, Page, expect
 
 from azure_iot_harness.certs import self_signed_cert
 from azure_iot_harness.emulator.app import Emulator, EmulatorThread
+from azure_iot_harness.emulator.certification_api import PATH as REPORTS
 from azure_iot_harness.emulator.protocol import sas
+from tests.certify.helpers import broken_command, certify, explain, reference_command, results
 from tests.emulator.dps.helpers import group_key
 from tests.emulator.edge.edge_helpers import connected_leaf
-from tests.helpers import PahoDevice, https, sas_device, wait_for
+from tests.emulator.explorer.conftest import open_page
+from tests.helpers import PahoDevice, https, packet, raw_sas_connect, sas_device, subscribe_packet, wait_for
 
 
 def new_device(thread: EmulatorThread, device_id: str, **body: object) -> dict:
@@ -91,12 +99,29 @@ def test_device_page_shows_connection_string_thumbprints_and_modules(page: Page,
 
     page.fill("#new-module-id", "mod-a")
     page.click("#create-module button[type=submit]")
-    page.locator("tr[data-module-id='mod-a'] a").click()
+    module_row = page.locator("tr[data-module-id='mod-a']")
+    expect(module_row).to_contain_text("Disconnected")
+    module = sas_device(emu, "thumb-dev", "mod-a")
+    assert module.connect() == 0
+    try:
+        expect(module_row).to_contain_text("Connected")  # live, as the devices' state
+        expect(module_row).not_to_contain_text("Disconnected")
+    finally:
+        module.close()
+    module_row.locator("a").click()
     expect(page).to_have_url(re.compile(r"/devices/thumb-dev/modules/mod-a$"))
     key = emu.registry.get("thumb-dev", "mod-a")["authentication"]["symmetricKey"]["primaryKey"]
-    expect(page.locator("#connection-string")).to_have_value(f"HostName=localhost;DeviceId=thumb-dev;ModuleId=mod-a;SharedAccessKey={key}")
+    expected = f"HostName=localhost;DeviceId=thumb-dev;ModuleId=mod-a;SharedAccessKey={key}"
+    expect(page.locator("#connection-string")).to_have_value(expected)
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    page.click("#copy-connection-string")
+    assert wait_for(lambda: page.evaluate("navigator.clipboard.readText()") == expected, what="the connection string on the clipboard")
+    page.click("#delete-identity")  # the module's, from its page
+    expect(page).to_have_url(re.compile(r"/devices/thumb-dev$"))
+    expect(page.locator("tr[data-module-id='mod-a']")).to_have_count(0)
+    assert emu.registry.get("thumb-dev", "mod-a") is None
     page.goto("/devices")
-    expect(page.locator("tr[data-device-id='thumb-dev'] .modules")).to_have_text("1")
+    expect(page.locator("tr[data-device-id='thumb-dev'] .modules")).to_have_text("0")
     expect(page.locator("tr[data-device-id='device1'] .modules")).to_have_text("1")  # the well-known module1
 
 
@@ -237,6 +262,30 @@ def test_method_timeout_is_shown(page: Page, explorer_thread: EmulatorThread) ->
         device.close()
 
 
+def test_method_waits_for_an_offline_device_up_to_the_connect_timeout(page: Page, explorer_thread: EmulatorThread) -> None:
+    emu = explorer_thread.emulator
+    new_device(explorer_thread, "late-dev")
+    page.goto("/devices/late-dev")
+    page.fill("#method-name", "wake")
+    page.fill("#method-payload", '"now"')
+    page.fill("#method-connect-timeout", "60")
+    page.fill("#method-response-timeout", "30")
+    page.click("#method-invoke")
+    expect(page.locator("#method-status")).to_have_text("waiting for the device…")
+    device = sas_device(emu, "late-dev")  # comes online while the hub waits for it
+    device.client.on_message = lambda c, u, msg: c.publish(
+        "$iothub/methods/res/201/?$rid=" + urllib.parse.parse_qs(msg.topic.split("?", 1)[1])["$rid"][0], '{"awake": true}', qos=1
+    )
+    assert device.connect() == 0
+    try:
+        device.client.subscribe("$iothub/methods/POST/#", qos=1)
+        expect(page.locator("#method-result")).to_contain_text("status 201")
+        expect(page.locator("#method-result")).to_contain_text('"awake": true')
+        expect(page.locator("#method-error")).to_be_hidden()
+    finally:
+        device.close()
+
+
 # ---- cloud-to-device ------------------------------------------------------------------------
 
 
@@ -276,17 +325,41 @@ def test_c2d_sent_on_the_page_arrives_and_its_state_shows(page: Page, explorer_t
     expect(page.locator("#c2d-messages tr[data-message-id='msg-2'] .state")).to_have_text("expired")
 
 
+def test_c2d_shows_delivered_until_the_device_acknowledges(page: Page, explorer_thread: EmulatorThread) -> None:
+    emu = explorer_thread.emulator
+    new_device(explorer_thread, "c2d-slow")
+    device = raw_sas_connect(emu, "c2d-slow")  # hand-made MQTT: it PUBACKs when the test says so
+    try:
+        device.send(subscribe_packet([("devices/c2d-slow/messages/devicebound/#", 1)]))
+        assert device.read_packet() is not None  # SUBACK
+        page.goto("/devices/c2d-slow")
+        page.fill("#c2d-body", "take your time")
+        page.fill("#c2d-message-id", "slow-1")
+        page.click("#c2d-send")
+        kind, flags, body = wait_for(lambda: device.read_packet(), what="the C2D PUBLISH")
+        assert (kind, (flags >> 1) & 3) == (3, 1)
+        topic_length = struct.unpack("!H", body[:2])[0]
+        assert body[2 + topic_length + 2 :] == b"take your time"
+        state = page.locator("#c2d-messages tr[data-message-id='slow-1'] .state")
+        expect(state).to_have_text("delivered, awaiting ack")
+        device.send(packet(4, 0, body[2 + topic_length : 4 + topic_length]))  # PUBACK
+        expect(state).to_have_text("acknowledged")
+    finally:
+        device.close()
+
+
 # ---- DPS and edge ---------------------------------------------------------------------------
 
 
 def test_dps_page_shows_enrollments_groups_and_registration_records(page: Page, explorer_thread: EmulatorThread) -> None:
     emu = explorer_thread.emulator
-    explorer_thread.call(emu.dps.put_enrollment("individual", "enrolled-1", {"attestation": {"type": "symmetricKey"}}, if_match=None))
-    rid = "grouped-1"
+    enrolled = explorer_thread.call(emu.dps.put_enrollment("individual", "enrolled-1", {"attestation": {"type": "symmetricKey"}}, if_match=None))
+    explorer_thread.call(emu.dps.put_enrollment("individual", "waiting-1", {"attestation": {"type": "symmetricKey"}}, if_match=None))
     scope = emu.config.dps_id_scope
-    token = sas.generate(f"{scope}/registrations/{rid}", group_key(rid), key_name="registration")
-    status, _, body = https(emu, "PUT", f"/{scope}/registrations/{rid}/register?api-version=2021-06-01", {"registrationId": rid}, token=token)
-    assert status in (200, 202), body
+    for rid, key in (("grouped-1", group_key("grouped-1")), ("enrolled-1", enrolled["attestation"]["symmetricKey"]["primaryKey"])):
+        token = sas.generate(f"{scope}/registrations/{rid}", key, key_name="registration")
+        status, _, body = https(emu, "PUT", f"/{scope}/registrations/{rid}/register?api-version=2021-06-01", {"registrationId": rid}, token=token)
+        assert status in (200, 202), body
     page.goto("/dps")
     expect(page.locator("#dps-enrollments tr[data-id='enrolled-1']")).to_contain_text("symmetricKey")
     expect(page.locator("#dps-groups tr[data-id='symmetric-group1']")).to_contain_text("symmetricKey")
@@ -295,6 +368,11 @@ def test_dps_page_shows_enrollments_groups_and_registration_records(page: Page, 
     expect(record).to_contain_text("group symmetric-group1")
     expect(record).to_contain_text("assigned")
     expect(record).to_contain_text("localhost")
+    individual = page.locator("#dps-registrations tr[data-id='enrolled-1']")
+    expect(individual).to_contain_text("individual")
+    expect(individual).to_contain_text("assigned")
+    expect(page.locator("#dps-enrollments tr[data-id='waiting-1']")).to_contain_text("symmetricKey")
+    expect(page.locator("#dps-registrations tr[data-id='waiting-1']")).to_have_count(0)  # enrolled, never registered
 
 
 def test_edge_page_shows_routes_queues_and_upstream(page: Page, explorer_thread: EmulatorThread) -> None:
@@ -316,6 +394,32 @@ def test_edge_page_shows_routes_queues_and_upstream(page: Page, explorer_thread:
         expect(page.locator("#edge-error")).to_be_hidden()
     finally:
         leaf.close()
+
+
+def test_edge_page_shows_each_endpoints_queue_and_a_refused_route(page: Page, explorer_thread: EmulatorThread) -> None:
+    emu = explorer_thread.emulator
+    _, _, before = https(emu, "GET", "/_emulator/edge/routes")
+    routes = {
+        "up": "FROM /* INTO $upstream",
+        "alarms": 'FROM /messages/* INTO BrokeredEndpoint("/modules/alarms/inputs/in1")',  # a module never connected
+        "typo": "FROM /messages/* INTO $upstreams",
+    }
+    status, _, answer = https(emu, "PUT", "/_emulator/edge/routes", {"schemaVersion": "1.1", "routes": routes})
+    assert status == 200 and list(answer["errors"]) == ["typo"], answer
+    leaf = connected_leaf(explorer_thread, emu, "edge-leaf-2")
+    try:
+        page.goto("/edge")
+        mid = leaf.publish("devices/edge-leaf-2/messages/events/", "for the alarms module")
+        wait_for(lambda: mid in leaf.acked, what="the edge's PUBACK")
+        expect(page.locator("#edge-queues tr[data-endpoint='/modules/alarms/inputs/in1'] .depth")).to_have_text("1")
+        expect(page.locator("#edge-queues tr[data-endpoint='$upstream'] .depth")).to_have_text("0")  # forwarded at once
+        expect(page.locator("#edge-routes tr[data-route='alarms']")).to_contain_text('BrokeredEndpoint("/modules/alarms/inputs/in1")')
+        refused = page.locator("#edge-routes tr[data-route='typo']")
+        expect(refused).to_contain_text("refused")
+        expect(refused).to_contain_text(answer["errors"]["typo"])
+    finally:
+        leaf.close()
+        https(emu, "PUT", "/_emulator/edge/routes", {"schemaVersion": "1.1", "routes": before["routes"]})
 
 
 # ---- faults and the packet trace ------------------------------------------------------------
@@ -368,6 +472,39 @@ def test_a_fault_started_on_the_page_fires_and_the_trace_shows_the_connection(pa
     assert emu.faults.list() == []
 
 
+# ---- beyond loopback ------------------------------------------------------------------------
+
+
+def test_beyond_loopback_the_page_asks_for_the_iothubowner_connection_string(browser: Browser) -> None:
+    thread = EmulatorThread(in_memory=True, mqtt_port=0, https_port=0, explorer=True, explorer_bind="0.0.0.0")
+    emu = thread.start()
+    try:
+        with open_page(browser, emu) as page:
+            page.goto("/devices")
+            expect(page).to_have_url(re.compile(r"/login$"))
+            expect(page.locator("nav")).to_have_count(0)
+            page.fill("#connection-string-input", emu.connection_string(policy="service"))  # not the owner's
+            page.click("form button[type=submit]")
+            expect(page.locator("[role=alert]")).to_contain_text("not this hub's iothubowner connection string")
+            page.goto("/certification")
+            expect(page).to_have_url(re.compile(r"/login$"))  # every page, not only the first
+
+            page.fill("#connection-string-input", emu.connection_string(policy="iothubowner"))
+            page.click("form button[type=submit]")
+            expect(page).to_have_url(re.compile(r"/devices$"))
+            expect(page.locator("tr[data-device-id='device1'] .connection")).to_have_text("Disconnected")
+            expect(page.locator("#devices-error")).to_be_hidden()
+            page.goto("/certification")
+            expect(page.locator("#certification-empty")).to_be_visible()  # signed in, and no runs yet
+
+            page.click("form.signout button")
+            expect(page).to_have_url(re.compile(r"/login$"))
+            page.goto("/devices")
+            expect(page).to_have_url(re.compile(r"/login$"))
+    finally:
+        thread.stop()
+
+
 # ---- errors ---------------------------------------------------------------------------------
 
 
@@ -408,3 +545,89 @@ def test_bad_actions_show_azures_error_and_the_page_keeps_working(page: Page, ex
 
     page.goto("/edge")
     expect(page.locator("#edge-error")).to_be_hidden()
+
+
+# ---- certification reports ------------------------------------------------------------------
+# Real certify runs with real device programs: one on an emulator of its own over a data folder,
+# one against the emulator running there; the page lists both, shows each report (certify's own
+# page: the summary matrix and each check's evidence), and lists them after a restart.
+
+
+@contextmanager
+def explorer_on(data: Path, browser: Browser) -> Iterator[tuple[Emulator, Page]]:
+    thread = EmulatorThread(data_dir=data, in_memory=False, mqtt_port=0, https_port=0, explorer=True, durability="normal")
+    emu = thread.start()
+    try:
+        with open_page(browser, emu) as page:
+            yield emu, page
+    finally:
+        thread.stop()
+
+
+def test_certify_runs_are_listed_shown_and_kept(browser: Browser, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    # certify on an emulator of its own over the folder: a device that breaks the username rule.
+    own: list[str] = []
+    broken = certify(broken_command("bad_model_id"), "cert-broken", data_dir=str(data), checks=["connect.connects", "credentials.username"], lines=own)
+    assert results(broken) == {"connect.connects": "PASS", "credentials.username": "FAIL"}, explain(broken)
+    assert f"report stored in the emulator: {REPORTS}/1 (`azure-iot-harness serve --data-dir {data}` shows it in the explorer)" in own
+
+    with explorer_on(data, browser) as (emu, page):
+        page.goto("/certification")
+        runs = page.locator("#certification-runs tbody tr")
+        first = page.locator("#certification-runs tr[data-device-id='cert-broken']")
+        expect(first.locator(".verdict")).to_have_text("NOT CERTIFIED")
+        expect(first.locator(".profile")).to_have_text("basic")
+        expect(first.locator(".counts")).to_have_text("1 PASS1 FAIL")
+        expect(page.locator("#certification-empty")).to_be_hidden()
+
+        # certify against the emulator running there: its run appears on the open page.
+        lines: list[str] = []
+        passed = certify(reference_command(), "cert-ref", use_running=True, data_dir=str(data),
+                         checks=["connect.connects", "telemetry.publishes"], without=["twin"], lines=lines)  # fmt: skip
+        assert passed.exit_code == 0, explain(passed)
+        [stored] = [line for line in lines if line.startswith("report stored in the emulator: ")]
+        assert re.fullmatch(re.escape(f"report stored in the emulator: {emu.explorer_url}certification/") + r"\d+", stored)
+        second = page.locator("#certification-runs tr[data-device-id='cert-ref']")
+        expect(second.locator(".verdict")).to_have_text("CERTIFIED")
+        expect(second.locator(".counts")).to_have_text("2 PASS")
+        expect(runs).to_have_count(2)
+        expect(runs.first).to_have_attribute("data-device-id", "cert-ref")  # the newest first
+        stored_id = stored.rsplit("/", 1)[1]
+        assert https(emu, "GET", f"{REPORTS}/{stored_id}")[2] == json.loads(json.dumps(passed.to_json()))  # as certify made them
+        assert https(emu, "GET", f"{REPORTS}/{stored_id}/html")[2] == passed.to_html()
+
+        # One run: certify's own page, with its matrix and each check's evidence.
+        second.locator("a").click()
+        expect(page).to_have_url(stored.rsplit(": ", 1)[1])
+        expect(page.locator("#report-verdict")).to_have_text("CERTIFIED")
+        expect(page.locator("[data-fact='Device']")).to_have_text("cert-ref (sas, provisioning none)")
+        report = page.frame_locator("#report-frame")
+        expect(report.locator("h1")).to_contain_text("CERTIFIED: cert-ref, profile basic: 2 PASS")
+        expect(report.locator("tr.PASS td.res")).to_have_count(2)
+        evidence = report.locator("section[id='telemetry.publishes']")
+        expect(evidence).to_contain_text("Trace excerpt")
+        expect(evidence).to_contain_text("PUBLISH")
+
+        page.goto("/certification")
+        first.locator("a").click()
+        expect(page.locator("#report-verdict")).to_have_text("NOT CERTIFIED")
+        failed = report.locator("section[id='credentials.username']")
+        expect(failed.locator("h2")).to_have_text("credentials.username — FAIL")
+        expect(failed).to_contain_text(broken.result("credentials.username").message)
+        report.locator("a[href='#credentials.username']").click()  # the matrix leads to the check's evidence
+        expect(failed.locator("h2")).to_be_in_viewport()
+        expect(report.locator("h1")).to_contain_text("NOT CERTIFIED: cert-broken")
+        with page.expect_download() as download:
+            page.click("#report-downloads button.download-json")
+        assert json.loads(Path(download.value.path()).read_text()) == json.loads(json.dumps(broken.to_json()))
+
+    # The runs are in the data folder: a restarted emulator lists them still.
+    with explorer_on(data, browser) as (emu, page):
+        page.goto("/certification")
+        expect(page.locator("#certification-runs tbody tr")).to_have_count(2)
+        page.locator("#certification-runs tr[data-device-id='cert-broken'] button.delete").click()
+        expect(page.locator("#certification-runs tbody tr")).to_have_count(1)
+        assert [r["deviceId"] for r in https(emu, "GET", REPORTS)[2]] == ["cert-ref"]
+        page.goto("/certification/12345")
+        expect(page.locator("#report-error")).to_contain_text("404 NotFound")

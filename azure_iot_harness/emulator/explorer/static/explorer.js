@@ -48,6 +48,18 @@ async function api(method, path, { body, headers, query, service = "hub" } = {})
   return { status: res.status, headers: res.headers, body: json };
 }
 
+// A text answer of the hub's API (NDJSON, HTML, XML); an error as `api` throws it.
+async function apiText(path, query) {
+  const res = await fetch(apiUrl("hub", path, query), { headers: { "X-Explorer": "1" } });
+  const text = await res.text();
+  if (!res.ok) {
+    let body = null;
+    try { body = JSON.parse(text); } catch (e) { body = null; }
+    throw new ApiError(res.status, body, text);
+  }
+  return text;
+}
+
 // Every page of an IoT Hub query (the continuation header leads from page to page).
 async function queryAll(text) {
   const out = [];
@@ -702,7 +714,11 @@ function edgePage() {
     $("#edge-queues tbody").replaceChildren(...Object.entries(status.queues || {}).map(([name, q]) => el("tr", { "data-endpoint": name },
       el("td", {}, name), el("td", { class: "depth" }, String(q.messages)), el("td", {}, JSON.stringify(q.byPriority)))));
     facts($("#edge-store"), status.store || {});
-    $("#edge-routes tbody").replaceChildren(...Object.entries(routes.routes || {}).map(([name, text]) => el("tr", {}, el("td", {}, name), el("td", {}, el("code", {}, text)))));
+    $("#edge-routes tbody").replaceChildren(
+      ...Object.entries(routes.routes || {}).map(([name, text]) => el("tr", { "data-route": name }, el("td", {}, name), el("td", {}, el("code", {}, text)))),
+      // A route edgeHub refused: the others keep working, this one says why it does not.
+      ...Object.entries(routes.errors || {}).map(([name, error]) => el("tr", { "data-route": name, class: "refused" },
+        el("td", {}, name, " ", badge("refused", "disconnected")), el("td", {}, error))));
     const rest = { ...status };
     delete rest.upstream; delete rest.queues; delete rest.store;
     $("#edge-status").textContent = pretty(rest);
@@ -828,9 +844,7 @@ function tracePanel() {
     stop();
     tbody.replaceChildren();
     await guarded(errorBox, async () => {
-      const res = await fetch(apiUrl("hub", "/_emulator/trace", query()), { headers: { "X-Explorer": "1" } });
-      const text = await res.text();
-      if (!res.ok) { let body = null; try { body = JSON.parse(text); } catch (e) { body = null; } throw new ApiError(res.status, body, text); }
+      const text = await apiText("/_emulator/trace", query());
       for (const line of text.split("\n")) if (line.trim()) add(line);
     });
   }
@@ -858,9 +872,95 @@ function tracePanel() {
   read();
 }
 
+// ---- certification reports ------------------------------------------------------------------
+
+const REPORTS = "/_emulator/certification/reports";
+
+function verdictBadge(verdict) { return badge(verdict, `verdict-${verdict.replace(" ", "-")}`); }
+
+function countBadges(counts) {
+  return Object.entries(counts || {}).filter(([, n]) => n).map(([result, n]) => badge(`${n} ${result}`, `result-${result}`));
+}
+
+function took(started, finished) {
+  const s = (new Date(finished) - new Date(started)) / 1000;
+  return isNaN(s) ? "" : s < 120 ? `${s.toFixed(0)} s` : `${(s / 60).toFixed(1)} min`;
+}
+
+function certificationPage() {
+  const errorBox = $("#certification-error");
+  async function refresh() {
+    const { body: runs } = await api("GET", REPORTS);
+    $("#certification-empty").hidden = runs.length > 0;
+    $("#certification-runs tbody").replaceChildren(...runs.map((r) => el("tr", { "data-report-id": String(r.id), "data-device-id": r.deviceId },
+      el("td", {}, el("a", { href: `/certification/${r.id}` }, `#${r.id}`)),
+      el("td", { class: "device" }, r.deviceId, el("small", { class: "muted" }, ` ${r.auth || ""}${r.provisioning === "dps" ? ", DPS" : ""}`)),
+      el("td", { class: "profile" }, r.profile),
+      el("td", {}, when(r.started)),
+      el("td", {}, took(r.started, r.finished)),
+      el("td", { class: "verdict" }, verdictBadge(r.verdict)),
+      el("td", { class: "counts" }, countBadges(r.counts)),
+      el("td", {}, el("button", { type: "button", class: "danger delete", onclick: async () => {
+        if (!confirm(`Delete certification run #${r.id} of ${r.deviceId}?`)) return;
+        await guarded(errorBox, async () => { await api("DELETE", `${REPORTS}/${r.id}`); await refresh(); });
+      } }, "Delete")))));
+  }
+  poll(3000, errorBox, refresh);
+}
+
+// A file of the report, fetched with the explorer's header and handed to the browser to save.
+async function download(path, name, type) {
+  const text = await apiText(path);
+  const url = URL.createObjectURL(new Blob([text], { type }));
+  el("a", { href: url, download: name }).click();
+  setTimeout(() => URL.revokeObjectURL(url), 10_000);
+}
+
+// A page shown in a srcdoc frame resolves its links against the explorer's address: its links to
+// its own sections (#check) would load the explorer into the frame. Its own base keeps them in it.
+function ownBase(html) {
+  const base = '<base href="about:srcdoc">';
+  const head = /<head(\s[^>]*)?>/i; // not <header>
+  return head.test(html) ? html.replace(head, (tag) => tag + base) : base + html;
+}
+
+function certificationReportPage() {
+  const id = document.body.dataset.reportId;
+  const errorBox = $("#report-error");
+  guarded(errorBox, async () => {
+    const { body: report } = await api("GET", `${REPORTS}/${id}`);
+    const { body: runs } = await api("GET", REPORTS);
+    const summary = runs.find((r) => String(r.id) === id) || { verdict: "deleted", formats: ["json"] }; // deleted meanwhile
+    $("#report-verdict").replaceChildren(verdictBadge(summary.verdict));
+    const d = report.device || {};
+    // What the list shows; the rest (command, times, tool, exit code) heads certify's own page below.
+    const facts = {
+      Device: `${d.deviceId} (${d.auth}, provisioning ${d.provisioning})`, Profile: report.profile,
+      Started: when(report.started), Checks: countBadges(report.counts),
+    };
+    $("#report-facts").replaceChildren(...Object.entries(facts).flatMap(([k, v]) => [el("dt", {}, k), el("dd", { "data-fact": k }, v)]));
+    const base = `certify-${d.deviceId}-${id}`;
+    const files = { json: ["application/json", "json"], html: ["text/html", "html"], junit: ["application/xml", "xml"] };
+    $("#report-downloads").replaceChildren("Download: ", ...summary.formats.map((f) => el("button", { type: "button", class: `download-${f}`,
+      onclick: () => guarded(errorBox, () => download(f === "json" ? `${REPORTS}/${id}` : `${REPORTS}/${id}/${f}`, `${base}.${files[f][1]}`, files[f][0])) },
+      f === "junit" ? "JUnit XML" : f.toUpperCase())));
+    if (summary.formats.includes("html")) {
+      $("#report-frame").srcdoc = ownBase(await apiText(`${REPORTS}/${id}/html`));
+    } else {
+      $("#report-frame").hidden = true;
+      $("#report-json").textContent = pretty(report);
+      $("#report-json").hidden = false;
+    }
+    $("#report-body").hidden = false;
+  });
+}
+
 // ---- start ----------------------------------------------------------------------------------
 
-const PAGES = { devices: devicesPage, device: devicePage, telemetry: telemetryPage, dps: dpsPage, edge: edgePage, faults: faultsPage };
+const PAGES = {
+  devices: devicesPage, device: devicePage, telemetry: telemetryPage, dps: dpsPage, edge: edgePage, faults: faultsPage,
+  certification: certificationPage, certification_report: certificationReportPage,
+};
 document.addEventListener("DOMContentLoaded", () => {
   const start = PAGES[document.body.dataset.page];
   if (start) start();
