@@ -103,7 +103,9 @@ class ConnTrace:
         self.module_id: str | None = None
         self.closed = False
         self._maxlen = trace.per_connection
-        self.ring: deque[tuple] = deque(maxlen=self._maxlen)
+        # A list until it first fills, then a ring: an empty deque costs ~600 bytes, and most
+        # connections (idle devices) keep a handful of events.
+        self.ring: list[tuple] | deque[tuple] = []
 
     def identify(self, device_id: str | None, module_id: str | None, listener: str | None = None) -> None:
         """Whose connection this is (known once the CONNECT is read)."""
@@ -132,7 +134,9 @@ class ConnTrace:
             trace._stored += 1
             if trace._stored > trace.max_events:
                 trace._evict()
-        ring.append(record)
+            ring.append(record)
+        else:
+            self._roll(record)
         if trace._followers:
             trace._publish(self, record)
 
@@ -150,7 +154,9 @@ class ConnTrace:
             trace._stored += 1
             if trace._stored > trace.max_events:
                 trace._evict()
-        ring.append(record)
+            ring.append(record)
+        else:
+            self._roll(record)
         if trace._followers:
             trace._publish(self, record)
 
@@ -174,13 +180,22 @@ class ConnTrace:
         tls = {"outcome": outcome, "alert": alert, "version": version, "cipher": cipher, "sni": sni, "server_cert": server_cert}
         self.event("TLS", None, tls)
 
+    def _roll(self, record: tuple) -> None:
+        """Append to a full ring, dropping its oldest event."""
+        ring = self.ring
+        if not isinstance(ring, deque):
+            ring = self.ring = deque(ring, maxlen=self._maxlen)
+        ring.append(record)
+
     def _add(self, record: tuple) -> None:
         ring, trace = self.ring, self._trace
         if len(ring) < self._maxlen:
             trace._stored += 1
             if trace._stored > trace.max_events:
                 trace._evict()
-        ring.append(record)
+            ring.append(record)
+        else:
+            self._roll(record)
         if trace._followers:
             trace._publish(self, record)
 
