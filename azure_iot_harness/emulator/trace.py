@@ -29,6 +29,7 @@ from typing import Any
 
 from ..errors import SasTokenError
 from .protocol import sas as sas_tokens
+from .tls.outcome import HandshakeOutcome
 
 PACKET_NAMES = {
     1: "CONNECT", 2: "CONNACK", 3: "PUBLISH", 4: "PUBACK", 5: "PUBREC", 6: "PUBREL", 7: "PUBCOMP",
@@ -41,7 +42,8 @@ PACKET_NAMES = {
 #          payload: its length, or the bytes when payloads are captured; extra: CONNECT fields
 #          (dict) or SUBSCRIBE filters (list)
 #   OUT:   (seq, time, OUT, head bytes, size, whether head is the whole packet with its payload)
-#   EVENT: (seq, time, EVENT, type name, reason, extra dict or None)
+#   EVENT: (seq, time, EVENT, type name, reason, extra dict or None); a TLS event from the
+#          adapter's report keeps its HandshakeOutcome (the connection holds it already)
 IN, OUT, EVENT = 0, 1, 2
 _DIRECTIONS = ("in", "out", "event")
 
@@ -179,6 +181,10 @@ class ConnTrace:
         """The TLS handshake's outcome: "completed" | "alert" | "closed" | "connect-without-handshake"."""
         tls = {"outcome": outcome, "alert": alert, "version": version, "cipher": cipher, "sni": sni, "server_cert": server_cert}
         self.event("TLS", None, tls)
+
+    def handshake(self, outcome: HandshakeOutcome) -> None:
+        """The TLS handshake's outcome as the TLS adapter reported it."""
+        self._add((next(self._trace._seq), time.time(), EVENT, "TLS", outcome.reason, outcome))
 
     def _roll(self, record: tuple) -> None:
         """Append to a full ring, dropping its oldest event."""
@@ -357,6 +363,9 @@ def _event(rec: ConnTrace, record: tuple) -> TraceEvent:
     if direction == EVENT:
         _, _, _, type_, reason, extra = record
         if type_ == "TLS":
+            if isinstance(extra, HandshakeOutcome):
+                extra = extra.to_json()
+                del extra["reason"]
             return TraceEvent(type=type_, reason=reason, tls=extra, **common)
         return TraceEvent(type=type_, reason=reason, **common)
     if direction == IN:

@@ -81,7 +81,7 @@ class EdgeSession:
 
     def _still_valid(self) -> bool:
         """False (and the connection closed) once the credentials stopped holding."""
-        if self.revoked is not None or self.conn.closed.is_set():
+        if self.revoked is not None or self.conn.closed:
             return False
         expiry = self.principal.token_expiry
         if expiry is not None and expiry <= self.edge.clock.time():
@@ -188,7 +188,7 @@ class EdgeSession:
         self.conn.send(codec.encode_publish(pub.topic, pub.payload, 0, None))
 
     def send_desired(self, patch: dict, version: int) -> None:
-        if self.wants_desired and not self.conn.closed.is_set():
+        if self.wants_desired and not self.conn.closed:
             body = json.dumps(tw.desired_notification(patch, version)).encode()
             self.conn.send(codec.encode_publish(f"$iothub/twin/PATCH/properties/desired/?$version={version}", body, 0, None))
 
@@ -196,7 +196,7 @@ class EdgeSession:
         """Pass a C2D message on at the subscription's QoS; at QoS 1 it is completed at the hub
         when the child acknowledges it."""
         qos = self._c2d_qos()
-        if qos is None or self.conn.closed.is_set():
+        if qos is None or self.conn.closed:
             return  # waits for the child's subscription
         if link_packet_id is not None and link_packet_id in self._c2d_inflight.values():
             return  # on its way: the child acknowledges this one
@@ -219,7 +219,7 @@ class EdgeSession:
     def pump_inputs(self) -> None:
         """Deliver what waits for this module's inputs (BrokeredEndpoint routes)."""
         m = self.principal.module_id
-        if m is None or not self.input_filters & set(self.subscriptions) or self.conn.closed.is_set():
+        if m is None or not self.input_filters & set(self.subscriptions) or self.conn.closed:
             return
         for endpoint in self.edge.queues.endpoints(f"/modules/{m}/inputs/"):
             while True:

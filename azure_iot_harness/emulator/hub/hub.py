@@ -3,7 +3,6 @@ C2D queues, persistent sessions and direct methods."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from cryptography import x509 as cx509
@@ -124,8 +123,7 @@ class Hub:
         self.sessions[principal.key] = session
         self.registry.set_connected(principal.device_id, principal.module_id, True)
         if expires_in is not None:
-            handle = asyncio.get_running_loop().call_later(expires_in, self._token_expired, session)
-            conn.context["expiry_timer"] = handle
+            conn.close_at(expires_in, lambda: self._token_expired(session))
         log.info(
             "%s connected from %s (%s, %s, clean session %d)",
             principal.name,
@@ -149,9 +147,6 @@ class Hub:
     # ---- session bookkeeping ------------------------------------------------------------
 
     def session_closed(self, session: DeviceSession) -> None:
-        timer = session.conn.context.pop("expiry_timer", None)
-        if timer is not None:
-            timer.cancel()
         key = session.principal.key
         if self.sessions.get(key) is session:
             del self.sessions[key]

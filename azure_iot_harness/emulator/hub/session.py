@@ -44,14 +44,18 @@ class DeviceSession:
         # Azure's fault-injection properties act on a device's own connection; an edge's upstream
         # link (auth-chain) carries them from a leaf the edge has already acted on.
         self.honours_fault_properties = True
-        d, m = principal.device_id, principal.module_id
-        self.c2d_filters = c2d_filters(d) if m is None else frozenset()
-        self._allowed_filters = allowed_filters(d, m)
         # Telemetry: what the hub stamps on each message (made at the first one: an idle device
         # costs nothing for it), and the last topic's property bag.
         self._stamp: TelemetryStamp | None = None
         self._bag_key: tuple[str, bool] | None = None
         self._bag: PreparedBag | None = None
+
+    @property
+    def c2d_filters(self) -> frozenset[str]:
+        """The filters that deliver this device's C2D messages (made when asked: an idle device
+        does not keep them)."""
+        p = self.principal
+        return c2d_filters(p.device_id) if p.module_id is None else frozenset()
 
     @property
     def key(self) -> tuple[str, str | None]:
@@ -182,7 +186,7 @@ class DeviceSession:
         """Deliver every cloud-to-device message that may go out now; come back at the next
         lock expiry for those still unacknowledged."""
         qos = self._c2d_qos(self.state.subscriptions)
-        if self.conn.closed.is_set() or qos is None:
+        if self.conn.closed or qos is None:
             return
         queues = self.hub.c2d
         now = self.hub.clock.time()
@@ -231,7 +235,7 @@ class DeviceSession:
     # ---- SUBSCRIBE ------------------------------------------------------------------------------
 
     async def on_subscribe(self, conn: MqttConnection, packet_id: int, topics: list[tuple[str, int]]) -> None:
-        subs, granted = grant(self.state.subscriptions, topics, self._allowed_filters)
+        subs, granted = grant(self.state.subscriptions, topics, allowed_filters(*self.principal.key))
         if self._c2d_qos(subs) is not None and self._c2d_qos(self.state.subscriptions) is None:
             # Only messages enqueued from now on are delivered to this subscription.
             self.state.c2d_after = self.hub.c2d.last_seq

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 from amqtt.adapters import ReaderAdapter, WriterAdapter
 
@@ -53,6 +53,16 @@ class Router(Protocol):
 
 
 class MqttConnection:
+    # Slots: ten thousand idle connections each keep one (a dict of this many attributes would be
+    # a kilobyte more apiece); __weakref__ for the fault book's set of live connections.
+    __slots__ = (
+        "reader", "writer", "_close_transport", "peer", "peer_chain", "router", "max_idle", "connect_timeout",
+        "client_id", "session", "closed", "close_reason", "graceful", "_loop", "_last_rx", "_idle_limit",
+        "_watchdog", "_deadline", "_at_deadline", "_pending_acks", "_ack_room", "_outbox", "_flush_scheduled",
+        "device_id", "module_id", "trace_record", "_faults", "_reset_transport", "_swallow", "_withhold_puback",
+        "__weakref__",
+    )  # fmt: skip
+
     def __init__(
         self,
         reader: ReaderAdapter,
@@ -81,24 +91,25 @@ class MqttConnection:
         self.connect_timeout = connect_timeout
         self.client_id = ""
         self.session: Session | None = None
-        self.closed = asyncio.Event()
+        self.closed = False  # a flag, not an asyncio.Event: nothing waits on it, and an Event is ~850 bytes
         self.close_reason = ""
         self.graceful = False
         self._loop = asyncio.get_running_loop()
         self._last_rx = self._loop.time()
         self._idle_limit = max_idle
         self._watchdog: asyncio.TimerHandle | None = None
+        self._deadline: float | None = None  # close_at's time (the loop's clock)
+        self._at_deadline: Callable[[], None] | None = None
         self._pending_acks = 0  # QoS 1 messages whose commit has not completed
         self._ack_room: asyncio.Future | None = None  # set while reading waits for commits
         self._outbox: list[bytes] = []
         self._flush_scheduled = False
-        self.context: dict[str, Any] = {}  # for sessions
         self.device_id: str | None = None  # from the CONNECT username (DPS: the registration id)
         self.module_id: str | None = None
         self.trace_record = trace
         self._faults = faults
         self._reset_transport = reset_transport
-        self._swallow: set[int] = set()  # packet types to withhold once (SUBACK)
+        self._swallow: set[int] | None = None  # packet types to withhold once (SUBACK)
         self._withhold_puback = False  # set by a withhold-puback fault for the PUBLISH being handled
 
     @property
@@ -119,7 +130,7 @@ class MqttConnection:
         A group commit completes many QoS 1 messages at once: one TLS record and one syscall
         for all their PUBACKs instead of one each (the largest per-message cost after SQLite).
         """
-        if self.closed.is_set():
+        if self.closed:
             return
         if self._swallow and data[0] >> 4 in self._swallow:
             self._swallow.discard(data[0] >> 4)
@@ -165,14 +176,14 @@ class MqttConnection:
     def close(self, reason: str, *, graceful: bool = False, reset: bool = False) -> None:
         """Close the connection now (idempotent). Not graceful = the will message applies.
         `reset`: with a TCP reset, nothing queued sent (where the transport can)."""
-        if self.closed.is_set():
+        if self.closed:
             return
         self.close_reason = reason
         self.graceful = graceful
         reset_transport = self._reset_transport if reset else None
         if reset_transport is None:
             self._flush()  # what was queued (a CONNACK refusal) goes out before the close
-        self.closed.set()
+        self.closed = True
         if self._watchdog is not None:
             self._watchdog.cancel()
         if self.trace_record is not None:
@@ -193,7 +204,10 @@ class MqttConnection:
 
     async def serve(self) -> None:
         try:
-            await self._serve()
+            # The CONNECT's frame and objects go with _connect's frame: an idle connection keeps
+            # only what its session holds.
+            if await self._connect():
+                await self._dispatch_loop()
         except ProtocolViolation as exc:
             self._violation(str(exc))
         except (ConnectionError, asyncio.IncompleteReadError, OSError):
@@ -209,16 +223,17 @@ class MqttConnection:
                 except Exception:
                     log.exception("%s: error while closing the session", self._who())
 
-    async def _serve(self) -> None:
+    async def _connect(self) -> bool:
+        """Read and answer the CONNECT; True when the connection was accepted and stays open."""
         try:
             frame = await asyncio.wait_for(codec.read_frame(self.reader, MAX_PACKET), self.connect_timeout)
         except TimeoutError:
             log.info("%s: no CONNECT within %.0f s, closing", self.peer, self.connect_timeout)
             self.close("no CONNECT")
-            return
+            return False
         if frame is None:
             self.close("closed before CONNECT")
-            return
+            return False
         if frame.packet_type != codec.CONNECT:
             raise ProtocolViolation(f"first packet is {codec.PACKET_NAMES[frame.packet_type]}, not CONNECT")
         header = codec.decode_connect_header(frame.body)
@@ -233,7 +248,7 @@ class MqttConnection:
                 header.proto_level,
             )
             self._refuse(ConnackCode.UNACCEPTABLE_PROTOCOL_VERSION)
-            return
+            return False
         connect = await codec.decode_connect(frame.body)
         self.client_id = connect.client_id
         self._identify(connect)
@@ -255,7 +270,7 @@ class MqttConnection:
         if faults is not None:
             faults.attach(self)
             if faults.armed and await self._connect_fault(faults):
-                return
+                return False
         try:
             self.session, session_present = await self.router.connect(self, connect)
         except ConnectRefused as exc:
@@ -267,9 +282,9 @@ class MqttConnection:
                 exc.reason,
             )
             self._refuse(exc.return_code)
-            return
-        if self.closed.is_set():  # closed while authenticating (shutdown)
-            return
+            return False
+        if self.closed:  # closed while authenticating (shutdown)
+            return False
         self.send(codec.encode_connack(ConnackCode.ACCEPTED, session_present))
         on_connected = getattr(self.session, "on_connected", None)
         if on_connected is not None:
@@ -278,14 +293,14 @@ class MqttConnection:
         self._idle_limit = min(1.5 * keep_alive, self.max_idle) if keep_alive else self.max_idle
         self._last_rx = self._loop.time()
         self._arm_watchdog()
-        await self._dispatch_loop()
+        return True
 
     async def _dispatch_loop(self) -> None:
         session = self.session
         assert session is not None
         rec = self.trace_record
         faults = self._faults
-        while not self.closed.is_set():
+        while not self.closed:
             frame = await codec.read_frame(self.reader, MAX_PACKET)
             if frame is None:
                 self.close("connection lost")
@@ -298,7 +313,7 @@ class MqttConnection:
                     rec.packet_in(kind, frame.flags, len(frame.body), pub.packet_id, pub.topic, pub.payload)
                 if faults is not None and faults.armed:
                     fired = self._packet_fault(fault_kinds.PUBLISH)
-                    if self.closed.is_set():
+                    if self.closed:
                         return
                     self._withhold_puback = fired == "withhold-puback" and pub.qos == 1
                 await session.on_publish(self, pub)
@@ -322,10 +337,10 @@ class MqttConnection:
                     rec.packet_in(kind, frame.flags, len(frame.body), packet_id, extra=topics)
                 if faults is not None and faults.armed:
                     fired = self._packet_fault(fault_kinds.SUBSCRIBE)
-                    if self.closed.is_set():
+                    if self.closed:
                         return
                     if fired == "withhold-suback":
-                        self._swallow.add(9)  # SUBACK
+                        self._swallow = {*(self._swallow or ()), 9}  # SUBACK
                 await session.on_subscribe(self, packet_id, topics)
             elif kind == codec.UNSUBSCRIBE:
                 packet_id, filters = await codec.decode_unsubscribe(frame.body)
@@ -371,7 +386,7 @@ class MqttConnection:
             self._refuse(fault.params["code"])
         else:  # withhold-connack: hold the connection, answer nothing, until the client gives up
             log.info("%s: CONNACK withheld (fault %s)", self._who(), fault.id)
-            while not self.closed.is_set():
+            while not self.closed:
                 try:
                     frame = await asyncio.wait_for(codec.read_frame(self.reader, MAX_PACKET), self.max_idle)
                 except TimeoutError:
@@ -405,13 +420,32 @@ class MqttConnection:
 
     # ---- keep-alive ---------------------------------------------------------------------
 
+    def close_at(self, delay: float, then: Callable[[], None]) -> None:
+        """Call `then` in `delay` seconds unless the connection has closed (a SAS token's expiry).
+        It shares the keep-alive's timer: a timer handle is ~550 bytes per idle connection."""
+        self._deadline = self._loop.time() + delay
+        self._at_deadline = then
+        if self._watchdog is not None:  # armed already: fire sooner if this comes first
+            self._watchdog.cancel()
+            self._arm_watchdog()
+
     def _arm_watchdog(self) -> None:
-        self._watchdog = self._loop.call_at(self._last_rx + self._idle_limit, self._check_idle)
+        when = self._last_rx + self._idle_limit
+        if self._deadline is not None and self._deadline < when:
+            when = self._deadline
+        self._watchdog = self._loop.call_at(when, self._check_idle)
 
     def _check_idle(self) -> None:
-        if self.closed.is_set():
+        if self.closed:
             return
-        if self._loop.time() - self._last_rx >= self._idle_limit:
+        now = self._loop.time()
+        if self._deadline is not None and now >= self._deadline:
+            then, self._deadline, self._at_deadline = self._at_deadline, None, None
+            if then is not None:
+                then()
+            if self.closed:
+                return
+        if now - self._last_rx >= self._idle_limit:
             log.info(
                 "%s: nothing received for %.1f s (1.5 x keep-alive), closing the connection",
                 self._who(),

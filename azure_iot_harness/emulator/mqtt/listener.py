@@ -153,6 +153,4 @@ def trace_handshake(rec: ConnTrace, tls: TlsConnection) -> None:
     if outcome is None:
         rec.tls(COMPLETED, version=tls.tls_version, cipher=tls.cipher)
         return
-    details = outcome.to_json()
-    reason = details.pop("reason")
-    rec.event("TLS", reason, details)
+    rec.handshake(outcome)
