@@ -13,7 +13,6 @@ import logging
 import ssl
 from collections.abc import Callable
 
-from amqtt.adapters import StreamReaderAdapter
 from amqtt.mqtt.connect import ConnectPacket, ConnectPayload, ConnectVariableHeader
 from amqtt.mqtt.pingreq import PingReqPacket
 from amqtt.mqtt.subscribe import SubscribePacket
@@ -22,6 +21,8 @@ from ...errors import ConnackCode, ConnectRefused, HarnessError
 from . import codec
 
 log = logging.getLogger("azure_iot_harness.mqtt.client")
+# Largest packet taken from the server (a C2D message or a twin document with room to spare).
+MAX_PACKET = 512 * 1024
 
 MessageHandler = Callable[[codec.Publish], None]
 
@@ -84,10 +85,10 @@ class MqttClient:
         vh.clean_session_flag = self.clean_session
         payload = ConnectPayload(client_id=self.client_id, username=self.username, password=self.password)
         writer.write(ConnectPacket(variable_header=vh, payload=payload).to_bytes())
-        adapter = StreamReaderAdapter(reader)
+        framer = codec.Framer(MAX_PACKET)
         try:
             async with asyncio.timeout(timeout):
-                frame = await codec.read_frame(adapter, 16)
+                frame = await codec.read_frame(reader.read, framer)
         except BaseException:
             writer.close()
             raise
@@ -99,7 +100,7 @@ class MqttClient:
             raise ConnectRefused(frame.body[1], f"CONNACK {frame.body[1]} from {self.host}:{self.port}")
         self._writer = writer
         self.closed.clear()
-        self._reader_task = asyncio.create_task(self._read_loop(adapter))
+        self._reader_task = asyncio.create_task(self._read_loop(reader, framer))
         self._ping_task = asyncio.create_task(self._ping_loop())
 
     async def subscribe(self, topics: list[tuple[str, int]], timeout: float = 10.0) -> list[int]:
@@ -156,10 +157,10 @@ class MqttClient:
         self._pending[packet_id] = fut
         return fut
 
-    async def _read_loop(self, reader: StreamReaderAdapter) -> None:
+    async def _read_loop(self, reader: asyncio.StreamReader, framer: codec.Framer) -> None:
         try:
             while True:
-                frame = await codec.read_frame(reader, 512 * 1024)
+                frame = await codec.read_frame(reader.read, framer)
                 if frame is None:
                     break
                 kind = frame.packet_type

@@ -1,7 +1,8 @@
 """MQTT 3.1.1 packets on amqtt's codec: the only module that imports amqtt's packet classes.
 
-Framing reads the fixed header first, so an oversized packet is refused before its body is
-read. The hot path is done here rather than by amqtt: the fixed header, PUBLISH (amqtt also
+Framing is sans-IO (`Framer`): an oversized packet is refused once its fixed header is in,
+before its body is waited for. The hot path is done here rather than by amqtt: the fixed
+header, PUBLISH (amqtt also
 turns a topic that is not UTF-8 into the repr of its bytes instead of refusing it), PUBACK; and
 so are the CONNECT payload and the SUBSCRIBE/UNSUBSCRIBE filters, which amqtt reads without
 refusing malformed ones.
@@ -11,10 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import struct
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from amqtt.adapters import ReaderAdapter
 from amqtt.mqtt.connack import ConnackPacket, ConnackVariableHeader
 from amqtt.mqtt.connect import ConnectVariableHeader
 from amqtt.mqtt.packet import (
@@ -64,45 +65,75 @@ class Frame(NamedTuple):
     body: bytes
 
 
-_EOF = (asyncio.IncompleteReadError, ConnectionResetError, BrokenPipeError)
+class Framer:
+    """Packets out of a byte stream, sans-IO: `feed` the bytes as they arrive, then take each
+    complete packet with `next()` (None until one is complete).
 
-
-async def read_frame(reader: ReaderAdapter, max_body: int) -> Frame | None:
-    """The next packet, or None at end of stream. Raises ProtocolViolation for bad framing.
-
-    The fixed header is parsed here rather than by amqtt, which reads it a byte at a time:
-    every packet is at least two bytes, so one read gets the type and (mostly) the length.
+    The server's read loop reads whatever the transport has (often several PUBLISHes at once)
+    and splits it here, instead of awaiting the fixed header, a length byte and the body one by
+    one. A bad fixed header (a fifth length byte, reserved flags, a body over `max_body`) raises
+    ProtocolViolation as soon as the header is in, before the body is waited for.
     """
-    try:
-        head = await reader.read(2)
-        if len(head) < 2:
+
+    __slots__ = ("_buf", "_pos", "_max")
+
+    def __init__(self, max_body: int) -> None:
+        self._buf = b""
+        self._pos = 0  # where the next packet starts in _buf
+        self._max = max_body
+
+    def feed(self, data: bytes) -> None:
+        if self._pos < len(self._buf):  # a packet's start is still here: keep it
+            self._buf = self._buf[self._pos :] + data
+        else:
+            self._buf = data
+        self._pos = 0
+
+    def next(self) -> Frame | None:
+        buf, pos = self._buf, self._pos
+        n = len(buf)
+        if n - pos < 2:
             return None
-        first, byte = head[0], head[1]
-        length, shift = byte & 0x7F, 7
+        first, byte = buf[pos], buf[pos + 1]
+        length, shift, i = byte & 0x7F, 7, pos + 2
         while byte & 0x80:
             if shift > 21:
                 raise ProtocolViolation("bad fixed header: remaining length longer than 4 bytes")
-            more = await reader.read(1)
-            if not more:
+            if i >= n:
                 return None
-            byte = more[0]
+            byte = buf[i]
+            i += 1
             length |= (byte & 0x7F) << shift
             shift += 7
-    except _EOF:
-        return None
-    packet_type, flags = first >> 4, first & 0x0F
-    if length > max_body:
-        raise ProtocolViolation(f"{PACKET_NAMES.get(packet_type)} of {length} bytes exceeds the {max_body}-byte limit")
-    required = _REQUIRED_FLAGS.get(packet_type)
-    if required is not None and flags != required:
-        raise ProtocolViolation(f"{PACKET_NAMES[packet_type]} with reserved flags {flags:#x}")
-    try:
-        body = await reader.read(length) if length else b""
-    except Exception:  # IncompleteReadError and friends: the peer went away mid-packet
-        return None
-    if len(body) < length:
-        return None
-    return Frame(packet_type, flags, body)
+        packet_type, flags = first >> 4, first & 0x0F
+        if length > self._max:
+            raise ProtocolViolation(f"{PACKET_NAMES.get(packet_type)} of {length} bytes exceeds the {self._max}-byte limit")
+        required = _REQUIRED_FLAGS.get(packet_type)
+        if required is not None and flags != required:
+            raise ProtocolViolation(f"{PACKET_NAMES[packet_type]} with reserved flags {flags:#x}")
+        end = i + length
+        if end > n:
+            return None
+        self._pos = end
+        return Frame(packet_type, flags, buf[i:end])
+
+
+# Bytes asked of a stream per read: whatever it holds, up to this, split by a Framer.
+READ_SIZE = 64 * 1024
+
+
+async def read_frame(read: Callable[[int], Awaitable[bytes]], framer: Framer) -> Frame | None:
+    """The next packet out of `framer`, fed from `read` (a stream's `read`) as needed; None at
+    the end of the stream or when the connection is lost (a partial packet is dropped)."""
+    while (frame := framer.next()) is None:
+        try:
+            data = await read(READ_SIZE)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            return None
+        if not data:
+            return None
+        framer.feed(data)
+    return frame
 
 
 # ---- CONNECT ----------------------------------------------------------------------------------

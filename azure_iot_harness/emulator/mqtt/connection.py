@@ -16,7 +16,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from amqtt.adapters import ReaderAdapter, WriterAdapter
+from amqtt.adapters import WriterAdapter
 
 from ...errors import ConnackCode, ConnectRefused, ProtocolViolation, UsernameError
 from ..faults import FaultBook
@@ -24,7 +24,7 @@ from ..faults import kinds as fault_kinds
 from ..protocol.topics import DpsUsername, parse_username
 from ..trace import ConnTrace, connect_details
 from . import codec
-from .codec import Connect, Publish
+from .codec import Connect, Frame, Framer, Publish
 
 log = logging.getLogger("azure_iot_harness.mqtt")
 
@@ -56,7 +56,7 @@ class MqttConnection:
     # Slots: ten thousand idle connections each keep one (a dict of this many attributes would be
     # a kilobyte more apiece); __weakref__ for the fault book's set of live connections.
     __slots__ = (
-        "reader", "writer", "_close_transport", "peer", "peer_chain", "router", "max_idle", "connect_timeout",
+        "_read", "_framer", "writer", "_close_transport", "peer", "peer_chain", "router", "max_idle", "connect_timeout",
         "client_id", "session", "closed", "close_reason", "graceful", "_loop", "_last_rx", "_idle_limit",
         "_watchdog", "_deadline", "_at_deadline", "_pending_acks", "_ack_room", "_outbox", "_flush_scheduled",
         "device_id", "module_id", "trace_record", "_faults", "_reset_transport", "_swallow", "_withhold_puback",
@@ -65,7 +65,7 @@ class MqttConnection:
 
     def __init__(
         self,
-        reader: ReaderAdapter,
+        reader: asyncio.StreamReader,
         writer: WriterAdapter,
         *,
         close_transport: Callable[[], None],
@@ -80,7 +80,8 @@ class MqttConnection:
     ) -> None:
         """`trace`: this connection's trace record (None: not traced); `faults`: the faults to
         apply; `reset_transport`: closes with a TCP reset (drop faults; else a plain close)."""
-        self.reader = reader
+        self._read = reader.read
+        self._framer = Framer(MAX_PACKET)
         self.writer = writer
         self._close_transport = close_transport
         self.peer = peer
@@ -226,7 +227,7 @@ class MqttConnection:
     async def _connect(self) -> bool:
         """Read and answer the CONNECT; True when the connection was accepted and stays open."""
         try:
-            frame = await asyncio.wait_for(codec.read_frame(self.reader, MAX_PACKET), self.connect_timeout)
+            frame = await asyncio.wait_for(self._read_frame(), self.connect_timeout)
         except TimeoutError:
             log.info("%s: no CONNECT within %.0f s, closing", self.peer, self.connect_timeout)
             self.close("no CONNECT")
@@ -300,11 +301,16 @@ class MqttConnection:
         assert session is not None
         rec = self.trace_record
         faults = self._faults
+        framer, read = self._framer, self._read
         while not self.closed:
-            frame = await codec.read_frame(self.reader, MAX_PACKET)
-            if frame is None:
-                self.close("connection lost")
-                return
+            frame = framer.next()
+            if frame is None:  # nothing whole in what was read: read what the stream has
+                data = await read(codec.READ_SIZE)
+                if not data:
+                    self.close("connection lost")
+                    return
+                framer.feed(data)
+                continue
             self._last_rx = self._loop.time()
             kind = frame.packet_type
             if kind == codec.PUBLISH:
@@ -359,6 +365,9 @@ class MqttConnection:
                 raise ProtocolViolation(f"unexpected {codec.PACKET_NAMES[kind]} from a client")
             await self.writer.drain()
 
+    async def _read_frame(self) -> Frame | None:
+        return await codec.read_frame(self._read, self._framer)
+
     def _identify(self, connect: Connect) -> None:
         try:
             username = parse_username(connect.username)
@@ -388,7 +397,7 @@ class MqttConnection:
             log.info("%s: CONNACK withheld (fault %s)", self._who(), fault.id)
             while not self.closed:
                 try:
-                    frame = await asyncio.wait_for(codec.read_frame(self.reader, MAX_PACKET), self.max_idle)
+                    frame = await asyncio.wait_for(self._read_frame(), self.max_idle)
                 except TimeoutError:
                     break
                 if frame is None:

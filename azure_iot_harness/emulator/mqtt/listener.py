@@ -3,11 +3,10 @@ its trace record (opened here, with the handshake's outcome) and the emulator's 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import ssl
 
-from amqtt.adapters import ReaderAdapter, WriterAdapter
+from amqtt.adapters import WriterAdapter
 
 from ..faults import FaultBook, record_fault
 from ..tls import OnListener, ServerCertificate, ServerContext, TlsConnection, TlsListener
@@ -16,22 +15,6 @@ from ..trace import ConnTrace, Trace
 from .connection import MqttConnection, Router
 
 log = logging.getLogger("azure_iot_harness.mqtt")
-
-
-class _Reader(ReaderAdapter):
-    """amqtt's reader interface on a connection's stream. The codec always reads exact lengths,
-    so `read` is the stream's own `readexactly`: one coroutine less per read than amqtt's
-    StreamReaderAdapter, on the path every packet takes."""
-
-    def __init__(self, stream: asyncio.StreamReader) -> None:
-        self._stream = stream
-        self.read = stream.readexactly  # type: ignore[method-assign, assignment]  # the hot path, see above; n is never -1
-
-    async def read(self, n: int = -1) -> bytes:
-        return await self._stream.readexactly(n)
-
-    def feed_eof(self) -> None:
-        self._stream.feed_eof()
 
 
 class _Writer(WriterAdapter):
@@ -115,7 +98,7 @@ class MqttListener(OnListener):
         if rec is not None:
             trace_handshake(rec, tls)
         conn = MqttConnection(
-            _Reader(tls.reader),
+            tls.reader,
             _Writer(tls),
             close_transport=tls.close,  # flushes what is buffered (a CONNACK refusal) first
             peer=tls.peer_name,

@@ -13,7 +13,7 @@ import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from amqtt.adapters import StreamReaderAdapter, WriterAdapter
+from amqtt.adapters import WriterAdapter
 
 from ..faults import FaultBook
 from ..tls import client_chain
@@ -114,7 +114,7 @@ async def serve(
     feeder = asyncio.create_task(feed())
     peer = f"{client[0]}:{client[1]}" if client else "WebSocket peer"
     conn = MqttConnection(
-        StreamReaderAdapter(stream),
+        stream,
         writer,
         close_transport=lambda: writer.write_eof(),
         peer=f"{client[0]}:{client[1]} (WebSocket)" if client else "WebSocket peer",
@@ -135,4 +135,3 @@ async def serve(
         # (APPLICATION_DATA_AFTER_CLOSE_NOTIFY) that asyncio logs at ERROR.
         await asyncio.wait({feeder}, timeout=CLOSE_TIMEOUT)
         feeder.cancel()
-

@@ -179,6 +179,28 @@ def test_token_expiry_closes_the_connection(emulator, caplog):
     assert "device1: SAS token expired, closing the connection" in caplog.messages
 
 
+def test_token_expiry_closes_a_connection_that_keeps_pinging(emulator, caplog):
+    # The expiry shares the keep-alive's timer: every PINGREQ moves the keep-alive's deadline,
+    # never the token's.
+    caplog.set_level(logging.INFO, logger="azure_iot_harness")
+    c = RawClient(emulator)
+    c.send(connect_packet("device1", USER, device_token(emulator, "device1", ttl=2), keepalive=1))
+    assert c.connack() == 0
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        time.sleep(0.5)  # the scenario: a device that pings every 0.5 s
+        try:
+            c.send(bytes([0xC0, 0]))
+            packet = c.read_packet(2)
+            if packet is None or packet[0] != 13:  # not a PINGRESP: closed
+                break
+        except (OSError, ConnectionError):
+            break
+    assert c.closed_by_server(timeout=5)
+    assert "device1: SAS token expired, closing the connection" in caplog.messages
+    assert not any("keep-alive" in m for m in caplog.messages), caplog.messages
+
+
 def test_keep_alive_is_enforced_at_one_and_a_half_times(emulator, caplog):
     # The time it takes, beside mosquitto's, is measured in benchmarks/timers.py.
     caplog.set_level(logging.INFO, logger="azure_iot_harness")
