@@ -16,8 +16,6 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from amqtt.adapters import WriterAdapter
-
 from ...errors import ConnackCode, ConnectRefused, ProtocolViolation, UsernameError
 from ..faults import FaultBook
 from ..faults import kinds as fault_kinds
@@ -45,6 +43,16 @@ class Session(Protocol):
     # send what waited for them).
 
 
+class Writer(Protocol):
+    """Where a connection's packets go (the TLS adapter's stream, a WebSocket's frames)."""
+
+    def write(self, data: bytes) -> None: ...
+    async def drain(self) -> None: ...
+    def buffered(self) -> int:
+        """Bytes (or frames) written and not yet taken by the network."""
+        ...
+
+
 class Router(Protocol):
     async def connect(self, conn: MqttConnection, connect: Connect) -> tuple[Session, bool]:
         """Authenticate; return the session and the CONNACK session-present flag, or raise
@@ -66,7 +74,7 @@ class MqttConnection:
     def __init__(
         self,
         reader: asyncio.StreamReader,
-        writer: WriterAdapter,
+        writer: Writer,
         *,
         close_transport: Callable[[], None],
         peer: str,
@@ -301,7 +309,7 @@ class MqttConnection:
         assert session is not None
         rec = self.trace_record
         faults = self._faults
-        framer, read = self._framer, self._read
+        framer, read, buffered = self._framer, self._read, self.writer.buffered
         while not self.closed:
             frame = framer.next()
             if frame is None:  # nothing whole in what was read: read what the stream has
@@ -363,7 +371,8 @@ class MqttConnection:
                 raise ProtocolViolation("second CONNECT on one connection")
             else:
                 raise ProtocolViolation(f"unexpected {codec.PACKET_NAMES[kind]} from a client")
-            await self.writer.drain()
+            if buffered():  # only then can the transport have paused: wait for the client to read
+                await self.writer.drain()
 
     async def _read_frame(self) -> Frame | None:
         return await codec.read_frame(self._read, self._framer)

@@ -25,12 +25,17 @@ class _Writer(WriterAdapter):
         self._conn = conn
         self.write = conn.writer.transport.write  # type: ignore[method-assign]  # the hot path
         self.drain = conn.writer.drain  # type: ignore[method-assign]  # the hot path: the stream's own drain
+        self.buffered = conn.writer.transport.get_write_buffer_size  # type: ignore[method-assign]  # the hot path
 
     def write(self, data: bytes) -> None:
         self._conn.writer.write(data)
 
     async def drain(self) -> None:
         await self._conn.writer.drain()
+
+    def buffered(self) -> int:
+        """Bytes written that the socket has not taken yet."""
+        return self._conn.writer.transport.get_write_buffer_size()
 
     def get_peer_info(self) -> tuple[str, int] | None:
         return self._conn.peer

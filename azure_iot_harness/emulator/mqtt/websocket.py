@@ -43,6 +43,10 @@ class _FrameWriter(WriterAdapter):
     async def drain(self) -> None:
         await asyncio.sleep(0)
 
+    def buffered(self) -> int:
+        """Frames queued and not yet handed to the WebSocket."""
+        return self._queue.qsize()
+
     def write_eof(self) -> None:
         """No more frames after what is queued; the close frame follows them."""
         self._queue.put_nowait(None)
