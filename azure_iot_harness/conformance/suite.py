@@ -61,6 +61,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         )
 
 
+# DPS's retry-after on the in-process emulator: 1 s, where Azure (and `serve`) send 3. Every
+# variant still gets a 202 with it and waits before polling; a registration takes 2 s less.
+EMULATOR_DPS_RETRY_AFTER = 1
+
+
+@pytest.fixture(scope="session")
+def azure_iot_settings(azure_iot_settings: dict[str, Any]) -> dict[str, Any]:
+    """The plugin's settings (`--azure-iot-setting` wins), with the suite's DPS retry-after."""
+    return {"dps_retry_after": EMULATOR_DPS_RETRY_AFTER, **azure_iot_settings}
+
+
 @pytest.fixture(scope="session")
 def target(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Target]:
     name = pytestconfig.getoption("target")
