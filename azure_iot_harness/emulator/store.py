@@ -31,7 +31,7 @@ CREATE TABLE IF NOT EXISTS identities (
     PRIMARY KEY (device_id, module_id)
 );
 CREATE TABLE IF NOT EXISTS telemetry (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq INTEGER PRIMARY KEY,
     device_id TEXT NOT NULL,
     module_id TEXT,
     enqueued_time TEXT NOT NULL,
@@ -40,6 +40,7 @@ CREATE TABLE IF NOT EXISTS telemetry (
     system_properties TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS telemetry_device ON telemetry (device_id, seq);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 
 _STOP = object()
@@ -55,6 +56,11 @@ class Store:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._telemetry_listeners: list[Callable[[list[tuple[int, Telemetry]]], None]] = []
         self._schemas: list[str] = [_SCHEMA]
+        # The last telemetry sequence number given (store thread only). The store numbers the
+        # rows itself rather than by AUTOINCREMENT, which rewrites sqlite_sequence with every
+        # insert (a page more per commit); numbers are never reused: a clear keeps the last one
+        # in `counters`, and data folders made with AUTOINCREMENT keep their sqlite_sequence.
+        self._last_seq = 0
 
     def add_schema(self, sql: str) -> None:
         """More tables, for a subsystem that keeps its own state (`CREATE TABLE IF NOT EXISTS`).
@@ -88,6 +94,7 @@ class Store:
             conn.execute(f"PRAGMA synchronous={'FULL' if self.durability == 'full' else 'NORMAL'}")
         for sql in self._schemas:
             conn.executescript(sql)
+        self._last_seq = _last_telemetry_seq(conn)
         return conn
 
     def _run(self, ready: asyncio.Future) -> None:
@@ -110,6 +117,7 @@ class Store:
             done: list[tuple[asyncio.Future, Any, BaseException | None]] = []
             committed: list[tuple[int, Telemetry]] = []
             conn.execute("BEGIN")
+            first_seq = self._last_seq
             inserts: list[_Insert] = []  # telemetry in a row: one executemany
             for job in batch:
                 if job is _STOP:
@@ -119,7 +127,7 @@ class Store:
                     inserts.append(job)
                     continue
                 if inserts:
-                    _insert_telemetry(conn, inserts, done, committed)
+                    self._last_seq = _insert_telemetry(conn, inserts, done, committed, self._last_seq)
                     inserts = []
                 fn, fut, savepoint = job
                 if savepoint:
@@ -137,11 +145,12 @@ class Store:
                     if isinstance(result, _Appended):
                         committed.append((result.seq, result.telemetry))
             if inserts:
-                _insert_telemetry(conn, inserts, done, committed)
+                self._last_seq = _insert_telemetry(conn, inserts, done, committed, self._last_seq)
             try:
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 log.error("store commit failed: %s", exc)
+                self._last_seq = first_seq  # nothing of it was stored
                 done = [(fut, None, exc) for fut, _, _ in done]
                 committed = []
             loop.call_soon_threadsafe(self._complete, done, committed)
@@ -235,7 +244,13 @@ class Store:
         return self.submit(lambda c: c.execute("SELECT COALESCE(MAX(seq), 0) FROM telemetry").fetchone()[0])
 
     def clear_telemetry(self) -> asyncio.Future[None]:
-        return self.submit(_statement("DELETE FROM telemetry"))
+        """Delete every stored message; the sequence numbers go on from the last one."""
+
+        def clear(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM telemetry")
+            conn.execute("INSERT OR REPLACE INTO counters (name, value) VALUES ('telemetry', ?)", (self._last_seq,))
+
+        return self.submit(clear)
 
     def add_telemetry_listener(self, fn: Callable[[list[tuple[int, Telemetry]]], None]) -> None:
         self._telemetry_listeners.append(fn)
@@ -246,8 +261,8 @@ class Store:
 
 
 _INSERT_TELEMETRY = (
-    "INSERT INTO telemetry (device_id, module_id, enqueued_time, body, properties, system_properties)"
-    " VALUES (?, NULLIF(?, ''), ?, ?, ?, ?)"
+    "INSERT INTO telemetry (seq, device_id, module_id, enqueued_time, body, properties, system_properties)"
+    " VALUES (?, ?, NULLIF(?, ''), ?, ?, ?, ?)"
 )
 
 
@@ -277,28 +292,46 @@ class _Insert:
         self.row, self.telemetry, self.fut = row, telemetry, fut
 
 
-def _insert_telemetry(conn: sqlite3.Connection, jobs: list[_Insert], done: list, committed: list[tuple[int, Telemetry]]) -> None:
+def _insert_telemetry(
+    conn: sqlite3.Connection, jobs: list[_Insert], done: list, committed: list[tuple[int, Telemetry]], last_seq: int
+) -> int:
     """Insert consecutive messages with one executemany (one statement prepared and stepped per
-    row in C, not a Python call per message). Their sequence numbers are consecutive — one
-    connection writes, AUTOINCREMENT counts up — and end at last_insert_rowid(). A row that
-    fails fails its job only: what went in before it stays, what follows is tried again."""
+    row in C, not a Python call per message), numbered from `last_seq` + 1; the last number
+    used is returned. A row that fails fails its job only (its number goes to the next one):
+    what went in before it stays, what follows is tried again."""
     before = conn.total_changes
     error: sqlite3.Error | None = None
     try:
-        conn.executemany(_INSERT_TELEMETRY, [job.row for job in jobs])
+        conn.executemany(_INSERT_TELEMETRY, [(last_seq + i, *job.row) for i, job in enumerate(jobs, 1)])
     except sqlite3.Error as exc:
         error = exc
     inserted = conn.total_changes - before
-    if inserted:
-        first = conn.execute("SELECT last_insert_rowid()").fetchone()[0] - inserted + 1
-        for i, job in enumerate(jobs[:inserted]):
-            appended = _Appended(first + i, job.telemetry)
-            done.append((job.fut, appended, None))
-            committed.append((appended.seq, job.telemetry))
+    for i, job in enumerate(jobs[:inserted], 1):
+        appended = _Appended(last_seq + i, job.telemetry)
+        done.append((job.fut, appended, None))
+        committed.append((appended.seq, job.telemetry))
+    last_seq += inserted
     if error is not None:
         done.append((jobs[inserted].fut, None, error))
         if inserted + 1 < len(jobs):
-            _insert_telemetry(conn, jobs[inserted + 1 :], done, committed)
+            return _insert_telemetry(conn, jobs[inserted + 1 :], done, committed, last_seq)
+    return last_seq
+
+
+def _last_telemetry_seq(conn: sqlite3.Connection) -> int:
+    """The last sequence number a data folder gave: its newest message, the number kept when it
+    was cleared, or (folders from before the store numbered rows) AUTOINCREMENT's."""
+    last = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM telemetry").fetchone()[0]
+    row = conn.execute("SELECT value FROM counters WHERE name = 'telemetry'").fetchone()
+    if row is not None:
+        last = max(last, row[0])
+    try:
+        row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'telemetry'").fetchone()
+    except sqlite3.OperationalError:  # no table has AUTOINCREMENT
+        row = None
+    if row is not None:
+        last = max(last, row[0])
+    return last
 
 
 class _Appended:

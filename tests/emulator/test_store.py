@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 
 from azure_iot_harness.emulator.protocol.messages import Telemetry
@@ -30,7 +31,7 @@ def test_a_failing_message_in_a_batch_fails_alone(tmp_path) -> None:
             seqs = [r.seq for r in results if not isinstance(r, BaseException)]  # type: ignore[union-attr]
             stored = await store.read_telemetry()
             assert [(s, t.device_id, t.body) for s, t in stored] == list(zip(seqs, "abcd", [b"m0", b"m1", b"m3", b"m5"]))
-            assert seqs == sorted(set(seqs))
+            assert seqs == [1, 2, 3, 4]  # a failed row's number goes to the next one
         finally:
             await store.close()
 
@@ -99,3 +100,59 @@ def _rows(path) -> int:
 
     with sqlite3.connect(path) as c:
         return c.execute("SELECT COUNT(*) FROM telemetry").fetchone()[0]
+
+
+def test_sequence_numbers_go_on_after_a_clear_and_a_restart(tmp_path) -> None:
+    # Event Hubs readers keep offsets and sequence numbers: the store never gives one twice.
+    path = tmp_path / "state.sqlite3"
+
+    async def append(store: Store, n: int) -> list[int]:
+        return [(await store.append_telemetry(_message("a", i))).seq for i in range(n)]
+
+    async def main() -> None:
+        store = Store(path)
+        await store.start()
+        try:
+            assert await append(store, 3) == [1, 2, 3]
+            await store.clear_telemetry()
+            assert await append(store, 1) == [4]
+            await store.clear_telemetry()
+        finally:
+            await store.close()
+        store = Store(path)  # a restart: the folder is empty, its last number is kept
+        await store.start()
+        try:
+            assert await store.read_telemetry() == []
+            assert await append(store, 2) == [5, 6]
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+
+
+def test_a_data_folder_made_with_autoincrement_goes_on_from_its_last_number(tmp_path) -> None:
+    # Folders from before the store numbered the rows itself: their table has AUTOINCREMENT,
+    # and sqlite_sequence remembers numbers whose rows were cleared.
+    path = tmp_path / "state.sqlite3"
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        "CREATE TABLE telemetry (seq INTEGER PRIMARY KEY AUTOINCREMENT, device_id TEXT NOT NULL, module_id TEXT,"
+        " enqueued_time TEXT NOT NULL, body BLOB NOT NULL, properties TEXT NOT NULL, system_properties TEXT NOT NULL);"
+    )
+    conn.executemany(
+        "INSERT INTO telemetry (device_id, enqueued_time, body, properties, system_properties) VALUES ('a', 't', x'00', '{}', '{}')",
+        [()] * 7,
+    )
+    conn.execute("DELETE FROM telemetry")
+    conn.commit()
+    conn.close()
+
+    async def main() -> None:
+        store = Store(path)
+        await store.start()
+        try:
+            assert (await store.append_telemetry(_message("a", 0))).seq == 8
+        finally:
+            await store.close()
+
+    asyncio.run(main())
