@@ -234,11 +234,13 @@ class MqttConnection:
 
     async def _connect(self) -> bool:
         """Read and answer the CONNECT; True when the connection was accepted and stays open."""
-        try:
-            frame = await asyncio.wait_for(self._read_frame(), self.connect_timeout)
-        except TimeoutError:
-            log.info("%s: no CONNECT within %.0f s, closing", self.peer, self.connect_timeout)
-            self.close("no CONNECT")
+        # The watchdog (not wait_for: a task and a timer more per connection) closes a
+        # connection whose CONNECT does not come within connect_timeout.
+        self._idle_limit = self.connect_timeout
+        self._arm_watchdog()
+        frame = await self._read_frame()
+        self._stop_watchdog()
+        if self.closed:
             return False
         if frame is None:
             self.close("closed before CONNECT")
@@ -453,10 +455,19 @@ class MqttConnection:
             when = self._deadline
         self._watchdog = self._loop.call_at(when, self._check_idle)
 
+    def _stop_watchdog(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+
     def _check_idle(self) -> None:
         if self.closed:
             return
         now = self._loop.time()
+        if self.session is None:  # armed by _connect: the CONNECT is late
+            log.info("%s: no CONNECT within %.0f s, closing", self.peer, self.connect_timeout)
+            self.close("no CONNECT")
+            return
         if self._deadline is not None and now >= self._deadline:
             then, self._deadline, self._at_deadline = self._at_deadline, None, None
             if then is not None:

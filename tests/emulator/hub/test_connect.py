@@ -8,6 +8,7 @@ import time
 import pytest
 
 from azure_iot_harness.config import WELL_KNOWN_POLICIES, WELL_KNOWN_SAS_DEVICE_KEYS
+from azure_iot_harness.emulator.app import EmulatorThread
 from azure_iot_harness.emulator.protocol import sas
 from tests.helpers import RawClient, connect_packet, device_token, publish_packet, raw_sas_connect, sas_device, wait_for
 
@@ -199,6 +200,23 @@ def test_token_expiry_closes_a_connection_that_keeps_pinging(emulator, caplog):
     assert c.closed_by_server(timeout=5)
     assert "device1: SAS token expired, closing the connection" in caplog.messages
     assert not any("keep-alive" in m for m in caplog.messages), caplog.messages
+
+
+def test_a_connection_without_connect_is_closed_after_the_connect_timeout(caplog):
+    caplog.set_level(logging.INFO, logger="azure_iot_harness")
+    with EmulatorThread(in_memory=True, mqtt_port=0, https_port=0, connect_timeout=1) as emu:
+        silent = RawClient(emu)  # TLS done, no CONNECT
+        t0 = time.monotonic()
+        assert silent.closed_by_server(timeout=10)
+        assert time.monotonic() - t0 >= 0.9  # not before the 1 s it was given
+        assert any("no CONNECT within 1 s, closing" in m for m in caplog.messages), caplog.messages
+        late = RawClient(emu)  # the timeout covers the CONNECT only: this one is answered
+        late.send(connect_packet("device1", USER, device_token(emu, "device1")))
+        assert late.connack() == 0
+        time.sleep(1.5)  # the scenario: the device stays quiet past the connect timeout
+        late.send(bytes([0xC0, 0]))
+        packet = late.read_packet(5)
+        assert packet is not None and packet[0] == 13  # PINGRESP: still open
 
 
 def test_keep_alive_is_enforced_at_one_and_a_half_times(emulator, caplog):
