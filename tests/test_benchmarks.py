@@ -4,6 +4,7 @@ have to exist and be consistent)."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -84,3 +85,15 @@ def test_the_timers_section_measures_what_the_tests_only_assert(tmp_path: Path) 
         "Stop, in-process Emulator with an idle HTTPS keep-alive connection",
     }
     assert all(row["emulator"]["median"] is not None for row in section["rows"])
+
+
+def test_the_memory_breakdown_runs_in_miniature() -> None:
+    res = subprocess.run(
+        [sys.executable, "-m", "benchmarks.memory_cost", "--devices", "8", "--top", "5"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    head, columns, *lines = res.stdout.splitlines()
+    assert re.fullmatch(r"8 idle devices: resident memory \+[\d.]+ KB each .*, Python heap \+[\d.]+ KB each", head), head
+    assert columns.split() == ["bytes", "objects", "where"]
+    assert len(lines) == 5 and all(re.match(r"\s*-?\d+\s+-?[\d.]+\s+\S+:\d+", ln) for ln in lines), lines

@@ -114,7 +114,10 @@ class Framer:
         end = i + length
         if end > n:
             return None
-        self._pos = end
+        if end == n:  # all taken: an idle connection keeps no copy of its last read
+            self._buf, self._pos = b"", 0
+        else:
+            self._pos = end
         return Frame(packet_type, flags, buf[i:end])
 
 
