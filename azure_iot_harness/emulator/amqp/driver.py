@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...errors import ServiceError
 from ..tls import TlsConnection
+from ..websocket_frames import FrameSender
 from .claims import Claim, plain_claim
 from .connection import AmqpConnection
 from .sasl import PlainRefused, SaslError, SaslFrontEnd, SaslResult
@@ -101,40 +102,6 @@ async def _run_sasl(front: SaslFrontEnd, read: Callable[[], Awaitable[bytes]], w
     return front.result
 
 
-class _WebSocketSink:
-    def __init__(self, send: Callable[[dict], Awaitable[None]]) -> None:
-        self._send = send
-        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
-        self._task = asyncio.get_running_loop().create_task(self._pump())
-
-    def write(self, data: bytes) -> None:
-        self._queue.put_nowait(data)
-
-    def close(self) -> None:
-        self._queue.put_nowait(None)
-
-    async def wait(self) -> None:
-        self.close()
-        try:
-            await asyncio.wait_for(asyncio.shield(self._task), 5)
-        except TimeoutError:
-            self._task.cancel()
-
-    async def _pump(self) -> None:
-        while True:
-            data = await self._queue.get()
-            if data is None:
-                break
-            try:
-                await self._send({"type": "websocket.send", "bytes": data})
-            except Exception:  # the peer is gone; the reading side notices too
-                return
-        try:
-            await self._send({"type": "websocket.close", "code": 1000})
-        except Exception:
-            pass
-
-
 async def serve_websocket(service: AmqpService, scope: dict[str, Any], receive: Callable[[], Awaitable[dict]], send: Callable[[dict], Awaitable[None]], port: int) -> None:
     """One AMQP connection over a WebSocket (subprotocol AMQPWSB10) on the HTTPS port."""
     message = await receive()
@@ -143,7 +110,7 @@ async def serve_websocket(service: AmqpService, scope: dict[str, Any], receive: 
     await send({"type": "websocket.accept", "subprotocol": WEBSOCKET_SUBPROTOCOL})
     client = scope.get("client")
     peer = f"{client[0]}:{client[1]} (WebSocket)" if client else "WebSocket peer"
-    sink = _WebSocketSink(send)
+    sink = FrameSender(send)  # AmqpConnection's sink: write, close
 
     async def read() -> bytes:
         while True:
@@ -158,7 +125,7 @@ async def serve_websocket(service: AmqpService, scope: dict[str, Any], receive: 
     front = _front_end(service)
     sasl = await _run_sasl(front, read, sink.write, peer)
     if sasl is None:
-        await sink.wait()
+        await sink.finish()
         return
     amqp = AmqpConnection(service, sink, peer=peer, port=port, claims=_claims(sasl))
     service.connections.add(amqp)
@@ -173,4 +140,4 @@ async def serve_websocket(service: AmqpService, scope: dict[str, Any], receive: 
     finally:
         amqp.connection_lost()
         service.connections.discard(amqp)
-        await sink.wait()
+        await sink.finish()

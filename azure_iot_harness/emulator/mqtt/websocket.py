@@ -18,6 +18,7 @@ from amqtt.adapters import WriterAdapter
 from ..faults import FaultBook
 from ..tls import client_chain
 from ..trace import Trace
+from ..websocket_frames import FrameSender, Send
 from .connection import MqttConnection, Router
 
 log = logging.getLogger("azure_iot_harness.mqtt")
@@ -25,31 +26,28 @@ log = logging.getLogger("azure_iot_harness.mqtt")
 PATH = "/$iothub/websocket"
 CLOSE_TIMEOUT = 5.0  # how long the peer has to answer our close frame before we stop waiting
 Receive = Callable[[], Awaitable[dict]]
-Send = Callable[[dict], Awaitable[None]]
 
 
 class _FrameWriter(WriterAdapter):
-    """Collects what the connection writes and sends it as binary frames, in order."""
+    """The MQTT connection's writer on a WebSocket: its packets go out as binary frames, in order."""
 
     def __init__(self, send: Send, peer: tuple[str, int] | None) -> None:
-        self._send = send
+        self._frames = FrameSender(send)
         self._peer = peer
-        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
-        self._task = asyncio.create_task(self._pump())
 
     def write(self, data: bytes) -> None:
-        self._queue.put_nowait(bytes(data))
+        self._frames.write(data)
 
     async def drain(self) -> None:
         await asyncio.sleep(0)
 
     def buffered(self) -> int:
         """Frames queued and not yet handed to the WebSocket."""
-        return self._queue.qsize()
+        return self._frames.queued()
 
     def write_eof(self) -> None:
         """No more frames after what is queued; the close frame follows them."""
-        self._queue.put_nowait(None)
+        self._frames.close()
 
     def get_peer_info(self) -> tuple[str, int] | None:
         return self._peer
@@ -59,26 +57,7 @@ class _FrameWriter(WriterAdapter):
 
     async def close(self) -> None:
         """Send what is queued (a CONNACK refusal), then the close frame."""
-        if not self._task.done():
-            self._queue.put_nowait(None)
-            try:
-                await asyncio.wait_for(asyncio.shield(self._task), 5)
-            except TimeoutError:
-                self._task.cancel()
-
-    async def _pump(self) -> None:
-        while True:
-            data = await self._queue.get()
-            if data is None:
-                break
-            try:
-                await self._send({"type": "websocket.send", "bytes": data})
-            except Exception:  # the peer is gone; the reader side notices too
-                break
-        try:
-            await self._send({"type": "websocket.close", "code": 1000})
-        except Exception:
-            pass
+        await self._frames.finish()
 
 
 async def serve(
