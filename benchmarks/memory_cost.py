@@ -19,6 +19,7 @@ import tempfile
 import threading
 import time
 import tracemalloc
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from azure_iot_harness.emulator.app import EmulatorThread
 
 from .clients import client_context, connected
 from .identities import HOST, identities
-from .servers import Rest
+from .servers import Rest, create_bulk
 
 IDLE_KEEPALIVE = 1200
 CONNECT_THREADS = 8
@@ -40,7 +41,8 @@ def _raise_file_limit() -> None:
 
 
 def _devices(port: int, ca_file: Path, n: int) -> None:
-    """The child: connect n devices, say so on stdout, stay connected until killed."""
+    """The child: connect n devices, say so on stdout, stay connected until stdin closes (the
+    parent is done, or gone)."""
     _raise_file_limit()
     tls, socks, lock = client_context(ca_file), [], threading.Lock()
 
@@ -55,7 +57,15 @@ def _devices(port: int, ca_file: Path, n: int) -> None:
         for f in [pool.submit(connect, idents[i::CONNECT_THREADS]) for i in range(CONNECT_THREADS)]:
             f.result()
     print(len(socks), flush=True)
-    time.sleep(3600)
+    sys.stdin.read()
+
+
+def _wait_for(condition: Callable[[], bool], *, what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"waited {timeout:.0f} s for {what}")
+        time.sleep(0.05)
 
 
 def _short(filename: str) -> str:
@@ -73,23 +83,20 @@ def run(n: int, top: int) -> None:
     child = None
     try:
         rest = Rest(emu.https_port, emu.ca_file, emu.service_token())
-        idents = identities(n)
-        for i in range(0, n, 100):
-            entries = [{"id": d.device_id, "importMode": "createOrUpdate", **d.registry_doc()} for d in idents[i : i + 100]]
-            status, body = rest.request("POST", "/devices?api-version=2021-04-12", entries)
-            if status != 200:
-                raise SystemExit(f"bulk create failed: {status} {body}")
-        time.sleep(1)
+        try:
+            create_bulk(rest, identities(n))
+        finally:
+            rest.close()
         gc.collect()
         process = psutil.Process()
         tracemalloc.start(1)
         before, rss0 = tracemalloc.take_snapshot(), process.memory_info().rss
         child = subprocess.Popen([sys.executable, "-m", "benchmarks.memory_cost", "--connect", str(emu.mqtt_port), str(emu.ca_file), str(n)],
-                                 stdout=subprocess.PIPE, text=True)  # fmt: skip
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
         assert child.stdout is not None
         if child.stdout.readline().strip() != str(n):
             raise SystemExit("the devices did not all connect")
-        time.sleep(2)
+        _wait_for(lambda: len(emu.hub.sessions) >= n, what=f"{n} sessions at the hub")
         gc.collect()
         after, rss1 = tracemalloc.take_snapshot(), process.memory_info().rss
         stats = after.compare_to(before, "lineno")
@@ -103,8 +110,13 @@ def run(n: int, top: int) -> None:
             print(f"{s.size_diff / n:8.0f} {s.count_diff / n:7.2f}  {_short(frame.filename)}:{frame.lineno}  {line}")
     finally:
         if child is not None:
-            child.kill()
-            child.wait()
+            assert child.stdin is not None
+            child.stdin.close()
+            try:
+                child.wait(30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
         thread.stop()
 
 

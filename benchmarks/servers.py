@@ -210,13 +210,9 @@ class EmulatorServer(Server):
 
     def create_devices_bulk(self, idents: Iterable[Identity]) -> None:
         """Create many identities, 100 a request (the registry's bulk API), for the scale rows."""
-        todo, rest = list(idents), self.rest()
+        rest = self.rest()
         try:
-            for i in range(0, len(todo), 100):
-                entries = [{"id": d.device_id, "importMode": "createOrUpdate", **d.registry_doc()} for d in todo[i : i + 100]]
-                status, body = rest.request("POST", "/devices?api-version=2021-04-12", entries)
-                if status != 200 or not (isinstance(body, dict) and body.get("isSuccessful")):
-                    raise ServerError(f"bulk create failed: {status} {str(body)[:500]}")
+            create_bulk(rest, idents)
         finally:
             rest.close()
 
@@ -237,6 +233,16 @@ class EmulatorServer(Server):
                 rest.close()
                 return count
             after = body["last"]
+
+
+def create_bulk(rest: Rest, idents: Iterable[Identity]) -> None:
+    """Create identities through the registry's bulk API, 100 a request."""
+    todo = list(idents)
+    for i in range(0, len(todo), 100):
+        entries = [{"id": d.device_id, "importMode": "createOrUpdate", **d.registry_doc()} for d in todo[i : i + 100]]
+        status, body = rest.request("POST", "/devices?api-version=2021-04-12", entries)
+        if status != 200 or not (isinstance(body, dict) and body.get("isSuccessful")):
+            raise ServerError(f"bulk create failed: {status} {str(body)[:500]}")
 
 
 class Rest:

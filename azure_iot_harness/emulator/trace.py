@@ -42,8 +42,8 @@ PACKET_NAMES = {
 #          payload: its length, or the bytes when payloads are captured; extra: CONNECT fields
 #          (dict) or SUBSCRIBE filters (list)
 #   OUT:   (seq, time, OUT, head bytes, size, whether head is the whole packet with its payload)
-#   EVENT: (seq, time, EVENT, type name, reason, extra dict or None); a TLS event from the
-#          adapter's report keeps its HandshakeOutcome (the connection holds it already)
+#   EVENT: (seq, time, EVENT, type name, reason, extra dict or None); a TLS event's extra is
+#          its HandshakeOutcome
 IN, OUT, EVENT = 0, 1, 2
 _DIRECTIONS = ("in", "out", "event")
 
@@ -179,11 +179,11 @@ class ConnTrace:
         server_cert: str | None = None,
     ) -> None:
         """The TLS handshake's outcome: "completed" | "alert" | "closed" | "connect-without-handshake"."""
-        tls = {"outcome": outcome, "alert": alert, "version": version, "cipher": cipher, "sni": sni, "server_cert": server_cert}
-        self.event("TLS", None, tls)
+        self.handshake(HandshakeOutcome(outcome, alert=alert, version=version, cipher=cipher, sni=sni, server_cert=server_cert))
 
     def handshake(self, outcome: HandshakeOutcome) -> None:
-        """The TLS handshake's outcome as the TLS adapter reported it."""
+        """The TLS handshake's outcome as the TLS adapter reported it (kept as that object: the
+        connection holds it already, no dict per connection)."""
         self._add((next(self._trace._seq), time.time(), EVENT, "TLS", outcome.reason, outcome))
 
     def _roll(self, record: tuple) -> None:
@@ -362,11 +362,10 @@ def _event(rec: ConnTrace, record: tuple) -> TraceEvent:
     }
     if direction == EVENT:
         _, _, _, type_, reason, extra = record
-        if type_ == "TLS":
-            if isinstance(extra, HandshakeOutcome):
-                extra = extra.to_json()
-                del extra["reason"]
-            return TraceEvent(type=type_, reason=reason, tls=extra, **common)
+        if type_ == "TLS":  # extra: the HandshakeOutcome; its reason is the event's
+            tls = extra.to_json()
+            del tls["reason"]
+            return TraceEvent(type=type_, reason=reason, tls=tls, **common)
         return TraceEvent(type=type_, reason=reason, **common)
     if direction == IN:
         _, _, _, ptype, flags, length, packet_id, topic, kept, extra = record

@@ -2,9 +2,8 @@
 
 Framing is sans-IO (`Framer`): an oversized packet is refused once its fixed header is in,
 before its body is waited for. The hot path is done here rather than by amqtt: the fixed
-header, PUBLISH (amqtt also
-turns a topic that is not UTF-8 into the repr of its bytes instead of refusing it), PUBACK; and
-so are the CONNECT payload and the SUBSCRIBE/UNSUBSCRIBE filters, which amqtt reads without
+header, PUBLISH (amqtt also turns a topic that is not UTF-8 into the repr of its bytes instead
+of refusing it), PUBACK; and so are the CONNECT payload and the SUBSCRIBE/UNSUBSCRIBE filters, which amqtt reads without
 refusing malformed ones.
 """
 

@@ -311,16 +311,13 @@ class MqttConnection:
         assert session is not None
         rec = self.trace_record
         faults = self._faults
-        framer, read, buffered = self._framer, self._read, self.writer.buffered
+        framer, buffered = self._framer, self.writer.buffered
         while not self.closed:
-            frame = framer.next()
-            if frame is None:  # nothing whole in what was read: read what the stream has
-                data = await read(codec.READ_SIZE)
-                if not data:
-                    self.close("connection lost")
-                    return
-                framer.feed(data)
-                continue
+            # A packet already read needs no await (one read often holds several PUBLISHes).
+            frame = framer.next() or await self._read_frame()
+            if frame is None:
+                self.close("connection lost")
+                return
             self._last_rx = self._loop.time()
             kind = frame.packet_type
             if kind == codec.PUBLISH:
@@ -356,7 +353,7 @@ class MqttConnection:
                     if self.closed:
                         return
                     if fired == "withhold-suback":
-                        self._swallow = {*(self._swallow or ()), 9}  # SUBACK
+                        self._swallow = (self._swallow or set()) | {9}  # SUBACK
                 await session.on_subscribe(self, packet_id, topics)
             elif kind == codec.UNSUBSCRIBE:
                 packet_id, filters = await codec.decode_unsubscribe(frame.body)
